@@ -1,0 +1,296 @@
+"""UI helpers shared by the pages: where things live, cached reads of run folders, and table formatting.
+
+Nothing here trains or evaluates: reads go through :mod:`fer_core.io`, and the caches are keyed on the files'
+modification times, so a page always shows what is on disk without re-reading unchanged runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fer_core import io
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME_PAGE = ROOT / "pages" / "home.py"
+RUN_PAGE = ROOT / "pages" / "run.py"
+DEMO_CONFIG = ROOT / "configs" / "synth_quick.yaml"
+
+ACTIVE_STATES = ("queued", "running")
+"""States of a run whose process is (meant to be) alive; pages poll these."""
+
+STATE_COLORS = {
+    "done": "green",
+    "running": "blue",
+    "queued": "violet",
+    "failed": "red",
+    "interrupted": "orange",
+    "cancelled": "gray",
+    "unknown": "gray",
+}
+SUBSET_ORDER = ("all", "occlusion", "pose30", "pose45", "ambiguous")
+"""Display order of evaluation subsets; others follow alphabetically."""
+
+
+# --------------------------------------------------------------------------------------------- cache keys
+def _stat(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of ``path``, or (0, 0) if it does not exist."""
+    try:
+        st_ = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st_.st_mtime_ns, st_.st_size)
+
+
+def _run_stamp(run_dir: Path) -> tuple:
+    """Changes whenever a file of the run changes: atomic writes touch the folder, metrics.jsonl is appended."""
+    return (_stat(run_dir), _stat(run_dir / "status.json"), _stat(run_dir / "metrics.jsonl"), _stat(run_dir / "eval"))
+
+
+def _root_stamp(root: Path) -> tuple:
+    """One :func:`_run_stamp` per entry of the runs folder (empty if the folder does not exist yet)."""
+    try:
+        entries = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return ()
+    return (_stat(root), *((p.name, *_run_stamp(p)) for p in entries))
+
+
+# --------------------------------------------------------------------------------------------- cached reads
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_runs(root: str, stamp: tuple) -> tuple[list[dict], list[dict]]:
+    runs = io.list_runs(root)
+    return [dict(r) for r in runs], list(getattr(runs, "skipped", []))
+
+
+def load_runs(root: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:
+    """Summaries of the runs under ``root`` (default ``fer_core.io.runs_dir()``), newest first, and skipped folders.
+
+    Cached until a file in the runs folder changes. A run that says it is queued or running has its state checked
+    again on every call, since its process can die without touching any file (it then reads ``interrupted``).
+    """
+    base = Path(root) if root is not None else io.runs_dir()
+    runs, skipped = _cached_runs(str(base), _root_stamp(base))
+    for row in runs:
+        if row.get("state") in ACTIVE_STATES:
+            row["state"] = io.run_state(row["path"])
+    return runs, skipped
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_metrics(run_dir: str, stamp: tuple) -> list[dict]:
+    return io.read_metrics(run_dir)
+
+
+def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """``fer_core.io.read_metrics``, cached until ``metrics.jsonl`` changes."""
+    return _cached_metrics(str(run_dir), _stat(Path(run_dir) / "metrics.jsonl"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_eval(run_dir: str, stamp: tuple) -> dict[str, dict]:
+    return io.read_eval(run_dir)
+
+
+def load_eval(run_dir: str | os.PathLike) -> dict[str, dict]:
+    """``fer_core.io.read_eval``, cached until a file in ``eval/`` is written."""
+    folder = Path(run_dir) / "eval"
+    stamp = tuple(sorted((p.name, *_stat(p)) for p in folder.glob("*.json"))) if folder.is_dir() else ()
+    return _cached_eval(str(run_dir), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_config(run_dir: str, stamp: tuple) -> dict:
+    return io.read_config(run_dir)
+
+
+def load_config(run_dir: str | os.PathLike) -> dict:
+    """``fer_core.io.read_config`` (empty dict if the run has no config yet), cached until it changes."""
+    path = Path(run_dir) / "config.yaml"
+    return _cached_config(str(run_dir), _stat(path)) if path.exists() else {}
+
+
+def log_tail(run_dir: str | os.PathLike, lines: int = 40) -> str:
+    """The last ``lines`` lines of the run's ``log.txt`` ("" if there is none)."""
+    path = Path(run_dir) / "log.txt"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------------- formatting
+def state_badge(state: str) -> str:
+    """Markdown for a coloured badge naming a run state, e.g. ``:green-badge[done]``."""
+    return f":{STATE_COLORS.get(state, 'gray')}-badge[{state}]"
+
+
+def format_time(timestamp: float | None) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM`` ("" if missing)."""
+    if not isinstance(timestamp, int | float):
+        return ""
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def pct(value: Any) -> float | None:
+    """A 0-1 fraction as a percentage (None stays None), for tables formatted ``%.1f%%``."""
+    return round(100.0 * float(value), 2) if isinstance(value, int | float) else None
+
+
+def ordered_subsets(names: Iterable[str]) -> list[str]:
+    """Subset names in :data:`SUBSET_ORDER`, unknown ones after it alphabetically."""
+    names = set(names)
+    known = [s for s in SUBSET_ORDER if s in names]
+    return known + sorted(names - set(known))
+
+
+def ordered_eval_keys(keys: Iterable[str]) -> list[str]:
+    """``"split/subset"`` keys: test first, then val, then other splits; subsets in :data:`SUBSET_ORDER`."""
+    split_rank = {"test": 0, "val": 1, "train": 2}
+    subset_rank = {s: i for i, s in enumerate(SUBSET_ORDER)}
+
+    def rank(key: str) -> tuple:
+        split, _, subset = key.partition("/")
+        return (split_rank.get(split, 9), split, subset_rank.get(subset, 99), subset)
+
+    return sorted(keys, key=rank)
+
+
+def run_link(run_id: str) -> str:
+    """Relative URL of a run's page (the Run page reads ``?run=``)."""
+    return f"run?run={run_id}"
+
+
+def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The runs table: one row per run, accuracies in percent, one column per test subset."""
+    subsets = ordered_subsets(s for r in runs for s in (r.get("subset_acc") or {}))
+    rows = []
+    for r in runs:
+        epochs = r.get("epochs")
+        row = {
+            "run": run_link(r["run_id"]),
+            "state": r.get("state", "unknown"),
+            "model": r.get("model") or "",
+            "data": r.get("dataset") or "",
+            "epochs": f"{r.get('epoch') or 0}/{epochs}" if epochs else str(r.get("epoch") or 0),
+            "val acc": pct(r.get("best_val_acc")),
+            "test acc": pct(r.get("test_acc")),
+        }
+        for s in subsets:
+            row[s] = pct((r.get("subset_acc") or {}).get(s))
+        rows.append(row)
+    columns = ["run", "state", "model", "data", "epochs", "val acc", "test acc", *subsets]
+    return pd.DataFrame(rows, columns=columns)
+
+
+STATE_TEXT_COLORS = {"green": "#177245", "blue": "#1f5fbf", "violet": "#6b3fb8", "red": "#b3261e",
+                     "orange": "#a15c00", "gray": "#5f6368"}
+
+
+def style_states(frame: pd.DataFrame) -> Any:
+    """A Styler colouring the ``state`` column of :func:`runs_frame` like the state badges."""
+
+    def color(state: str) -> str:
+        return f"color: {STATE_TEXT_COLORS[STATE_COLORS.get(state, 'gray')]}; font-weight: 600"
+
+    return frame.style.map(color, subset=["state"])
+
+
+def runs_column_config(frame: pd.DataFrame) -> dict[str, Any]:
+    """Column formats for :func:`runs_frame`: the run id as a link to its page, accuracies as percentages."""
+    config: dict[str, Any] = {
+        "run": st.column_config.LinkColumn("run", display_text=r"run\?run=(.*)", help="Open the run's page"),
+        "epochs": st.column_config.TextColumn("epochs", help="finished / planned epochs"),
+        "val acc": st.column_config.NumberColumn("val acc", format="%.1f%%", help="best validation accuracy"),
+        "test acc": st.column_config.NumberColumn("test acc", format="%.1f%%", help="test accuracy, all faces"),
+    }
+    for col in frame.columns[7:]:
+        config[col] = st.column_config.NumberColumn(col, format="%.1f%%", help=f"test accuracy on the {col} subset")
+    return config
+
+
+def eval_frame(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per split/subset metrics (percent) for the run page's table, in :func:`ordered_eval_keys` order."""
+    rows = []
+    for key in ordered_eval_keys(evals):
+        r = evals[key]
+        split, _, subset = key.partition("/")
+        rows.append({
+            "split": split,
+            "subset": subset,
+            "n": r.get("n"),
+            "accuracy": pct(r.get("accuracy")),
+            "mean class accuracy": pct(r.get("mean_class_accuracy")),
+            "macro F1": pct(r.get("macro_f1")),
+        })
+    return pd.DataFrame(rows, columns=["split", "subset", "n", "accuracy", "mean class accuracy", "macro F1"])
+
+
+EVAL_COLUMN_CONFIG = {
+    "n": st.column_config.NumberColumn("n", help="faces in the subset", format="%d"),
+    "accuracy": st.column_config.NumberColumn("accuracy", format="%.1f%%"),
+    "mean class accuracy": st.column_config.NumberColumn(
+        "mean class accuracy", format="%.1f%%", help="accuracy averaged over classes (robust to class imbalance)"
+    ),
+    "macro F1": st.column_config.NumberColumn("macro F1", format="%.1f%%"),
+}
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """One line naming a run in a select box: id, state, model and data."""
+    what = " on ".join(x for x in (run.get("model"), run.get("dataset")) if x)
+    return f"{run['run_id']}  ·  {run.get('state', 'unknown')}" + (f"  ·  {what}" if what else "")
+
+
+def progress_of(status: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], epochs: int | None) -> float:
+    """Fraction of planned epochs finished (0..1) from status.json and metrics.jsonl."""
+    epoch = status.get("epoch") or (metrics[-1].get("epoch") if metrics else 0) or 0
+    total = status.get("epochs") or epochs
+    if not total:
+        return 0.0
+    return max(0.0, min(1.0, float(epoch) / float(total)))
+
+
+# --------------------------------------------------------------------------------------------- catalogue
+@st.cache_data(show_spinner=False)
+def model_frame() -> pd.DataFrame:
+    """The model registry as a table: name, input, paper, origin and licence (read from each model's config)."""
+    from fer_core.models import list_models, model_info
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        c, h, w = info.input_size
+        rows.append({
+            "model": name,
+            "input": f"{c}×{h}×{w}",
+            "paper": info.paper,
+            "pretrained": info.pretrained or "—",
+            "licence": info.licence,
+        })
+    return pd.DataFrame(rows, columns=["model", "input", "paper", "pretrained", "licence"])
+
+
+@st.cache_data(show_spinner=False)
+def dataset_frame() -> pd.DataFrame:
+    """The data set registry as a table: name, whether it needs files on disk, and its description."""
+    from fer_core.data import dataset_info, list_datasets
+
+    rows = []
+    for name in list_datasets():
+        info = dataset_info(name)
+        rows.append({
+            "data set": name,
+            "files": "your copy (data.root)" if info.get("needs_root") else "built in",
+            "description": info.get("description", ""),
+        })
+    return pd.DataFrame(rows, columns=["data set", "files", "description"])

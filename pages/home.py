@@ -1,0 +1,107 @@
+"""Home: what FER Lab is, the runs table, the data sets and models; with no runs, a one-click demo run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import ui
+from fer_core import io, launch
+
+DEMO_KEY = "home.demo_run"  # id of the demo run this session started (the run folder is the real record)
+st.session_state.setdefault(DEMO_KEY, None)
+
+st.title("FER Lab")
+st.markdown(
+    "A toolkit for **facial expression recognition** research: `fer_core` trains, evaluates and explains the FER "
+    "methods of the literature (CNN baselines, Self-Cure Network, region attention, PAtt-Lite, LFER-LDL), and this "
+    "app launches runs, follows them and compares them, including on the hard cases: occluded faces, turned heads "
+    "and ambiguous expressions. Everything runs on a CPU with **SynthFACS**, a procedural face data set built from "
+    "facial action units, so you can try it without a licence-gated download. Every run is a folder on disk, so "
+    "the command line (`python -m fer_core ...`) and this app always agree."
+)
+
+root = io.runs_dir()
+runs, skipped = ui.load_runs(root)
+active = [r for r in runs if r["state"] in ui.ACTIVE_STATES]
+
+
+def _start_demo() -> None:
+    """Launch the demo training run as a child process (the app never trains in its own process)."""
+    try:
+        run_id, _pid = launch.launch_train(ui.DEMO_CONFIG, root=root)
+    except Exception as err:  # noqa: BLE001 - show any launch problem on the page, do not crash it
+        st.error(f"Could not start the demo run: {err}")
+        return
+    st.session_state[DEMO_KEY] = run_id
+    st.rerun()
+
+
+# --------------------------------------------------------------------------------------------- empty state
+if not runs:
+    with st.container(border=True):
+        st.subheader("No runs yet")
+        st.markdown(
+            f"Runs are read from `{root}` (set `FER_RUNS_DIR` to use another folder). Start with a small demo: "
+            "a compact CNN trained for a few epochs on SynthFACS, in a background process, in about a minute on a "
+            "laptop CPU. The same run from a shell: `python -m fer_core train --config configs/synth_quick.yaml`."
+        )
+        if st.button("Train a demo model on SynthFACS", type="primary", icon=":material/play_arrow:", key="home.demo"):
+            _start_demo()
+
+
+# --------------------------------------------------------------------------------------------- active runs
+@st.fragment(run_every=1.0)
+def _progress(run_ids: list[str]) -> None:
+    """Poll the active runs' folders once a second; rerun the whole page when one of them stops."""
+    for run_id in run_ids:
+        run_dir = io.run_path(run_id, root)
+        status = io.read_status(run_dir)
+        state = io.run_state(run_dir, status)
+        if state not in ui.ACTIVE_STATES:
+            st.rerun()  # finished, failed or died: redraw the table with its final state
+        metrics = ui.load_metrics(run_dir)
+        epochs = status.get("epochs") or ui.load_config(run_dir).get("train", {}).get("epochs")
+        epoch = status.get("epoch") or (metrics[-1]["epoch"] if metrics else 0)
+        text = f"**{run_id}** · {state} · epoch {epoch}/{epochs or '?'}"
+        if metrics and isinstance(metrics[-1].get("val_acc"), int | float):
+            text += f" · val acc {100 * metrics[-1]['val_acc']:.1f}%"
+        if status.get("phase"):
+            text += f" · {status['phase']}"
+        st.progress(ui.progress_of(status, metrics, epochs), text=text)
+        st.page_link(ui.RUN_PAGE, label="Follow it on its page", query_params={"run": run_id},
+                     icon=":material/monitoring:")
+
+
+if active:
+    st.subheader("Training now")
+    _progress([r["run_id"] for r in active])
+
+demo = st.session_state[DEMO_KEY]
+if demo and any(r["run_id"] == demo and r["state"] == "done" for r in runs):
+    st.success(f"The demo run **{demo}** has finished.")
+    st.page_link(ui.RUN_PAGE, label="See its learning curves and confusion matrices", query_params={"run": demo},
+                 icon=":material/monitoring:")
+
+# --------------------------------------------------------------------------------------------- runs table
+if runs:
+    st.subheader("Runs")
+    frame = ui.runs_frame(runs)
+    event = st.dataframe(
+        ui.style_states(frame), column_config=ui.runs_column_config(frame), hide_index=True, width="stretch",
+        on_select="rerun", selection_mode="single-row", key="home.runs_table",
+    )
+    st.caption(f"{len(runs)} run(s) in `{root}`. Click a run id, or select a row, to open its page. "
+               "Accuracies are in percent; subset columns are test accuracy on that subset.")
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        st.switch_page(ui.RUN_PAGE, query_params={"run": runs[rows[0]]["run_id"]})
+if skipped:
+    with st.expander(f"{len(skipped)} folder(s) in the runs folder are not runs"):
+        st.dataframe(pd.DataFrame(skipped), hide_index=True, width="stretch")
+
+# --------------------------------------------------------------------------------------------- catalogue
+st.subheader("Data sets")
+st.dataframe(ui.dataset_frame(), hide_index=True, width="stretch")
+st.subheader("Models")
+st.dataframe(ui.model_frame(), hide_index=True, width="stretch")

@@ -1,0 +1,161 @@
+"""Run: one run in detail. State and config, learning curves, confusion matrices and metrics per test subset.
+
+``/run?run=<run_id>`` opens a given run; the select box keeps the query parameter in step, so the URL can be shared.
+A queued or running run redraws itself once every couple of seconds from its folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+import yaml
+
+from app import charts, ui
+from fer_core import io, launch
+
+SELECT_KEY = "run.selected"
+SYNCED_KEY = "run.synced_query"  # the ?run= value this page last wrote
+NORMALISE_KEY = "run.normalise"
+POLL_SECONDS = 2.0
+
+root = io.runs_dir()
+runs, _skipped = ui.load_runs(root)
+st.title("Run")
+if not runs:
+    st.info(f"No runs in `{root}` yet. Start a demo run from the Home page, or from a shell: "
+            "`python -m fer_core train --config configs/synth_quick.yaml`.")
+    st.page_link(ui.HOME_PAGE, label="Home", icon=":material/home:")
+    st.stop()
+
+by_id = {r["run_id"]: r for r in runs}
+ids = list(by_id)  # newest first
+wanted = st.query_params.get("run")
+if wanted and wanted not in by_id:
+    st.warning(f"There is no run `{wanted}` in `{root}`; showing the newest run instead.")
+# ?run= wins when it changed since this page last wrote it (a link was followed); otherwise the select box does.
+if wanted in by_id and wanted != st.session_state.get(SYNCED_KEY):
+    st.session_state[SELECT_KEY] = wanted
+elif st.session_state.get(SELECT_KEY) not in by_id:  # first visit, or the run folder was deleted meanwhile
+    st.session_state[SELECT_KEY] = ids[0]
+run_id = st.selectbox("Choose a run", ids, key=SELECT_KEY, format_func=lambda i: ui.run_label(by_id[i]))
+st.query_params["run"] = st.session_state[SYNCED_KEY] = run_id
+
+run = by_id[run_id]
+run_dir = Path(run["path"])
+config = ui.load_config(run_dir)
+
+
+# --------------------------------------------------------------------------------------------- header
+def _summary(cfg: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs that say what a run trains, for the header."""
+    data, model, train = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("train") or {}
+    opt, sched = train.get("optimizer") or {}, train.get("scheduler") or {}
+    data_opts = ", ".join(f"{k}={v}" for k, v in (data.get("options") or {}).items())
+    return [
+        ("model", str(model.get("name", "?")) + (" (pretrained)" if model.get("pretrained") else "")),
+        ("data", str(data.get("name", "?")) + (f" ({data_opts})" if data_opts else "")),
+        ("epochs", str(train.get("epochs", "?"))),
+        ("batch", str(train.get("batch_size", "?"))),
+        ("optimiser", f"{opt.get('name', '?')}, lr {opt.get('lr', '?')}, {sched.get('name', 'no')} schedule"),
+        ("device / seed", f"{train.get('device', '?')} / {cfg.get('seed', '?')}"),
+    ]
+
+
+st.markdown(f"### {run_id} {ui.state_badge(run['state'])}")
+st.caption(f"created {ui.format_time(run.get('created'))} · folder `{run_dir}`"
+           + (f" · name `{config['name']}`" if config.get("name") else ""))
+if config:
+    pairs = _summary(config)
+    for col, chunk in zip(st.columns(3), (pairs[0:2], pairs[2:4], pairs[4:6]), strict=True):
+        col.markdown("  \n".join(f"**{label}:** {value}" for label, value in chunk))
+    with st.expander("Full config (config.yaml)"):
+        st.code(yaml.safe_dump(config, sort_keys=False), language="yaml")
+if run.get("problem"):
+    st.warning(f"Parts of this run folder could not be read: {run['problem']}")
+
+
+# --------------------------------------------------------------------------------------------- live part
+def _state_notice(state: str, status: dict) -> None:
+    """Say clearly what happened to a run that is not done."""
+    error = status.get("error")
+    if state == "failed":
+        where = f"  \nwhere: `{status['error_at']}`" if status.get("error_at") else ""
+        st.error(f"Training failed: {error or 'no error message recorded'}{where}", icon=":material/error:")
+    elif state == "interrupted":
+        st.warning(
+            f"This run was interrupted: status.json says `{status.get('state')}` but its process "
+            f"(pid {status.get('pid')}) is gone, so it was killed or the machine restarted. "
+            f"Resume it from its last checkpoint with `python -m fer_core train --resume {run_id}`.",
+            icon=":material/warning:",
+        )
+    elif state == "cancelled":
+        st.info("This run was cancelled." + (f" {error}" if error else ""), icon=":material/cancel:")
+    elif state == "unknown":
+        st.info("This run has no status.json yet.")
+    if state in ("failed", "interrupted", "cancelled"):
+        tail = ui.log_tail(run_dir)
+        if tail:
+            with st.expander("Last lines of log.txt", expanded=state == "failed"):
+                st.code(tail, language="text")
+
+
+def _live(initial_state: str) -> None:
+    """Progress, state notice and learning curves; rerun the page when an active run stops."""
+    status = io.read_status(run_dir)
+    state = io.run_state(run_dir, status)
+    if initial_state in ui.ACTIVE_STATES and state not in ui.ACTIVE_STATES:
+        st.rerun()  # it just finished (or died): redraw everything, evaluation included
+    metrics = ui.load_metrics(run_dir)
+    epochs = status.get("epochs") or (config.get("train") or {}).get("epochs")
+    if state in ui.ACTIVE_STATES:
+        epoch = status.get("epoch") or (metrics[-1]["epoch"] if metrics else 0)
+        phase = f" · {status['phase']}" if status.get("phase") else ""
+        st.progress(ui.progress_of(status, metrics, epochs), text=f"{state} · epoch {epoch}/{epochs or '?'}{phase}")
+        if st.button("Cancel this run", icon=":material/stop:", key="run.cancel"):
+            launch.cancel_run(run_dir)
+            st.rerun()
+    else:
+        _state_notice(state, status)
+    st.subheader("Learning curves")
+    if metrics:
+        st.plotly_chart(charts.learning_curves(metrics), width="stretch", key="run.curves")
+    else:
+        st.info("No epoch has finished yet; the curves appear after the first one.")
+
+
+interval = POLL_SECONDS if run["state"] in ui.ACTIVE_STATES else None
+st.fragment(run_every=interval)(_live)(run["state"])
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+evals = ui.load_eval(run_dir)
+st.subheader("Evaluation")
+if not evals:
+    if run["state"] == "done":
+        st.info(f"No evaluation results in `{run_dir / 'eval'}`. Run `python -m fer_core evaluate {run_id}`.")
+    elif run["state"] in ui.ACTIVE_STATES:
+        st.info("Evaluation results appear here when training has finished.")
+    else:
+        st.info("No evaluation: the run stopped before training finished.")
+    st.stop()
+
+st.dataframe(ui.eval_frame(evals), column_config=ui.EVAL_COLUMN_CONFIG, hide_index=True, width="stretch")
+st.caption("Mean class accuracy averages the per-class recalls, so rare expressions count as much as common ones.")
+
+st.session_state.setdefault(NORMALISE_KEY, True)
+st.toggle("Normalise rows (share of each true class)", key=NORMALISE_KEY)
+keys = ui.ordered_eval_keys(evals)
+tabs = st.tabs([key if not key.startswith("test/") else key.removeprefix("test/") for key in keys])
+reference_key = "test/all" if "test/all" in evals else keys[0]
+for tab, key in zip(tabs, keys, strict=True):
+    result = evals[key]
+    with tab:
+        st.caption(f"{key}: {result.get('n', '?')} faces, accuracy {ui.pct(result.get('accuracy')) or 0:.1f}%")
+        left, right = st.columns([3, 2])
+        fig = charts.confusion_matrix(result["confusion"], result["class_names"],
+                                      normalise=st.session_state[NORMALISE_KEY], title="Confusion matrix")
+        left.plotly_chart(fig, width="stretch", key=f"run.confusion.{key}")
+        compared = {key: result} if key == reference_key else {reference_key: evals[reference_key], key: result}
+        recall = {k: (r["confusion"], r["class_names"]) for k, r in compared.items()}
+        right.plotly_chart(charts.per_class_recall(recall), width="stretch", key=f"run.recall.{key}")
