@@ -24,7 +24,7 @@ VERSION = "1.0"
 _VERSION_KEY = 10  # integer form of VERSION's major part, mixed into every seed
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
-SUBSETS: tuple[str, ...] = ("occlusion", "pose30", "pose45", "ambiguous")
+SUBSETS: tuple[str, ...] = ("clean", "occlusion", "pose30", "pose45", "ambiguous")
 DEFAULT_SIZES = {"train": 12271, "val": 1534, "test": 3068}  # RAF-DB basic's train/test sizes
 SUBJECT_RANGES = {"train": (0, 600), "val": (600, 680), "test": (680, 830)}
 CLASS_PRIOR = {  # imbalanced like real FER data (few fear, disgust, contempt; many happy, neutral)
@@ -215,6 +215,8 @@ def _identity(seed: int, subject: int) -> Identity:
 
 def subset_rule(name: str, meta: SampleMeta) -> bool:
     """Whether a sample belongs to a test-condition subset."""
+    if name == "clean":  # unoccluded and near frontal: the easy, controlled condition
+        return meta.spec.occluder == "none" and abs(meta.spec.yaw) <= 30
     if name == "occlusion":
         return meta.spec.occluder != "none"
     if name == "pose30":
@@ -231,7 +233,8 @@ class SynthFaces(Dataset):
 
     Args:
         split: ``train``, ``val`` or ``test`` (subject-disjoint).
-        subset: None / ``all``, or ``occlusion``, ``pose30``, ``pose45``, ``ambiguous``.
+        subset: None / ``all``, or ``clean`` (unoccluded, |yaw| <= 30), ``occlusion``, ``pose30`` (|yaw| > 30),
+            ``pose45`` (|yaw| > 45), ``ambiguous`` (top soft-label probability below 0.6).
         **options: fields of :class:`SynthConfig`.
     """
 

@@ -104,17 +104,80 @@ def _line(img, pts, color, thickness: int = 1):
 
 
 class _Face:
-    """Draws the AU-dependent face of one spec on a canvas."""
+    """Draws the AU-dependent face of one spec.
+
+    Drawing is deferred: every primitive is queued with its face-plane points, and :meth:`flush` projects all
+    points of the face in one call before drawing the queue in order (one projection instead of hundreds keeps
+    a face at a few milliseconds).
+    """
 
     def __init__(self, spec: FaceSpec, au: np.ndarray, scene: Scene):
         self.s, self.au, self.sc, self.id = spec, au, scene, spec.identity
         self.px_per_unit = scene.scale
         self.dark = _scale(self.id.skin, 0.45)
+        self.line_w = max(1, round(scene.scale / 55))
         # how much the left, centre and right of the face turn to the viewer, at eye and mouth height
         grid_u = np.array([-0.5, -0.25, 0.0, 0.25, 0.5] * 2)
         grid_v = np.repeat([spec.identity.eye_y, spec.identity.mouth_y], 5)
         self._vis = scene.facing(grid_u, grid_v).reshape(2, 5)
+        self._queue: list[tuple] = []
+        self._u: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._dz: list = []
+        self._n = 0
 
+    # -- queue -------------------------------------------------------------------------------------------------
+    def _add(self, u, v, dz) -> tuple[int, int]:
+        u = np.asarray(u, np.float64).ravel()
+        v = np.asarray(v, np.float64).ravel()
+        if u.size != v.size:
+            u, v = np.broadcast_arrays(u, v)
+        self._u.append(u)
+        self._v.append(v)
+        self._dz.append(dz)  # a float, or an array with one depth per point
+        start = self._n
+        self._n += u.size
+        return start, self._n
+
+    def poly(self, u, v, color, dz=0.0):
+        self._queue.append(("poly", self._add(u, v, dz), color))
+
+    def hull(self, u, v, color, dz=0.0):
+        self._queue.append(("hull", self._add(u, v, dz), color))
+
+    def line(self, u, v, color, thickness: int = 1, dz=0.0):
+        self._queue.append(("line", self._add(u, v, dz), color, max(1, int(thickness))))
+
+    def ellipse(self, u, v, axes_px: tuple[float, float], angle: float, color, dz=0.0):
+        self._queue.append(("ellipse", self._add([u], [v], dz), color, axes_px, angle))
+
+    def flush(self, img):
+        """Project every queued point at once and draw the queue in order."""
+        if not self._queue:
+            return
+        counts = [u.size for u in self._u]
+        if all(isinstance(d, float | int) for d in self._dz):
+            dz = np.repeat(np.asarray(self._dz, np.float64), counts)
+        else:
+            dz = np.concatenate([np.broadcast_to(np.asarray(d, np.float64), (n,)) for d, n in zip(self._dz, counts,
+                                                                                                   strict=True)])
+        pix = self.sc.project(self.sc.surface(np.concatenate(self._u), np.concatenate(self._v), dz))
+        fixed = np.round(pix * (1 << SHIFT)).astype(np.int32)
+        for cmd in self._queue:
+            kind, (a, b), color = cmd[0], cmd[1], cmd[2]
+            pts = fixed[a:b].reshape(-1, 1, 2)
+            if kind == "poly":
+                cv2.fillPoly(img, [pts], color, AA, SHIFT)
+            elif kind == "hull":
+                cv2.fillPoly(img, [cv2.convexHull(pts)], color, AA, SHIFT)
+            elif kind == "line":
+                cv2.polylines(img, [pts], False, color, cmd[3], AA, SHIFT)
+            else:
+                axes = (max(1, int(cmd[3][0] * (1 << SHIFT))), max(1, int(cmd[3][1] * (1 << SHIFT))))
+                cv2.ellipse(img, (int(pts[0, 0, 0]), int(pts[0, 0, 1])), axes, cmd[4], 0, 360, color, -1, AA, SHIFT)
+        self._queue.clear()
+
+    # -- helpers -----------------------------------------------------------------------------------------------
     def visible(self, u: float, v: float) -> float:
         """Approximate facing of the surface at (u, v) from a few precomputed points (cheap)."""
         row = self._vis[0] if v < 0.25 else self._vis[1]
@@ -130,53 +193,46 @@ class _Face:
             val = max(val, self.a("U" + name))
         return val
 
-    def crease(self, img, u, v, strength: float, width: float = 1.0):
+    def crease(self, u, v, strength: float, width: float = 1.0):
         """A skin line (wrinkle, fold) whose darkness follows ``strength``; hidden where the face turns away."""
         if strength <= 0.03:
             return
-        u, v = np.asarray(u, float), np.asarray(v, float)
-        if self.visible(float(u.mean()), float(v.mean())) < 0.15:
+        if self.visible(0.5 * float(u[0] + u[-1]), 0.5 * float(v[0] + v[-1])) < 0.15:
             return
         color = _mix(self.id.skin, self.dark, min(1.0, strength) * 0.75)
-        _line(img, self.sc.px(u, v), color, round(width * self.px_per_unit / 55))
+        self.line(u, v, color, round(width * self.line_w))
 
-    def head(self, img):
-        _poly(img, self.sc.outline(), self.id.skin)
-
-    def brows(self, img):
+    # -- features ----------------------------------------------------------------------------------------------
+    def brows(self):
         i = self.id
-        t = np.linspace(0, 1, 9)
+        a1, a2, a4 = self.a("1"), self.a("2"), self.a("4")
+        base = i.eye_y - i.eye_h - i.brow_gap
+        color = _mix(self.id.hair, self.id.skin, 0.25)
         for side in (-1, 1):
-            a1, a2, a4 = self.a("1"), self.a("2"), self.a("4")
             inner_x = i.eye_x - i.eye_w * 0.55 - 0.05 * a4
             outer_x = i.eye_x + i.eye_w * 0.62
-            x = inner_x + (outer_x - inner_x) * t
-            base = i.eye_y - i.eye_h - i.brow_gap
-            y = base - i.brow_arch * np.sin(np.pi * (0.15 + 0.8 * t))
-            y = y - 0.10 * a1 * (1 - t) ** 1.5 - 0.085 * a2 * t**1.2 + 0.06 * a4 + 0.035 * a4 * (1 - t)
-            y = y + 0.03 * a1 * a4 * (1 - t)  # sad brows: oblique
-            th = i.brow_thick * (1.0 - 0.55 * t) * (1 + 0.2 * a4)
-            top = self.sc.px(side * x, y - th / 2)
-            bot = self.sc.px(side * x, y + th / 2)
+            x = inner_x + (outer_x - inner_x) * _T9
+            y = base - i.brow_arch * _ARCH9
+            y = y - 0.10 * a1 * _INNER9 - 0.085 * a2 * _OUTER9 + 0.06 * a4 + 0.035 * a4 * (1 - _T9)
+            y = y + 0.03 * a1 * a4 * (1 - _T9)  # sad brows: oblique
             if self.visible(side * float(x.mean()), float(y.mean())) < 0.05:
                 continue
-            _poly(img, np.concatenate([top, bot[::-1]]), _mix(self.id.hair, self.id.skin, 0.25))
+            th = i.brow_thick * (1.0 - 0.55 * _T9) * (1 + 0.2 * a4)
+            self.poly(side * np.concatenate([x, x[::-1]]), np.concatenate([y - th / 2, (y + th / 2)[::-1]]), color)
         if a4 > 0.05:  # vertical furrows between the brows
             for side in (-1, 1):
-                uu = np.full(4, side * 0.045)
-                vv = np.linspace(base - 0.02, base + 0.09, 4)
-                self.crease(img, uu, vv, a4)
+                self.crease([side * 0.045] * 2, [base - 0.02, base + 0.09], a4)
         lift = max(a1, a2)
         if lift > 0.1:  # horizontal forehead lines
+            w = 0.18 + 0.25 * a2 / max(lift, 1e-3)
+            uu = w * _S9
             for k, vv in enumerate((-0.46, -0.53, -0.60)):
-                w = 0.18 + 0.25 * a2 / max(lift, 1e-3)
-                uu = np.linspace(-w, w, 9)
-                self.crease(img, uu, vv - 0.02 * np.cos(uu / w * np.pi / 2) + 0.0 * k, lift * (0.9 - 0.2 * k))
+                self.crease(uu, vv - 0.02 * _COS9, lift * (0.9 - 0.2 * k))
 
-    def eyes(self, img):
+    def eyes(self):
         i = self.id
         a5, a6, a7 = self.a("5"), self.a("6"), self.a("7")
-        t = np.linspace(-1, 1, 15)
+        t = _S15
         for side in (-1, 1):
             cx, cy = side * i.eye_x, i.eye_y
             facing = float(self.sc.facing(cx, cy)[0])
@@ -186,147 +242,153 @@ class _Face:
             lo = i.eye_h * 0.55 * (1 + 0.2 * a5) * (1 - 0.5 * a7) * (1 - 0.6 * a6)
             x = cx + side * t * i.eye_w / 2
             skew = 0.15 * (1 - t * side)  # the lid peak sits a little towards the nose
-            y_up = cy - up * (1 - t**2) ** 0.85 * (1 + skew * 0.2)
-            y_lo = cy + lo * (1 - t**2) ** 1.1
-            opening = np.concatenate([self.sc.px(x, y_up, 0.01), self.sc.px(x[::-1], y_lo[::-1], 0.01)])
-            _poly(img, opening, (236, 234, 228))
+            y_up = cy - up * _LID_UP * (1 + skew * 0.2)
+            y_lo = cy + lo * _LID_LO
+            self.poly(np.concatenate([x, x[::-1]]), np.concatenate([y_up, y_lo[::-1]]), (236, 234, 228), 0.01)
             r = i.eye_h * 0.95
-            iris_c = self.sc.px(cx, cy - 0.1 * i.eye_h, 0.03)[0]
             rad = r * self.sc.scale * max(0.35, facing)
-            cv2.ellipse(img, (int(iris_c[0] * 16), int(iris_c[1] * 16)),
-                        (int(rad * facing**0.5 * 16), int(r * self.sc.scale * 16)),
-                        0, 0, 360, self.id.iris, -1, AA, SHIFT)
-            cv2.circle(img, (int(iris_c[0] * 16), int(iris_c[1] * 16)), int(rad * 0.45 * 16), (15, 12, 12), -1,
-                       AA, SHIFT)
-            hl = iris_c + np.array([-0.3, -0.35]) * rad
-            cv2.circle(img, (int(hl[0] * 16), int(hl[1] * 16)), max(1, int(rad * 0.18 * 16)), (250, 250, 250), -1,
-                       AA, SHIFT)
+            self.ellipse(cx, cy - 0.1 * i.eye_h, (rad * facing**0.5, r * self.sc.scale), 0, self.id.iris, 0.03)
+            self.ellipse(cx, cy - 0.1 * i.eye_h, (rad * 0.45, rad * 0.45), 0, (15, 12, 12), 0.03)
+            self.ellipse(cx - 0.3 * r, cy - 0.1 * i.eye_h - 0.35 * r, (rad * 0.18, rad * 0.18), 0, (250, 250, 250),
+                         0.035)
             # lids: skin above the upper lid and below the lower lid hides the overflowing iris
-            lid_top = cy - i.eye_h * 2.6
-            upper = np.concatenate([self.sc.px(x, y_up), self.sc.px(x[::-1], np.full_like(x, lid_top))])
-            _poly(img, upper, self.id.skin)
-            lower = np.concatenate([self.sc.px(x, y_lo), self.sc.px(x[::-1], np.full_like(x, cy + i.eye_h * 1.9))])
-            _poly(img, lower, self.id.skin)
-            lash = _scale(self.id.hair, 0.5)
-            _line(img, self.sc.px(x, y_up), lash, round(1.6 * self.sc.scale / 55))
-            _line(img, self.sc.px(x[2:-2], y_lo[2:-2]), _mix(self.id.skin, self.dark, 0.5))
+            self.poly(np.concatenate([x, x[::-1]]), np.concatenate([y_up, np.full_like(x, cy - i.eye_h * 2.6)]),
+                      self.id.skin)
+            self.poly(np.concatenate([x, x[::-1]]), np.concatenate([y_lo, np.full_like(x, cy + i.eye_h * 1.9)]),
+                      self.id.skin)
+            self.line(x, y_up, _scale(self.id.hair, 0.5), round(1.6 * self.sc.scale / 55))
+            self.line(x[2:-2], y_lo[2:-2], _mix(self.id.skin, self.dark, 0.5))
             crease_y = y_up - i.eye_h * (0.55 - 0.3 * a5)
-            self.crease(img, x[2:-1], crease_y[2:-1], 0.45 - 0.35 * a7)
+            self.crease(x[2:-1], crease_y[2:-1], 0.45 - 0.35 * a7)
             if a6 > 0.08:  # cheek raised: lower-lid furrow and crow's feet
-                self.crease(img, x[1:-1], y_lo[1:-1] + i.eye_h * 0.9, a6)
+                self.crease(x[1:-1], y_lo[1:-1] + i.eye_h * 0.9, a6)
                 ox = cx + side * i.eye_w * 0.6
                 for k in (-1, 0, 1):
-                    self.crease(img, [ox, ox + side * 0.06], [cy + 0.005 * k, cy + 0.03 * k], a6 * 0.8)
+                    self.crease([ox, ox + side * 0.06], [cy + 0.005 * k, cy + 0.03 * k], a6 * 0.8)
             if a7 > 0.1:
-                self.crease(img, x[3:-3], y_lo[3:-3] + i.eye_h * 0.5, a7 * 0.7)
+                self.crease(x[3:-3], y_lo[3:-3] + i.eye_h * 0.5, a7 * 0.7)
 
-    def nose(self, img):
+    def nose(self):
         i = self.id
         a9 = self.a("9")
         tip_v = i.eye_y + i.nose_len
         lift = 0.03 * a9
         w = i.nose_w * (1 + 0.25 * a9)
         # silhouette of the nose: covers the far cheek when the head turns
-        bridge = self.sc.surface(0.0, i.eye_y + 0.02, 0.02)
-        tip = self.sc.surface(0.0, tip_v - lift, 0.0) + np.array([0, 0, 0.2])
-        base = self.sc.surface(0.0, tip_v + 0.05 - lift, 0.06)
-        alar = self.sc.surface(np.array([-w, w]), np.full(2, tip_v - lift), 0.04)
-        hull = cv2.convexHull(self.sc.project(np.concatenate([bridge, tip, base, alar])).astype(np.float32))
-        _poly(img, hull.reshape(-1, 2), self.id.skin)
+        self.hull([0.0, 0.0, 0.0, -w, w], [i.eye_y + 0.02, tip_v - lift, tip_v + 0.05 - lift, tip_v - lift,
+                                          tip_v - lift], self.id.skin, np.array([0.02, 0.2, 0.06, 0.04, 0.04]))
         yaw_sign = 1 if self.s.yaw >= 0 else -1
+        vv = np.linspace(i.eye_y + 0.05, tip_v - 0.02 - lift, 6)
         for side in (-1, 1):  # the sides of the nose, darker on the side turned away
-            vv = np.linspace(i.eye_y + 0.05, tip_v - 0.02 - lift, 6)
-            uu = side * (0.035 + 0.03 * np.linspace(0, 1, 6) ** 2)
             k = 0.35 if side == yaw_sign else 0.2
-            self.crease(img, uu, vv, k + 0.3 * abs(self.s.yaw) / 60)
+            self.crease(side * (0.035 + 0.03 * _SQ6), vv, k + 0.3 * abs(self.s.yaw) / 60)
+        nostril = _scale(self.id.skin, 0.35)
         for side in (-1, 1):  # nostrils and wings
-            c = self.sc.project(self.sc.surface(side * w * 0.55, tip_v + 0.025 - lift, 0.06))[0]
-            axes = (max(1, int(w * 0.32 * self.sc.scale * 16)), max(1, int(w * 0.18 * self.sc.scale * 16)))
-            cv2.ellipse(img, (int(c[0] * 16), int(c[1] * 16)), axes, side * 15, 0, 360, _scale(self.id.skin, 0.35),
-                        -1, AA, SHIFT)
-            tt = np.linspace(-0.3, 1.3, 7)
-            self.crease(img, side * (w * 0.6 + w * 0.45 * np.sin(tt * np.pi / 1.6)),
-                        tip_v - lift - 0.04 + 0.07 * tt / 1.3, 0.55)
+            axes = (w * 0.32 * self.sc.scale, w * 0.18 * self.sc.scale)
+            self.ellipse(side * w * 0.55, tip_v + 0.025 - lift, axes, side * 15, nostril, 0.06)
+            self.crease(side * (w * 0.6 + w * 0.45 * _WING7), tip_v - lift - 0.04 + 0.07 * _TT7 / 1.3, 0.55)
         if a9 > 0.08:  # wrinkles across the bridge
+            uu = 0.07 * _S5
             for k in range(3):
-                vv = i.eye_y + 0.02 + 0.035 * k
-                uu = np.linspace(-0.07, 0.07, 5)
-                self.crease(img, uu, vv + 0.012 * (uu / 0.07) ** 2, a9)
+                self.crease(uu, i.eye_y + 0.02 + 0.035 * k + 0.012 * _S5**2, a9)
 
-    def mouth(self, img):
+    def mouth(self):
         i = self.id
         a = self.a
-        n = 21
-        t = np.linspace(-1, 1, n)
+        t = _S21
         corner_dy, corner_dx = {}, {}
         for side in (-1, 1):
             a12, a14 = self.side_a("12", side), self.side_a("14", side)
             corner_dy[side] = -0.10 * a12 + 0.085 * a("15") + 0.02 * a("20") - 0.01 * a14
             corner_dx[side] = 0.04 * a12 + 0.075 * a("20") - 0.035 * a("23") - 0.012 * a14 - 0.05 * a("26") * (
                 1 - a("20"))
-        dy = np.where(t < 0, corner_dy[-1], corner_dy[1]) * np.abs(t) ** 1.7
+        dy = np.where(t < 0, corner_dy[-1], corner_dy[1]) * _ABS21
         half_w = i.mouth_w + np.where(t < 0, corner_dx[-1], corner_dx[1])
         x = t * half_w
         line_y = i.mouth_y + dy - 0.012 * a("17") + 0.01 * a("26")
         open_ = 0.035 * a("25") + 0.16 * a("26") + 0.025 * a("16") * a("25")
         raise_up = 0.045 * a("10") + 0.01 * a("9")
         drop_lo = 0.045 * a("16")
-        shape = 0.5 + 0.4 * a("20")  # higher: flatter, wider opening
-        bump = (1 - t**2) ** shape
+        bump = _ONE_MINUS_T2_21 ** (0.5 + 0.4 * a("20"))  # stretched lips: flatter, wider opening
         thin = 1 - 0.6 * a("23")
-        inner_up = line_y - raise_up * (1 - t**2) ** 0.6 - open_ * 0.25 * bump
-        inner_lo = line_y + open_ * 0.75 * bump + drop_lo * (1 - t**2) ** 0.6
-        bow = 1 - 0.35 * np.exp(-(t / 0.14) ** 2)
-        outer_up = inner_up - i.lip_thick * 0.85 * thin * (1 - t**2) ** 0.45 * bow - 0.02 * a("10") * (1 - t**2)
-        outer_lo = inner_lo + i.lip_thick * thin * (1 + 0.3 * a("16")) * (1 - t**2) ** 0.55
+        inner_up = line_y - raise_up * _P06 - open_ * 0.25 * bump
+        inner_lo = line_y + open_ * 0.75 * bump + drop_lo * _P06
+        outer_up = inner_up - i.lip_thick * 0.85 * thin * _P045 * _BOW - 0.02 * a("10") * _ONE_MINUS_T2_21
+        outer_lo = inner_lo + i.lip_thick * thin * (1 + 0.3 * a("16")) * _P055
         if self.visible(0.0, i.mouth_y) < 0.05:
             return
-        lips = np.concatenate([self.sc.px(x, outer_up, 0.02), self.sc.px(x[::-1], outer_lo[::-1], 0.02)])
-        _poly(img, lips, self.id.lip)
+        xx = np.concatenate([x, x[::-1]])
+        self.poly(xx, np.concatenate([outer_up, outer_lo[::-1]]), self.id.lip, 0.02)
         gap = inner_lo - inner_up
         if gap.max() > 0.012:
-            mouth_in = np.concatenate([self.sc.px(x, inner_up, 0.02), self.sc.px(x[::-1], inner_lo[::-1], 0.02)])
-            _poly(img, mouth_in, (70, 22, 28))
+            self.poly(xx, np.concatenate([inner_up, inner_lo[::-1]]), (70, 22, 28), 0.02)
             teeth_h = np.minimum(gap, 0.045)
             if a("12") + a("10") + a("25") > 0.3:
-                teeth = np.concatenate([self.sc.px(x[2:-2], inner_up[2:-2], 0.02),
-                                        self.sc.px(x[2:-2][::-1], (inner_up + teeth_h * 0.85)[2:-2][::-1], 0.02)])
-                _poly(img, teeth, (238, 236, 226))
+                xs = x[2:-2]
+                self.poly(np.concatenate([xs, xs[::-1]]),
+                          np.concatenate([inner_up[2:-2], (inner_up + teeth_h * 0.85)[2:-2][::-1]]),
+                          (238, 236, 226), 0.02)
             if a("16") + a("20") > 0.4:
                 low_t = np.minimum(gap * 0.5, 0.03)
-                teeth = np.concatenate([self.sc.px(x[4:-4], (inner_lo - low_t)[4:-4], 0.02),
-                                        self.sc.px(x[4:-4][::-1], inner_lo[4:-4][::-1], 0.02)])
-                _poly(img, teeth, (225, 222, 212))
+                xs = x[4:-4]
+                self.poly(np.concatenate([xs, xs[::-1]]),
+                          np.concatenate([(inner_lo - low_t)[4:-4], inner_lo[4:-4][::-1]]), (225, 222, 212), 0.02)
         else:
-            _line(img, self.sc.px(x, (inner_up + inner_lo) / 2, 0.02), _scale(self.id.lip, 0.5),
-                  round(1.2 * self.sc.scale / 55))
+            self.line(x, (inner_up + inner_lo) / 2, _scale(self.id.lip, 0.5), round(1.2 * self.sc.scale / 55), 0.02)
         # folds, dimples and chin
         tip_v = i.eye_y + i.nose_len
         for side in (-1, 1):
             a12 = self.side_a("12", side)
             depth = i.folds + 0.8 * a12 + 0.5 * a("10") + 0.5 * a("9") + 0.25 * a("6")
             cx, cy = side * (i.mouth_w + corner_dx[side]), i.mouth_y + corner_dy[side]
-            tt = np.linspace(0, 1, 7)
-            uu = side * (i.nose_w + 0.05) + (cx + side * 0.05 - side * (i.nose_w + 0.05)) * tt
-            vv = tip_v - 0.02 + (cy + 0.02 - tip_v + 0.02) * tt ** 0.8
-            self.crease(img, uu + side * 0.04 * np.sin(np.pi * tt), vv, depth)
+            start = side * (i.nose_w + 0.05)
+            uu = start + (cx + side * 0.05 - start) * _T7
+            vv = tip_v - 0.02 + (cy + 0.04 - tip_v) * _T7**0.8
+            self.crease(uu + side * 0.04 * _SIN7, vv, depth)
             a14 = self.side_a("14", side)
             if a14 > 0.08:
-                self.crease(img, [cx + side * 0.025] * 3, [cy - 0.03, cy, cy + 0.03], a14)
+                self.crease([cx + side * 0.025] * 3, [cy - 0.03, cy, cy + 0.03], a14)
         if a("17") > 0.1:
-            uu = np.linspace(-0.1, 0.1, 7)
-            self.crease(img, uu, i.mouth_y + 0.17 + 0.02 * (uu / 0.1) ** 2 + 0.01 * a("26"), a("17"))
+            uu = 0.1 * _S7
+            self.crease(uu, i.mouth_y + 0.17 + 0.02 * _S7**2 + 0.01 * a("26"), a("17"))
         if a("15") > 0.3:
             for side in (-1, 1):
                 cx, cy = side * (i.mouth_w + corner_dx[side]), i.mouth_y + corner_dy[side]
-                self.crease(img, [cx, cx + side * 0.02], [cy + 0.01, cy + 0.08], a("15") * 0.7)
+                self.crease([cx, cx + side * 0.02], [cy + 0.01, cy + 0.08], a("15") * 0.7)
 
     def draw(self, img):
-        self.head(img)
-        self.brows(img)
-        self.eyes(img)
-        self.nose(img)
-        self.mouth(img)
+        _poly(img, self.sc.outline(), self.id.skin)
+        self.brows()
+        self.eyes()
+        self.nose()
+        self.mouth()
+        self.flush(img)
+
+
+# constant curve parameters, computed once
+_T9 = np.linspace(0, 1, 9)
+_ARCH9 = np.sin(np.pi * (0.15 + 0.8 * _T9))
+_INNER9 = (1 - _T9) ** 1.5
+_OUTER9 = _T9**1.2
+_S9 = np.linspace(-1, 1, 9)
+_COS9 = np.cos(_S9 * np.pi / 2)
+_S15 = np.linspace(-1, 1, 15)
+_LID_UP = (1 - _S15**2) ** 0.85
+_LID_LO = (1 - _S15**2) ** 1.1
+_SQ6 = np.linspace(0, 1, 6) ** 2
+_TT7 = np.linspace(-0.3, 1.3, 7)
+_WING7 = np.sin(_TT7 * np.pi / 1.6)
+_S5 = np.linspace(-1, 1, 5)
+_S7 = np.linspace(-1, 1, 7)
+_T7 = np.linspace(0, 1, 7)
+_SIN7 = np.sin(np.pi * _T7)
+_S21 = np.linspace(-1, 1, 21)
+_ABS21 = np.abs(_S21) ** 1.7
+_ONE_MINUS_T2_21 = 1 - _S21**2
+_P06 = _ONE_MINUS_T2_21**0.6
+_P045 = _ONE_MINUS_T2_21**0.45
+_P055 = _ONE_MINUS_T2_21**0.55
+_BOW = 1 - 0.35 * np.exp(-(_S21 / 0.14) ** 2)
 
 
 def _scene(spec: FaceSpec, size: int, jaw_drop: float) -> Scene:
