@@ -1,0 +1,158 @@
+"""Model registry: every model variant is a short builder registered with its :class:`ModelConfig`.
+
+Usage::
+
+    from fer_core.models import create_model, list_models, get_target_layer
+    model = create_model("resnet18", num_classes=7, class_names=ds.classes, input_size=112)
+    model.cfg.input_size, model.cfg.mean, model.cfg.std      # what the engine feeds it
+    get_target_layer(model)                                  # default CAM layer (model.cfg.target_layer)
+
+Models return logits from ``forward`` and also offer ``forward_features`` (the last feature map) and
+``forward_head``, timm style. A new family goes in its own file and is imported at the bottom of this one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from fer_core.labels import CLASSES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model expects and where it comes from (timm's ``pretrained_cfg``).
+
+    Attributes:
+        name: registry name.
+        input_size: (channels, height, width) of the images ``forward`` expects.
+        mean: per-channel mean subtracted after scaling pixels to [0, 1].
+        std: per-channel standard deviation divided by after that.
+        num_classes: number of logits.
+        class_names: name of each logit, a prefix of ``fer_core.labels.CLASSES`` for FER heads.
+        target_layer: dotted module path of the default CAM layer, resolved by :func:`get_target_layer`.
+        paper: the paper that introduced the architecture.
+        origin: where the code or weights come from.
+        licence: licence of the code and, if any, of the pretrained weights.
+        pretrained: what ``pretrained=True`` loads ("" if nothing).
+    """
+
+    name: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_classes: int = 7
+    class_names: tuple[str, ...] = field(default_factory=lambda: CLASSES[:7])
+    target_layer: str = ""
+    paper: str = ""
+    origin: str = ""
+    licence: str = ""
+    pretrained: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able view (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[Builder, ModelConfig]] = {}
+
+
+def register_model(cfg: ModelConfig) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder ``fn(*, num_classes, pretrained=False, **kw) -> nn.Module`` under ``cfg.name``.
+
+    Raises:
+        ValueError: the name is already registered.
+    """
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError("use @register_model(ModelConfig(name=..., ...)): every model declares its config")
+
+    def decorator(fn: Builder) -> Builder:
+        if cfg.name in _REGISTRY:
+            other = _REGISTRY[cfg.name][0]
+            raise ValueError(f"model {cfg.name!r} is already registered (by {other.__module__}.{other.__name__})")
+        _REGISTRY[cfg.name] = (fn, cfg)
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> tuple[Builder, ModelConfig]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}") from None
+
+
+def model_info(name: str) -> ModelConfig:
+    """The default :class:`ModelConfig` of a registered model, without building it."""
+    return _entry(name)[1]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    pretrained: bool = False,
+    class_names: Sequence[str] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model with a ``num_classes`` head and attach its resolved config as ``model.cfg``.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: number of output logits.
+        pretrained: load the variant's pretrained backbone weights (see ``model_info(name).pretrained``).
+        class_names: names of the logits (default: the first ``num_classes`` canonical classes).
+        input_size: override the default input height/width (an int for square input).
+        **kwargs: builder-specific options (e.g. ``drop_rate``, ``weights_path``).
+    """
+    fn, cfg = _entry(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
+    if class_names is None:
+        class_names = CLASSES[:num_classes] if num_classes <= len(CLASSES) else [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes: {list(class_names)}")
+    size = cfg.input_size[1:]
+    if input_size is not None:
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    model = fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    model.cfg = dataclasses.replace(cfg, num_classes=num_classes, class_names=tuple(class_names),
+                                    input_size=(int(kwargs.get("in_chans", cfg.input_size[0])), *size))
+    return model
+
+
+def get_target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
+    """The module at dotted path ``name`` (default ``model.cfg.target_layer``), e.g. for Grad-CAM."""
+    path = name or getattr(getattr(model, "cfg", None), "target_layer", "")
+    if not path:
+        raise ValueError(f"{type(model).__name__} declares no CAM target layer; pass one explicitly")
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [n for n, m in model.named_modules() if n and len(list(m.children())) > 0][:20]
+        raise ValueError(f"no module {path!r} in {type(model).__name__}; "
+                         f"some valid paths: {', '.join(names)}") from None
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (not counting buffers such as BatchNorm statistics)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# Model families register themselves on import.
+from fer_core.models import resnet, small_cnn  # noqa: E402, F401
