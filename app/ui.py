@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOME_PAGE = ROOT / "pages" / "home.py"
 RUN_PAGE = ROOT / "pages" / "run.py"
 DEMO_CONFIG = ROOT / "configs" / "synth_quick.yaml"
+"""What the Home page's demo button trains; ``$FER_DEMO_CONFIG`` replaces it (e.g. a smaller one for screenshots)."""
 
 ACTIVE_STATES = ("queued", "running")
 """States of a run whose process is (meant to be) alive; pages poll these."""
@@ -36,6 +37,26 @@ STATE_COLORS = {
 }
 SUBSET_ORDER = ("all", "occlusion", "pose30", "pose45", "ambiguous")
 """Display order of evaluation subsets; others follow alphabetically."""
+
+
+def demo_config() -> Path:
+    """The config file the demo button trains: ``$FER_DEMO_CONFIG`` if set, else :data:`DEMO_CONFIG`."""
+    return Path(os.environ.get("FER_DEMO_CONFIG") or DEMO_CONFIG).resolve()
+
+
+def progress_text(run_id: str | None, state: str, status: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]],
+                  epochs: int | None) -> str:
+    """One line saying how far a queued or running run is, e.g. ``running · epoch 3/6 · val acc 41.2%``."""
+    epoch = status.get("epoch") or (metrics[-1].get("epoch") if metrics else 0) or 0
+    parts = [f"**{run_id}**"] if run_id else []
+    parts += [state, f"epoch {epoch}/{epochs or '?'}"]
+    if state == "queued":
+        parts.append("waiting for the training process to start")
+    elif not epoch:
+        parts.append("preparing data and model")
+    if metrics and isinstance(metrics[-1].get("val_acc"), int | float):
+        parts.append(f"val acc {100 * metrics[-1]['val_acc']:.1f}%")
+    return " · ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- cache keys
@@ -116,16 +137,19 @@ def load_config(run_dir: str | os.PathLike) -> dict:
     return _cached_config(str(run_dir), _stat(path)) if path.exists() else {}
 
 
-def log_tail(run_dir: str | os.PathLike, lines: int = 40) -> str:
-    """The last ``lines`` lines of the run's ``log.txt`` ("" if there is none)."""
-    path = Path(run_dir) / "log.txt"
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+def log_tail(run_dir: str | os.PathLike, lines: int = 40) -> tuple[str, str]:
+    """``(file name, last lines)`` of the run's ``log.txt``, or of ``stdout.txt`` (where a trainer that crashed
+    before it could log leaves its traceback) when the log is empty; ``("", "")`` if there is neither."""
+    for name in ("log.txt", "stdout.txt"):
+        try:
+            with open(Path(run_dir) / name, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        if text.strip():
+            return name, "\n".join(text.splitlines()[-lines:])
+    return "", ""
 
 
 # --------------------------------------------------------------------------------------------- formatting

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -29,7 +31,7 @@ active = [r for r in runs if r["state"] in ui.ACTIVE_STATES]
 def _start_demo() -> None:
     """Launch the demo training run as a child process (the app never trains in its own process)."""
     try:
-        run_id, _pid = launch.launch_train(ui.DEMO_CONFIG, root=root)
+        run_id, _pid = launch.launch_train(ui.demo_config(), root=root)
     except Exception as err:  # noqa: BLE001 - show any launch problem on the page, do not crash it
         st.error(f"Could not start the demo run: {err}")
         return
@@ -51,23 +53,24 @@ if not runs:
 
 
 # --------------------------------------------------------------------------------------------- active runs
+def _where(run_dir: Path) -> tuple[str, int]:
+    """(state, finished epochs) of a run, read fresh from its folder."""
+    status = io.read_status(run_dir)
+    return io.run_state(run_dir, status), int(status.get("epoch") or 0)
+
+
 @st.fragment(run_every=1.0)
-def _progress(run_ids: list[str]) -> None:
-    """Poll the active runs' folders once a second; rerun the whole page when one of them stops."""
-    for run_id in run_ids:
+def _progress(seen: dict[str, tuple[str, int]]) -> None:
+    """Poll the active runs' folders once a second; rerun the whole page when one moves on (new epoch, new state),
+    so the runs table below stays in step without re-reading every run each second."""
+    for run_id, before in seen.items():
         run_dir = io.run_path(run_id, root)
+        if _where(run_dir) != before:
+            st.rerun()
         status = io.read_status(run_dir)
-        state = io.run_state(run_dir, status)
-        if state not in ui.ACTIVE_STATES:
-            st.rerun()  # finished, failed or died: redraw the table with its final state
         metrics = ui.load_metrics(run_dir)
         epochs = status.get("epochs") or ui.load_config(run_dir).get("train", {}).get("epochs")
-        epoch = status.get("epoch") or (metrics[-1]["epoch"] if metrics else 0)
-        text = f"**{run_id}** · {state} · epoch {epoch}/{epochs or '?'}"
-        if metrics and isinstance(metrics[-1].get("val_acc"), int | float):
-            text += f" · val acc {100 * metrics[-1]['val_acc']:.1f}%"
-        if status.get("phase"):
-            text += f" · {status['phase']}"
+        text = ui.progress_text(run_id, before[0], status, metrics, epochs)
         st.progress(ui.progress_of(status, metrics, epochs), text=text)
         st.page_link(ui.RUN_PAGE, label="Follow it on its page", query_params={"run": run_id},
                      icon=":material/monitoring:")
@@ -75,7 +78,7 @@ def _progress(run_ids: list[str]) -> None:
 
 if active:
     st.subheader("Training now")
-    _progress([r["run_id"] for r in active])
+    _progress({r["run_id"]: _where(Path(r["path"])) for r in active})
 
 demo = st.session_state[DEMO_KEY]
 if demo and any(r["run_id"] == demo and r["state"] == "done" for r in runs):

@@ -93,25 +93,32 @@ def _state_notice(state: str, status: dict) -> None:
         st.info("This run was cancelled." + (f" {error}" if error else ""), icon=":material/cancel:")
     elif state == "unknown":
         st.info("This run has no status.json yet.")
+    if state in ("interrupted", "cancelled") and (run_dir / "checkpoints" / "last_state.pt").exists():
+        if st.button("Resume from the last checkpoint", icon=":material/play_arrow:", key="run.resume"):
+            try:
+                launch.launch_resume(run_dir)
+            except (RuntimeError, FileNotFoundError) as err:
+                st.error(f"Could not resume: {err}")
+            else:
+                st.rerun()
     if state in ("failed", "interrupted", "cancelled"):
-        tail = ui.log_tail(run_dir)
+        name, tail = ui.log_tail(run_dir)
         if tail:
-            with st.expander("Last lines of log.txt", expanded=state == "failed"):
+            with st.expander(f"Last lines of {name}", expanded=state == "failed"):
                 st.code(tail, language="text")
 
 
 def _live(initial_state: str) -> None:
-    """Progress, state notice and learning curves; rerun the page when an active run stops."""
+    """Progress, state notice and learning curves; rerun the whole page when the run changes state."""
     status = io.read_status(run_dir)
     state = io.run_state(run_dir, status)
-    if initial_state in ui.ACTIVE_STATES and state not in ui.ACTIVE_STATES:
-        st.rerun()  # it just finished (or died): redraw everything, evaluation included
+    if state != initial_state:
+        st.rerun()  # started, finished or died: redraw everything (header badge, evaluation)
     metrics = ui.load_metrics(run_dir)
     epochs = status.get("epochs") or (config.get("train") or {}).get("epochs")
     if state in ui.ACTIVE_STATES:
-        epoch = status.get("epoch") or (metrics[-1]["epoch"] if metrics else 0)
-        phase = f" · {status['phase']}" if status.get("phase") else ""
-        st.progress(ui.progress_of(status, metrics, epochs), text=f"{state} · epoch {epoch}/{epochs or '?'}{phase}")
+        text = ui.progress_text(None, state, status, metrics, epochs)
+        st.progress(ui.progress_of(status, metrics, epochs), text=text)
         if st.button("Cancel this run", icon=":material/stop:", key="run.cancel"):
             launch.cancel_run(run_dir)
             st.rerun()

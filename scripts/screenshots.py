@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="folder for the PNGs")
     parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: $FER_RUNS_DIR or ./runs)")
     parser.add_argument("--demo", action="store_true", help="start from an empty runs folder and click the demo")
+    parser.add_argument("--demo-config", type=Path, default=None,
+                        help="config the demo button trains (sets FER_DEMO_CONFIG; default configs/synth_quick.yaml)")
     parser.add_argument("--demo-timeout", type=float, default=600.0, help="seconds to wait for the demo run")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
@@ -173,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{CHROMIUM} not found: apt-get install -y --no-install-recommends chromium", file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
+
+    if args.demo_config:
+        os.environ["FER_DEMO_CONFIG"] = str(args.demo_config.resolve())
+    # A plain SIGTERM (e.g. from `timeout`) must still stop the app server: turn it into an exception.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     args.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
