@@ -101,6 +101,8 @@ class AugmentConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """How to train. ``channels_last`` stores conv activations NHWC (faster on CPUs and tensor cores)."""
+
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -110,6 +112,7 @@ class TrainConfig(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     eval_every: int = Field(default=1, gt=0)
+    channels_last: bool = True
 
     @field_validator("device")
     @classmethod

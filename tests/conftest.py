@@ -1,10 +1,12 @@
-"""Shared fixtures: an isolated runs folder for every test that asks for one."""
+"""Shared fixtures: an isolated runs folder, and one tiny finished training run shared by the engine tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
 
 @pytest.fixture
@@ -14,3 +16,18 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("FER_RUNS_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``configs/smoke.yaml`` trained once (2 epochs on tiny SynthFACS): ``(run_dir, result of train())``.
+
+    Tests may read it; tests that modify a run must copy it first.
+    """
+    from fer_core.train import train
+
+    run_dir = tmp_path_factory.mktemp("smoke_runs") / "smoke-run"
+    events: list[dict] = []
+    result = train(SMOKE, run_dir, progress=events.append)
+    result["events"] = events
+    return run_dir, result

@@ -16,11 +16,11 @@ from fer_core.models import ModelConfig, register_model
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 conv, BatchNorm, ReLU, then optional 2x2 max pooling."""
+    """3x3 conv (optionally strided), BatchNorm, ReLU, then optional 2x2 max pooling."""
 
-    def __init__(self, in_chs: int, out_chs: int, pool: bool = True):
+    def __init__(self, in_chs: int, out_chs: int, pool: bool = True, stride: int = 1):
         layers: list[nn.Module] = [
-            nn.Conv2d(in_chs, out_chs, 3, padding=1, bias=False),
+            nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(out_chs),
             nn.ReLU(inplace=True),
         ]
@@ -33,11 +33,13 @@ class SmallCNN(nn.Module):
     """Conv blocks -> global average pool -> dropout -> linear. ``blocks.<last>`` is the CAM layer."""
 
     def __init__(self, num_classes: int = 7, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 drop_rate: float = 0.2):
+                 drop_rate: float = 0.2, stem_stride: int = 1):
         super().__init__()
         chans = (in_chans, *widths)
-        self.blocks = nn.Sequential(*[ConvBlock(chans[i], chans[i + 1], pool=i < len(widths) - 1)
-                                      for i in range(len(widths))])
+        self.blocks = nn.Sequential(*[
+            ConvBlock(chans[i], chans[i + 1], pool=0 < i < len(widths) - 1 or (i == 0 and stem_stride == 1),
+                      stride=stem_stride if i == 0 else 1)
+            for i in range(len(widths))])
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(widths[-1], num_classes)

@@ -1,0 +1,238 @@
+"""``python -m fer_core ...``: the library's operations from a shell.
+
+Commands::
+
+    train --config configs/X.yaml [--set k=v ...] [--run-id ID] [--resume runs/ID] [--runs-dir DIR]
+    runs [--json]                     table of runs, newest first
+    evaluate RUN [--split test] [--subset S ...] [--weights best|last]
+    cancel RUN                        stop a queued or running run
+    models [--json]                   registered models
+    data sheet NAME --out sheet.png [--set option=value ...]
+    data export NAME --out DIR [--set option=value ...]
+
+Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt),
+2 bad command line or config (message names the key; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fer_core.config import ConfigError, apply_overrides, load_config
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr with exit code 2."""
+
+
+# --------------------------------------------------------------------------------------------- progress
+class LineProgress:
+    """Draws trainer progress events: a line per phase, epoch and evaluation; a live batch counter on a TTY."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.t0 = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        end = "\x1b[K\n" if self.tty else "\n"
+        self.stream.write(f"\r[{time.monotonic() - self.t0:6.1f}s] {text}{end}")
+        self.stream.flush()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "batch":
+            if self.tty:
+                self.stream.write(f"\r  epoch {event['epoch']} batch {event['batch']}/{event['batches']} "
+                                  f"loss {event['loss']:.3f}\x1b[K")
+                self.stream.flush()
+        elif kind == "phase":
+            extra = {"data": "loading data", "train": f"training {event.get('train_size', '')} images, "
+                     f"{event.get('epochs', '')} epochs", "eval": "evaluating best weights"}.get(event["phase"], "")
+            self._line(f"{event['phase']}: {extra}")
+        elif kind == "epoch":
+            val = f" val_acc {event['val_acc']:.4f} val_f1 {event['val_macro_f1']:.4f}" if "val_acc" in event else ""
+            self._line(f"epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
+                       f"acc {event['train_acc']:.4f}{val} lr {event['lr']:.3g} ({event['seconds']:.1f}s)")
+        elif kind == "eval":
+            self._line(f"{event['split']}/{event['subset']}: accuracy {event['accuracy']:.4f} "
+                       f"macro_f1 {event['macro_f1']:.4f} (n={event['n']})")
+        elif kind == "done":
+            self._line(f"{event['state']}")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.train import train
+
+    if args.resume:
+        run_dir = io.resolve_run_dir(args.resume, args.runs_dir)
+        source = args.config or run_dir / "config.yaml"
+        cfg = load_config(source, args.set)
+    else:
+        if not args.config:
+            raise UsageError("train needs --config FILE (or --resume RUN)")
+        cfg = load_config(args.config, args.set)
+        run_id = args.run_id or io.new_run_id(cfg.name)
+        run_dir = io.run_path(run_id, args.runs_dir)
+        if run_dir.exists():
+            if io.read_status(run_dir).get("state") != "queued" or (run_dir / "metrics.jsonl").exists():
+                raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")
+        else:
+            io.create_run_dir(run_id, args.runs_dir)
+    print(f"run {run_dir.name}: {run_dir}", flush=True)
+    try:
+        result = train(cfg, run_dir, progress=None if args.quiet else LineProgress(), resume=bool(args.resume))
+    except (ConfigError, UsageError):
+        raise
+    except Exception as err:  # noqa: BLE001 - reported briefly; the traceback is in log.txt
+        print(f"error: training failed: {type(err).__name__}: {err}\n(see {run_dir / 'log.txt'})", file=sys.stderr)
+        return 1
+    return 0 if result["state"] == "done" else 130
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fer_core import io
+
+    runs = io.list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps({"runs": list(runs), "skipped": runs.skipped}, indent=2, default=str))
+        return 0
+    subsets = sorted({s for r in runs for s in r["subset_acc"]})
+    header = ["run_id", "state", "model", "data", "epoch", "val_acc", "test_acc", *subsets]
+    rows = [[r["run_id"], r["state"], r["model"], r["dataset"], f"{r['epoch'] or 0}/{r['epochs'] or '?'}",
+             _fmt(r["best_val_acc"]), _fmt(r["test_acc"]), *[_fmt(r["subset_acc"].get(s)) for s in subsets]]
+            for r in runs]
+    print(_table(rows, header) if rows else f"no runs in {io.runs_dir() if args.runs_dir is None else args.runs_dir}")
+    for skip in runs.skipped:
+        print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.evaluate import evaluate_run
+
+    run_dir = io.resolve_run_dir(args.run, args.runs_dir)
+    results = evaluate_run(run_dir, args.split, args.subset or None, weights=args.weights, device=args.device)
+    rows = [[key, _fmt(r["accuracy"]), _fmt(r["mean_class_accuracy"]), _fmt(r["macro_f1"]), str(r["n"])]
+            for key, r in results.items()]
+    print(_table(rows, ["split/subset", "accuracy", "mean_class_acc", "macro_f1", "n"]))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.launch import cancel_run
+
+    print(cancel_run(io.resolve_run_dir(args.run, args.runs_dir)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fer_core.models import list_models, model_info
+
+    infos = [model_info(name).to_dict() for name in list_models()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    rows = [[i["name"], "x".join(map(str, i["input_size"])), i["target_layer"], i["pretrained"] or "-", i["licence"]]
+            for i in infos]
+    print(_table(rows, ["model", "input", "cam_layer", "pretrained", "licence"]))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    options = apply_overrides({}, args.set)
+    if args.data_command == "sheet":
+        from fer_core.data.sheet import contact_sheet
+
+        contact_sheet(args.name, args.out, **options)
+    else:
+        from fer_core.data.export import export_folder
+
+        export_folder(args.name, args.out, **options)
+    print(args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fer_core", description="FER Lab: train, evaluate, inspect.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def runs_dir_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--runs-dir", default=None, help="runs folder (default $FER_RUNS_DIR or ./runs)")
+
+    p = sub.add_parser("train", help="train a model from a config")
+    p.add_argument("--config", help="YAML config (with --resume: default the run's own config.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--run-id", help="run folder name (default: time-name-random)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run (folder or id) from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--json", action="store_true")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's weights and (re)write its eval/ files")
+    p.add_argument("run", help="run folder or id")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--subset", action="append", default=[], help="subset (repeatable; default all + every subset)")
+    p.add_argument("--weights", default="best", choices=["best", "last"])
+    p.add_argument("--device", default=None, help="default: the run's train.device")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("cancel", help="stop a queued or running run")
+    p.add_argument("run", help="run folder or id")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="look at data sets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    for name, help_text in (("sheet", "contact sheet PNG of a data set"), ("export", "export images to folders")):
+        d = dsub.add_parser(name, help=help_text)
+        d.add_argument("name", help="data set name, e.g. synthfaces")
+        d.add_argument("--out", required=True, type=Path)
+        d.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="data set option")
+        d.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

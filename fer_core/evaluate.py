@@ -1,0 +1,236 @@
+"""Evaluation: batch conversion for models, classification metrics, and the ``eval/`` files of a run.
+
+The same pieces serve the trainer (validation each epoch, final test) and ``python -m fer_core evaluate RUN``::
+
+    results = evaluate_run("runs/<id>", split="test")      # {"test/all": {...}, "test/occlusion": {...}}
+
+Each result holds accuracy, mean_class_accuracy (mean per-class recall over classes present), macro_f1 (over
+classes present in the labels or the predictions), confusion (rows = true class, columns = predicted, every
+class of the label set even if absent), class_names and n; per-sample predictions go to a CSV next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_core import io
+from fer_core.config import Config, DataConfig, load_config
+from fer_core.models import ModelConfig, create_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.data import Dataset
+
+ProgressFn = Callable[[dict], None]
+"""Progress callback: receives one event dict (``{"event": "epoch", ...}``); the CLI or the app draws it."""
+
+
+# --------------------------------------------------------------------------------------------- data and models
+def load_split(data: DataConfig, split: str, subset: str | None = None) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
+    """Build one split (and subset) of the configured data set and hold it in memory as uint8 ``N x C x H x W``."""
+    from fer_core.data import build_dataset, materialize
+
+    ds = build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
+                       **data.options)
+    images, labels = materialize(ds)
+    return ds, images, labels.long()
+
+
+def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
+    """Create the model a config describes, with one logit per class name."""
+    m = cfg.model
+    kwargs = dict(m.options)
+    if m.weights_path:
+        kwargs["weights_path"] = m.weights_path
+    return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=m.pretrained,
+                        input_size=m.input_size, **kwargs)
+
+
+class BatchTransform:
+    """uint8 image batch -> the float tensor a model expects: scale, channels, resize, augment, normalise.
+
+    Args:
+        cfg: the model's config (input size, mean, std).
+        hflip: flip each image horizontally with probability 0.5 (training only).
+        crop_padding: pad by this many pixels (reflect) and crop back at a random offset (training only).
+        device: where the batch is converted and returned.
+        channels_last: return NHWC-strided batches (for a model converted with ``memory_format=channels_last``).
+    """
+
+    def __init__(self, cfg: ModelConfig, *, hflip: bool = False, crop_padding: int = 0,
+                 device: str | torch.device = "cpu", channels_last: bool = False):
+        self.channels, self.height, self.width = cfg.input_size
+        self.hflip, self.crop_padding, self.device = hflip, crop_padding, torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if x.shape[1] == 3 and self.channels == 1:
+            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        elif x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.height, self.width):
+            x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False)
+        if self.hflip or self.crop_padding:
+            x = self._augment(x, generator)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.hflip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(flip.to(x.device).view(n, 1, 1, 1), x.flip(-1), x)
+        p = min(self.crop_padding, h - 1, w - 1)
+        if p > 0:
+            padded = F.pad(x, (p, p, p, p), mode="reflect")
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            rows = (torch.arange(h, device=x.device).view(1, h) + dy.view(n, 1)).view(n, h, 1)
+            cols = (torch.arange(w, device=x.device).view(1, w) + dx.view(n, 1)).view(n, 1, w)
+            x = padded[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+        return x.contiguous()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, transform: BatchTransform,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Logits (float32, on the CPU) for every image of a uint8 tensor, in eval mode."""
+    was_training = model.training
+    model.eval()
+    outs = [model(transform(images[i:i + batch_size])).float().cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0, getattr(model.cfg, "num_classes", 0))
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def confusion_matrix(labels: np.ndarray | torch.Tensor, preds: np.ndarray | torch.Tensor,
+                     num_classes: int) -> np.ndarray:
+    """``num_classes x num_classes`` counts, rows = true class, columns = predicted class."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    return np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def classification_metrics(labels: np.ndarray | torch.Tensor, preds: np.ndarray | torch.Tensor,
+                           num_classes: int) -> dict[str, Any]:
+    """accuracy, mean_class_accuracy, macro_f1, per-class recall/precision/f1/support, confusion, n.
+
+    Mean class accuracy averages recall over classes present in ``labels``; macro F1 averages F1 over classes
+    present in ``labels`` or ``preds`` (like scikit-learn with ``labels=`` those classes).
+    """
+    cm = confusion_matrix(labels, preds, num_classes)
+    n = int(cm.sum())
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1).astype(float), cm.sum(0).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        denom = support + predicted
+        f1 = np.where(denom > 0, 2 * tp / denom, np.nan)
+    present = support > 0
+
+    def clean(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in values]
+
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else float("nan"),
+        "mean_class_accuracy": float(np.nanmean(recall[present])) if present.any() else float("nan"),
+        "macro_f1": float(np.nanmean(f1[denom > 0])) if (denom > 0).any() else float("nan"),
+        "per_class": {"recall": clean(recall), "precision": clean(precision), "f1": clean(f1),
+                      "support": [int(s) for s in support]},
+        "confusion": cm.tolist(),
+    }
+
+
+def checkpoint_class_names(path: str | os.PathLike) -> list[str] | None:
+    """Class names stored in a safetensors checkpoint's metadata by the trainer (None if absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["class_names"]) if "class_names" in meta else None
+
+
+# --------------------------------------------------------------------------------------------- eval files
+def write_eval(run_dir: str | os.PathLike, split: str, subset: str, labels: torch.Tensor, logits: torch.Tensor,
+               class_names: Sequence[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute metrics and write ``eval/<split>_<subset>.json`` and ``..._predictions.csv``; return the metrics."""
+    import pandas as pd
+
+    probs = logits.float().softmax(1)
+    confidence, preds = probs.max(1)
+    result = {"split": split, "subset": subset, "class_names": list(class_names),
+              **classification_metrics(labels, preds, len(class_names)),
+              "loss": float(F.cross_entropy(logits.float(), labels)) if len(labels) else float("nan"),
+              **(extra or {})}
+    json_path, csv_path = io.eval_paths(run_dir, split, subset)
+    table = pd.DataFrame({"index": np.arange(len(labels)), "label": labels.numpy(), "pred": preds.numpy(),
+                          "correct": (preds == labels).numpy(), "confidence": confidence.numpy()})
+    for i, name in enumerate(class_names):
+        table[f"prob_{name}"] = probs[:, i].numpy()
+    io.atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.5f"))
+    io.atomic_write_json(json_path, result)
+    return result
+
+
+def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *, splits: Sequence[str] | None = None,
+                   subsets: Sequence[str] | None = None, device: str = "cpu", progress: ProgressFn | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, dict]:
+    """Evaluate ``model`` on each split and subset (default: the config's ``eval`` section) and write ``eval/``.
+
+    ``subsets=None`` means ``all`` plus every subset the data set declares. Returns results keyed
+    ``"<split>/<subset>"``.
+    """
+    transform = BatchTransform(model.cfg, device=device, channels_last=cfg.train.channels_last)
+    results = {}
+    for split in splits or cfg.eval.splits:
+        ds, images, labels = load_split(cfg.data, split)
+        names = subsets or cfg.eval.subsets or ["all", *getattr(ds, "subsets", ())]
+        for subset in names:
+            if subset != "all":
+                valid = getattr(ds, "subsets", ())
+                if subset not in valid:
+                    raise ValueError(f"data set {cfg.data.name!r} has no subset {subset!r}; "
+                                     f"valid: all, {', '.join(valid)}")
+                _, images, labels = load_split(cfg.data, split, subset)
+            logits = predict_logits(model, images, transform, batch_size=max(cfg.train.batch_size, 128))
+            result = write_eval(run_dir, split, subset, labels, logits, model.cfg.class_names, extra)
+            results[f"{split}/{subset}"] = result
+            if progress:
+                progress({"event": "eval", "split": split, "subset": subset, "n": result["n"],
+                          "accuracy": result["accuracy"], "macro_f1": result["macro_f1"]})
+    return results
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str | Sequence[str] = "test",
+                 subsets: Sequence[str] | None = None, *, weights: str = "best", device: str | None = None,
+                 progress: ProgressFn | None = None) -> dict[str, dict]:
+    """Re-evaluate a finished (or interrupted) run from its ``config.yaml`` and ``checkpoints/<weights>``."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    path = run_dir / "checkpoints" / f"{weights}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; the run has no {weights!r} weights yet")
+    classes = checkpoint_class_names(path)
+    if classes is None:  # weights saved without metadata: ask the data set
+        from fer_core.data import build_dataset
+
+        classes = build_dataset(cfg.data.name, root=cfg.data.root, split="train", **cfg.data.options).classes
+    no_download = cfg.model.model_copy(update={"pretrained": False, "weights_path": None})
+    model = model_from_config(cfg.model_copy(update={"model": no_download}), classes)
+    io.load_weights(model, path)
+    device = device or cfg.train.device
+    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+    splits = [split] if isinstance(split, str) else list(split)
+    return evaluate_model(model, cfg, run_dir, splits=splits, subsets=subsets, device=device, progress=progress,
+                          extra={"weights": weights})

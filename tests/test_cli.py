@@ -1,0 +1,90 @@
+"""``python -m fer_core``: exit codes, the runs table, evaluate, and background runs (launch, cancel, resume)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_core import io
+from fer_core.cli import main
+from fer_core.launch import cancel_run, launch_resume, launch_train
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def test_config_error_exits_2_without_traceback_or_run_folder(runs_root):
+    proc = subprocess.run([sys.executable, "-m", "fer_core", "train", "--config", str(SMOKE), "--set",
+                           "train.optimizer.lr=-0.1", "--set", "data.nmae=x"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "train.optimizer.lr: must be > 0 (got -0.1)" in proc.stderr
+    assert "unknown key 'data.nmae' (valid: name, root, options)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(runs_root.iterdir()) == []
+
+
+def test_usage_errors_exit_2(runs_root, capsys):
+    assert main(["train"]) == 2
+    assert "needs --config" in capsys.readouterr().err
+    assert main(["train", "--config", str(SMOKE), "--run-id", "../escape"]) == 1
+    assert "invalid run id" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["nonsense"])
+    assert info.value.code == 2
+
+
+def test_runs_table_and_evaluate(smoke_run, runs_root, capsys):
+    shutil.copytree(smoke_run[0], runs_root / "smoke-a")
+    (runs_root / "not-a-run").mkdir()
+    assert main(["runs"]) == 0
+    out, err = capsys.readouterr()
+    header, _, row = out.splitlines()[:3]
+    assert header.split()[:7] == ["run_id", "state", "model", "data", "epoch", "val_acc", "test_acc"]
+    assert "occlusion" in header and "pose30" in header
+    assert row.split()[:5] == ["smoke-a", "done", "small_cnn", "synthfaces", "2/2"]
+    assert "skipped" in err and "not-a-run" in err
+    assert main(["evaluate", "smoke-a", "--subset", "all"]) == 0
+    assert "test/all" in capsys.readouterr().out
+    assert main(["evaluate", "no-such-run"]) == 1
+
+
+def test_models_command(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "small_cnn" in out and "resnet18" in out and "blocks.3" in out
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_launch_cancel_and_resume_in_the_background(runs_root):
+    run_id, pid = launch_train(SMOKE, ["train.epochs=200"], root=runs_root)
+    run_dir = runs_root / run_id
+    status = io.read_status(run_dir)
+    assert status["state"] in ("queued", "running") and status["pid"] == pid  # at once, for the app to follow
+    _wait(lambda: len(io.read_metrics(run_dir)) >= 1, 120, "the first epoch")
+    assert io.run_state(run_dir) == "running"
+    assert cancel_run(run_dir) == "cancelled"
+    assert not io.pid_alive(pid)
+    done = len(io.read_metrics(run_dir))
+    assert done >= 1 and (run_dir / "checkpoints" / "last_state.pt").exists()
+    assert "cancelled" in (run_dir / "log.txt").read_text()
+
+    pid2 = launch_resume(run_dir, [f"train.epochs={done + 1}"])
+    _wait(lambda: io.run_state(run_dir) not in ("queued", "running"), 120, "the resumed run to finish")
+    assert io.run_state(run_dir) == "done", (run_dir / "stdout.txt").read_text()[-2000:]
+    assert [m["epoch"] for m in io.read_metrics(run_dir)] == list(range(1, done + 2))
+    assert pid2 != pid and "test/all" in io.read_eval(run_dir)
+    assert "epoch" in (run_dir / "stdout.txt").read_text()

@@ -1,0 +1,144 @@
+"""The trainer: every file of a run, learning above chance, resume, failure and cancellation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_core import io
+from fer_core.config import load_config
+from fer_core.evaluate import BatchTransform, classification_metrics, evaluate_run
+from fer_core.models import ModelConfig
+from fer_core.train import lr_factor, train
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds"}
+
+
+def test_run_directory_has_every_file(smoke_run):
+    run_dir, result = smoke_run
+    assert result["state"] == "done"
+    cfg = load_config(run_dir / "config.yaml")
+    assert cfg == load_config(SMOKE)
+    status = io.read_status(run_dir)
+    assert status["state"] == "done" and status["epoch"] == status["epochs"] == 2 and status["pid"] > 0
+    assert io.run_state(run_dir) == "done" and status["error"] is None
+    metrics = io.read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1, 2] and all(EPOCH_KEYS <= set(m) for m in metrics)
+    for name in ("best.safetensors", "last.safetensors", "last_state.pt"):
+        assert (run_dir / "checkpoints" / name).stat().st_size > 0
+    assert "epoch 2/2" in (run_dir / "log.txt").read_text()
+
+    from fer_core.data import build_dataset
+
+    subsets = build_dataset("synthfaces", split="test", **cfg.data.options).subsets
+    evals = io.read_eval(run_dir)
+    assert set(evals) == {"test/all", *(f"test/{s}" for s in subsets)}
+    total = evals["test/all"]
+    assert total["n"] == cfg.data.options["test_size"] and total["class_names"] == list(cfg_classes(cfg))
+    assert np.asarray(total["confusion"]).shape == (7, 7) and np.asarray(total["confusion"]).sum() == total["n"]
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1"):
+        assert 0.0 <= total[key] <= 1.0
+    preds = io.read_predictions(run_dir, "test", "all")
+    assert list(preds.columns[:5]) == ["index", "label", "pred", "correct", "confidence"]
+    assert len(preds) == total["n"] and preds["correct"].mean() == pytest.approx(total["accuracy"])
+    probs = preds[[f"prob_{c}" for c in total["class_names"]]].to_numpy()
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-3)
+    events = {e["event"] for e in result["events"]}
+    assert events == {"phase", "batch", "epoch", "eval", "done"}
+
+
+def cfg_classes(cfg):
+    from fer_core.labels import label_set
+
+    return label_set(cfg.data.options.get("label_set", "basic7"))
+
+
+def test_evaluate_run_reproduces_the_trainers_numbers(smoke_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run[0], run_dir)
+    before = io.read_eval(run_dir)["test/all"]
+    after = evaluate_run(run_dir, "test", ["all"])["test/all"]
+    assert after["accuracy"] == before["accuracy"] and after["confusion"] == before["confusion"]
+
+
+def test_metrics_match_scikit_learn():
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 5, 200), rng.integers(0, 6, 200)  # class 6 absent, class 5 only predicted
+    m = classification_metrics(labels, preds, 7)
+    assert np.array_equal(m["confusion"], confusion_matrix(labels, preds, labels=range(7)))
+    present = sorted(set(labels) | set(preds))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, preds, labels=present, average="macro"))
+    assert m["accuracy"] == pytest.approx((labels == preds).mean())
+    recalls = [(preds[labels == c] == c).mean() for c in range(5)]
+    assert m["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
+    assert m["per_class"]["recall"][6] is None and m["per_class"]["support"][6] == 0
+
+
+def test_batch_transform_resizes_greys_normalises_and_augments():
+    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    grey = BatchTransform(ModelConfig(name="g", input_size=(1, 20, 20), mean=(0.5,), std=(0.25,)))
+    out = grey(images)
+    assert out.shape == (6, 1, 20, 20) and out.dtype == torch.float32
+    flat = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    assert torch.allclose(grey(flat), torch.full((2, 1, 20, 20), (1.0 - 0.5) / 0.25), atol=1e-4)
+    aug = BatchTransform(ModelConfig(name="c", input_size=(3, 40, 40), mean=(0, 0, 0), std=(1, 1, 1)),
+                         hflip=True, crop_padding=4)
+    a = aug(images, torch.Generator().manual_seed(0))
+    b = aug(images, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == (6, 3, 40, 40) and not torch.equal(a, images.float() / 255)
+
+
+def test_cosine_schedule_never_trains_an_epoch_at_zero():
+    cfg = load_config(None, ["train.scheduler.name=cosine", "train.scheduler.warmup_epochs=1"]).train.scheduler
+    factors = [lr_factor(cfg, 5, 0.1, e) for e in range(5)]
+    assert factors[0] == 0.5 and factors[1] == 1.0 and all(f > 0 for f in factors)
+    assert factors == sorted(factors[:2]) + sorted(factors[2:], reverse=True)
+
+
+@pytest.mark.slow
+def test_short_run_learns_well_above_chance(tmp_path):
+    cfg = load_config(SMOKE, ["data.options.train_size=1200", "data.options.val_size=300",
+                              "data.options.test_size=300", "data.options.balance=balanced", "train.epochs=8",
+                              "eval.subsets=[all]"])
+    result = train(cfg, tmp_path / "run")
+    acc = result["results"]["test/all"]["accuracy"]
+    assert acc > 2.5 / 7, f"test accuracy {acc:.3f} is not well above chance (1/7) on balanced classes"
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    cfg = load_config(SMOKE, ["train.epochs=3"])
+    train(cfg, tmp_path / "straight")
+
+    def stop_after_epoch_2(event):
+        if event["event"] == "epoch" and event["epoch"] == 2:
+            raise KeyboardInterrupt  # as if the run were stopped right after its epoch-2 checkpoint
+
+    stopped = tmp_path / "stopped"
+    assert train(cfg, stopped, progress=stop_after_epoch_2)["state"] == "cancelled"
+    assert io.read_status(stopped)["state"] == "cancelled" and len(io.read_metrics(stopped)) == 2
+    assert train(load_config(stopped / "config.yaml"), stopped, resume=True)["state"] == "done"
+    expected, resumed = io.read_metrics(tmp_path / "straight"), io.read_metrics(stopped)
+    assert [m["epoch"] for m in resumed] == [1, 2, 3]
+    for a, b in zip(expected, resumed, strict=True):  # same RNG, optimizer and schedule state: same numbers
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
+    assert "resumed after epoch 2" in (stopped / "log.txt").read_text()
+    assert io.read_eval(stopped)["test/all"]["n"] == cfg.data.options["test_size"]
+
+
+def test_failure_is_recorded_not_left_running(tmp_path):
+    run_dir = tmp_path / "bad"
+    with pytest.raises(ValueError, match="image_size"):
+        train(load_config(SMOKE, ["data.options.image_size=5"]), run_dir)
+    status = io.read_status(run_dir)
+    assert status["state"] == "failed" and "image_size" in status["error"]
+    assert io.run_state(run_dir) == "failed"
+    assert "Traceback" in (run_dir / "log.txt").read_text()
