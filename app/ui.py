@@ -233,12 +233,15 @@ def runs_column_config(frame: pd.DataFrame) -> dict[str, Any]:
     """Column formats for :func:`runs_frame`: the run id as a link to its page, accuracies as percentages."""
     config: dict[str, Any] = {
         "run": st.column_config.LinkColumn("run", display_text=r"run\?run=(.*)", help="Open the run's page"),
-        "epochs": st.column_config.TextColumn("epochs", help="finished / planned epochs"),
-        "val acc": st.column_config.NumberColumn("val acc", format="%.1f%%", help="best validation accuracy"),
-        "test acc": st.column_config.NumberColumn("test acc", format="%.1f%%", help="test accuracy, all faces"),
+        "epochs": st.column_config.TextColumn("epochs", help="finished / planned epochs", width="small"),
+        "val acc": st.column_config.NumberColumn("val acc", format="%.1f%%", help="best validation accuracy",
+                                                 width="small"),
+        "test acc": st.column_config.NumberColumn("test acc", format="%.1f%%", help="test accuracy, all faces",
+                                                  width="small"),
     }
     for col in frame.columns[7:]:
-        config[col] = st.column_config.NumberColumn(col, format="%.1f%%", help=f"test accuracy on the {col} subset")
+        config[col] = st.column_config.NumberColumn(col, format="%.1f%%", help=f"test accuracy on the {col} subset",
+                                                    width="small")
     return config
 
 
@@ -305,16 +308,8 @@ def model_frame() -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
-def dataset_frame() -> pd.DataFrame:
-    """The data set registry as a table: name, whether it needs files on disk, and its description."""
+def dataset_list() -> list[dict[str, Any]]:
+    """The data set registry: ``name``, ``needs_root`` (reads files the user supplies) and ``description``."""
     from fer_core.data import dataset_info, list_datasets
 
-    rows = []
-    for name in list_datasets():
-        info = dataset_info(name)
-        rows.append({
-            "data set": name,
-            "files": "your copy (data.root)" if info.get("needs_root") else "built in",
-            "description": info.get("description", ""),
-        })
-    return pd.DataFrame(rows, columns=["data set", "files", "description"])
+    return [{"needs_root": False, "description": "", **dataset_info(name), "name": name} for name in list_datasets()]

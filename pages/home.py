@@ -105,6 +105,11 @@ if skipped:
 
 # --------------------------------------------------------------------------------------------- catalogue
 st.subheader("Data sets")
-st.dataframe(ui.dataset_frame(), hide_index=True, width="stretch")
+st.markdown("\n".join(
+    f"- **{d['name']}** ({'reads your copy of the files, `data.root`' if d['needs_root'] else 'built in'}): "
+    f"{d['description']}" for d in ui.dataset_list()
+))
 st.subheader("Models")
-st.dataframe(ui.model_frame(), hide_index=True, width="stretch")
+st.dataframe(ui.model_frame(), hide_index=True, width="stretch", column_config={
+    "paper": st.column_config.TextColumn("paper", width="large"),
+})

@@ -130,9 +130,12 @@ def shoot_pages(page, base: str, runs_dir: Path, out: Path) -> list[Path]:
         open_page(page, f"{base}/run?run={run['run_id']}")
         shots.append(shoot(page, out, f"run_{run['state']}"))
         if run["state"] == "done":
+            page.get_by_role("tab", name="occlusion").click()
+            wait_idle(page)
+            shots.append(shoot(page, out, "run_done_occlusion"))
             page.get_by_text("Normalise rows").click()
             wait_idle(page)
-            shots.append(shoot(page, out, "run_done_counts"))
+            shots.append(shoot(page, out, "run_done_occlusion_counts"))
     if not seen:
         open_page(page, f"{base}/run")
         shots.append(shoot(page, out, "run_empty"))
@@ -141,13 +144,16 @@ def shoot_pages(page, base: str, runs_dir: Path, out: Path) -> list[Path]:
 
 def shoot_demo(page, base: str, out: Path, timeout_s: float) -> list[Path]:
     """Empty runs folder: click the demo button, shoot the progress bar, wait for the run to finish, shoot again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     shots = []
     open_page(page, base)
     shots.append(shoot(page, out, "demo_0_empty"))
     page.get_by_role("button", name="Train a demo model on SynthFACS").click()
     page.wait_for_selector("[data-testid=stProgress]", timeout=60_000)
+    with contextlib.suppress(PlaywrightTimeout):  # catch the bar part-way if the run is slow enough to show it
+        page.get_by_text("· epoch 1/").wait_for(timeout=int(timeout_s * 1000))
     wait_idle(page)
-    page.wait_for_timeout(3000)
     shots.append(shoot(page, out, "demo_1_progress"))
     finished = page.get_by_text("has finished")
     finished.wait_for(timeout=int(timeout_s * 1000))

@@ -129,9 +129,10 @@ def test_home_without_runs_offers_the_demo(runs_root: Path):
     assert "No runs yet" in texts(at.subheader)
     assert [b.label for b in at.button] == ["Train a demo model on SynthFACS"]
     assert "Runs" not in texts(at.subheader)
-    data_sets, models = (df.value for df in at.dataframe)
-    assert "synthfaces" in set(data_sets["data set"])
-    assert "small_cnn" in set(models["model"])
+    assert texts(at.subheader)[-2:] == ["Data sets", "Models"]
+    assert any("**synthfaces** (built in)" in m.value for m in at.markdown)
+    models = at.dataframe[0].value
+    assert "small_cnn" in set(models["model"]) and (models["input"].str.count("×") == 2).all()
 
 
 def test_demo_button_trains_in_a_child_process_and_the_run_appears(runs_root: Path, tiny_demo: Path):
