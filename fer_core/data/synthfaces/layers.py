@@ -3,6 +3,8 @@ camera nuisances. Each is a small function of the scene and a seeded generator, 
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -202,18 +204,23 @@ def occluder(img, sc: Scene, kind: str, ident, rng: np.random.Generator) -> np.n
     return mask
 
 
+@functools.lru_cache(maxsize=8)
+def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    return xs, ys
+
+
 def camera(img: np.ndarray, nz, rng: np.random.Generator) -> np.ndarray:
     """Light gradient, blur, sensor noise and JPEG artefacts."""
     out = img.astype(np.float32)
     if nz.gradient[1] > 0:
-        s = img.shape[0]
-        ys, xs = np.mgrid[0:s, 0:s].astype(np.float32) / s - 0.5
+        xs, ys = _unit_grid(img.shape[0])
         ramp = 1 + nz.gradient[1] * (np.cos(nz.gradient[0]) * xs + np.sin(nz.gradient[0]) * ys) * 2
         out *= ramp[..., None]
     if nz.blur > 0.05:
         out = cv2.GaussianBlur(out, (0, 0), nz.blur)
     if nz.noise > 0:
-        out += rng.normal(0, nz.noise, out.shape).astype(np.float32)
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(nz.noise)
     out = np.clip(out, 0, 255).astype(np.uint8)
     if nz.jpeg:
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(nz.jpeg)])

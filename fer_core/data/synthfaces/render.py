@@ -7,7 +7,7 @@ where the two differ (slightly dilated, minus occluded pixels) is the ground-tru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -123,7 +123,8 @@ class _Face:
         self._queue: list[tuple] = []
         self._u: list[np.ndarray] = []
         self._v: list[np.ndarray] = []
-        self._dz: list = []
+        self._dz: list[float] = []
+        self._dz_arrays: list[tuple[int, np.ndarray]] = []
         self._n = 0
 
     # -- queue -------------------------------------------------------------------------------------------------
@@ -134,8 +135,11 @@ class _Face:
             u, v = np.broadcast_arrays(u, v)
         self._u.append(u)
         self._v.append(v)
-        self._dz.append(dz)  # a float, or an array with one depth per point
         start = self._n
+        if isinstance(dz, np.ndarray):  # one depth per point
+            self._dz_arrays.append((start, dz))
+            dz = 0.0
+        self._dz.append(dz)
         self._n += u.size
         return start, self._n
 
@@ -155,12 +159,9 @@ class _Face:
         """Project every queued point at once and draw the queue in order."""
         if not self._queue:
             return
-        counts = [u.size for u in self._u]
-        if all(isinstance(d, float | int) for d in self._dz):
-            dz = np.repeat(np.asarray(self._dz, np.float64), counts)
-        else:
-            dz = np.concatenate([np.broadcast_to(np.asarray(d, np.float64), (n,)) for d, n in zip(self._dz, counts,
-                                                                                                   strict=True)])
+        dz = np.repeat(np.asarray(self._dz, np.float64), [u.size for u in self._u])
+        for start, arr in self._dz_arrays:
+            dz[start:start + arr.size] += arr
         pix = self.sc.project(self.sc.surface(np.concatenate(self._u), np.concatenate(self._v), dz))
         fixed = np.round(pix * (1 << SHIFT)).astype(np.int32)
         for cmd in self._queue:
@@ -431,9 +432,11 @@ def render(spec: FaceSpec, size: int = 112) -> tuple[np.ndarray, np.ndarray, np.
     rest = np.zeros_like(au)
     base_scene = _scene(spec, size, 0.0)
     bg = layers.background(size, nz.background, nz.clutter, rng)
-    hit, pts, normals = base_scene.raycast()
-    shade = layers.shading(base_scene, nz.light, nz.ambient, hit, normals)
-    hair_a = layers.hair_alpha(base_scene, ident.hairline, ident.hair_style, hit, pts)[..., None]
+    # light and hair coverage vary slowly: ray-cast them at half resolution and upsample
+    half = replace(base_scene, size=size // 2, cx=base_scene.cx / 2, cy=base_scene.cy / 2, scale=base_scene.scale / 2)
+    hit, pts, normals = half.raycast()
+    shade = cv2.resize(layers.shading(half, nz.light, nz.ambient, hit, normals), (size, size))
+    hair_a = cv2.resize(layers.hair_alpha(half, ident.hairline, ident.hair_style, hit, pts), (size, size))[..., None]
     faces = []
     for state in (rest, au):
         scene = _scene(spec, size, 0.10 * float(state[AU_INDEX["26"]]))
