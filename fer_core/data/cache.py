@@ -53,7 +53,8 @@ def _synth_cache(ds) -> None:
     from .synthfaces import VERSION
 
     options = {k: v for k, v in ds.cfg.to_dict().items()}
-    key_opts = {k: v for k, v in options.items() if not k.endswith("_size")}
+    # sample i does not depend on the split sizes: one cache file serves every size up to the largest rendered
+    key_opts = {k: v for k, v in options.items() if k not in ("train_size", "val_size", "test_size")}
     n = ds.cfg.size(ds.split)
     key = hashlib.sha256(json.dumps({"v": VERSION, "split": ds.split, **key_opts}, sort_keys=True).encode())
     path = cache_dir() / "synthfaces" / f"{ds.split}-{key.hexdigest()[:16]}.npz"
@@ -61,7 +62,7 @@ def _synth_cache(ds) -> None:
     if path.exists():
         try:
             with np.load(path) as f:
-                if len(f["images"]) >= n:
+                if len(f["images"]) >= n and f["images"].shape[1:3] == (ds.image_size, ds.image_size):
                     arrays = (f["images"][:n], f["masks"][:n], f["occluders"][:n])
         except (OSError, ValueError, KeyError, EOFError):
             arrays = None  # unreadable cache: render again and replace it
