@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    FER_RUNS_DIR=/data/runs
+    FER_RUNS_DIR=/data/runs \
+    FER_CACHE_DIR=/data/cache
 
 WORKDIR /app
 
@@ -15,14 +16,14 @@ RUN pip install $(grep -E '^(torch|torchvision)==' requirements.txt) \
     && pip install -r requirements.txt
 
 RUN useradd --create-home --uid 1000 fer \
-    && mkdir -p /data/runs \
+    && mkdir -p /data/runs /data/cache \
     && chown -R fer:fer /data /app
 
 COPY --chown=fer:fer . .
 RUN pip install --no-deps -e .
 
 USER fer
-VOLUME ["/data/runs"]
+VOLUME ["/data/runs", "/data/cache"]
 EXPOSE 8501
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
