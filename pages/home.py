@@ -43,10 +43,12 @@ def _start_demo() -> None:
 if not runs:
     with st.container(border=True):
         st.subheader("No runs yet")
+        config = ui.demo_config()
+        shown = config.relative_to(ui.ROOT) if config.is_relative_to(ui.ROOT) else config
         st.markdown(
             f"Runs are read from `{root}` (set `FER_RUNS_DIR` to use another folder). Start with a small demo: "
-            "a compact CNN trained for a few epochs on SynthFACS, in a background process, in about a minute on a "
-            "laptop CPU. The same run from a shell: `python -m fer_core train --config configs/synth_quick.yaml`."
+            "a compact CNN trained for a few epochs on SynthFACS in a background process, a couple of minutes on "
+            f"a laptop CPU. The same run from a shell: `python -m fer_core train --config {shown}`."
         )
         if st.button("Train a demo model on SynthFACS", type="primary", icon=":material/play_arrow:", key="home.demo"):
             _start_demo()
