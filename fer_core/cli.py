@@ -61,14 +61,16 @@ class LineProgress:
             self._line(f"epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
                        f"acc {event['train_acc']:.4f}{val} lr {event['lr']:.3g} ({event['seconds']:.1f}s)")
         elif kind == "eval":
-            self._line(f"{event['split']}/{event['subset']}: accuracy {event['accuracy']:.4f} "
-                       f"macro_f1 {event['macro_f1']:.4f} (n={event['n']})")
+            self._line(f"{event['split']}/{event['subset']}: accuracy {_fmt(event['accuracy'], 4)} "
+                       f"macro_f1 {_fmt(event['macro_f1'], 4)} (n={event['n']})")
         elif kind == "done":
             self._line(f"{event['state']}")
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

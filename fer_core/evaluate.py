@@ -12,7 +12,9 @@ class of the label set even if absent), class_names and n; per-sample prediction
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,11 @@ def load_split(data: DataConfig, split: str, subset: str | None = None) -> tuple
     ds = build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
                        **data.options)
     images, labels = materialize(ds)
+    size = getattr(ds, "image_size", None)
+    if size and len(images) and tuple(images.shape[-2:]) != (size, size):
+        warnings.warn(f"{data.name} {split}: materialize returned {tuple(images.shape[-2:])} images for "
+                      f"image_size={size}; a stale cache? (they are resized to the model's input anyway)",
+                      stacklevel=2)
     return ds, images, labels.long()
 
 
@@ -173,6 +180,7 @@ def write_eval(run_dir: str | os.PathLike, split: str, subset: str, labels: torc
               **classification_metrics(labels, preds, len(class_names)),
               "loss": float(F.cross_entropy(logits.float(), labels)) if len(labels) else float("nan"),
               **(extra or {})}
+    result = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}  # empty subset
     json_path, csv_path = io.eval_paths(run_dir, split, subset)
     table = pd.DataFrame({"index": np.arange(len(labels)), "label": labels.numpy(), "pred": preds.numpy(),
                           "correct": (preds == labels).numpy(), "confidence": confidence.numpy()})

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,12 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
 
     emit({"event": "phase", "phase": "data"})
     t0 = time.perf_counter()
-    train_ds, x_train, y_train = load_split(cfg.data, "train")
-    _, x_val, y_val = load_split(cfg.data, "val")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_ds, x_train, y_train = load_split(cfg.data, "train")
+        _, x_val, y_val = load_split(cfg.data, "val")
+    for warning in caught:
+        logger.warning("%s", warning.message)
     logger.info("data: %d train, %d val images %s in %.1f s", len(x_train), len(x_val), tuple(x_train.shape[1:]),
                 time.perf_counter() - t0)
     class_names = list(train_ds.classes)
@@ -300,8 +305,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     results = evaluate_model(model, cfg, run_dir, device=str(device), progress=emit,
                              extra={"weights": "best", "epoch": best_epoch})
     for key, r in results.items():
-        logger.info("eval %s: accuracy %.4f, mean class accuracy %.4f, macro F1 %.4f (n=%d)", key, r["accuracy"],
-                    r["mean_class_accuracy"], r["macro_f1"], r["n"])
+        logger.info("eval %s: accuracy %s, mean class accuracy %s, macro F1 %s (n=%d)", key,
+                    *(f"{r[k]:.4f}" if r[k] is not None else "-" for k in ("accuracy", "mean_class_accuracy",
+                                                                            "macro_f1")), r["n"])
     test_acc = results.get("test/all", {}).get("accuracy")
     io.write_status(run_dir, state="done", finished=time.time(), test_acc=test_acc)
     emit({"event": "done", "state": "done", "test_acc": test_acc})

@@ -88,3 +88,13 @@ def test_launch_cancel_and_resume_in_the_background(runs_root):
     assert [m["epoch"] for m in io.read_metrics(run_dir)] == list(range(1, done + 2))
     assert pid2 != pid and "test/all" in io.read_eval(run_dir)
     assert "epoch" in (run_dir / "stdout.txt").read_text()
+
+
+def test_data_sheet_command(tmp_path, capsys):
+    pytest.importorskip("fer_core.data.sheet")
+    out = tmp_path / "sheet.png"
+    assert main(["data", "sheet", "synthfaces", "--out", str(out), "--set", "image_size=32", "--set", "per_row=1",
+                 "--set", "test_size=200"]) == 0
+    assert out.stat().st_size > 0 and out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["data", "sheet", "nope", "--out", str(out)]) == 1
+    assert "only 'synthfaces'" in capsys.readouterr().err

@@ -105,12 +105,16 @@ def test_cosine_schedule_never_trains_an_epoch_at_zero():
 
 @pytest.mark.slow
 def test_short_run_learns_well_above_chance(tmp_path):
-    cfg = load_config(SMOKE, ["data.options.train_size=1200", "data.options.val_size=300",
-                              "data.options.test_size=300", "data.options.balance=balanced", "train.epochs=8",
-                              "eval.subsets=[all]"])
+    # Balanced classes (chance = 1/7) and clear, frontal, unoccluded faces, so a few seconds of training show it.
+    easy = ("data.options={image_size: 48, train_size: 800, val_size: 200, test_size: 200, balance: balanced, "
+            "occlusion_rate: 0.0, profile_rate: 0.0, blend_rate: 0.0, min_intensity: 0.7}")
+    cfg = load_config(SMOKE, [easy, "model.input_size=48", "train.epochs=6", "train.batch_size=16",
+                              "train.augment.crop_padding=0", "eval.subsets=[all]"])
     result = train(cfg, tmp_path / "run")
     acc = result["results"]["test/all"]["accuracy"]
-    assert acc > 2.5 / 7, f"test accuracy {acc:.3f} is not well above chance (1/7) on balanced classes"
+    assert acc > 2 / 7, f"test accuracy {acc:.3f} is not well above chance (1/7 = 0.143)"
+    val = [m["val_acc"] for m in io.read_metrics(tmp_path / "run")]
+    assert val[-1] > val[0] + 0.1, f"validation accuracy did not improve: {val}"
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
