@@ -93,7 +93,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("train needs --config FILE (or --resume RUN)")
         cfg = load_config(args.config, args.set)
         run_id = args.run_id or io.new_run_id(cfg.name)
-        run_dir = io.run_path(run_id, args.runs_dir)
+        try:
+            run_dir = io.run_path(run_id, args.runs_dir)
+        except ValueError as err:
+            raise UsageError(f"--run-id: {err}") from None
         if run_dir.exists():
             if io.read_status(run_dir).get("state") != "queued" or (run_dir / "metrics.jsonl").exists():
                 raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")

@@ -32,8 +32,8 @@ def test_config_error_exits_2_without_traceback_or_run_folder(runs_root):
 def test_usage_errors_exit_2(runs_root, capsys):
     assert main(["train"]) == 2
     assert "needs --config" in capsys.readouterr().err
-    assert main(["train", "--config", str(SMOKE), "--run-id", "../escape"]) == 1
-    assert "invalid run id" in capsys.readouterr().err
+    assert main(["train", "--config", str(SMOKE), "--run-id", "../escape"]) == 2
+    assert "--run-id: invalid run id '../escape'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["nonsense"])
     assert info.value.code == 2
