@@ -217,8 +217,8 @@ def camera(img: np.ndarray, nz, rng: np.random.Generator) -> np.ndarray:
         xs, ys = _unit_grid(img.shape[0])
         ramp = 1 + nz.gradient[1] * (np.cos(nz.gradient[0]) * xs + np.sin(nz.gradient[0]) * ys) * 2
         out *= ramp[..., None]
-    if nz.blur > 0.05:
-        out = cv2.GaussianBlur(out, (0, 0), nz.blur)
+    if nz.blur * img.shape[0] / 112 > 0.05:
+        out = cv2.GaussianBlur(out, (0, 0), nz.blur * img.shape[0] / 112)  # blur is given at 112 px
     if nz.noise > 0:
         out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(nz.noise)
     out = np.clip(out, 0, 255).astype(np.uint8)
