@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Rendered SynthFACS splits go to a cache folder private to this test session, so tests never read a cache left
+# by other code (or another version of it) and never write into the user's ~/.cache. Child processes inherit it.
+os.environ["FER_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer_test_cache_")
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
