@@ -5,8 +5,8 @@ in a one-sided form (``U12``, ``U14``): contempt is 12 + 14 on one side of the f
 smile is its own action, distinct from a weak smile.
 
 The prototypes follow EMFACS as commonly tabulated (SYNTHFACS.md). Confusable classes share AUs on purpose:
-fear is surprise (1 + 2 + 5 + 26) plus 4, 7 and 20; disgust often lowers the brows (4) as anger does, and
-anger often raises the upper lip (10) as disgust does.
+fear is surprise (1 + 2 + 5 + 26) plus a weaker 4, 7 and 20; disgust lowers the brows (4) and tightens the lids
+(7) as anger does, and anger often raises the upper lip (10) as disgust does.
 """
 
 from __future__ import annotations
@@ -35,30 +35,31 @@ PROTOTYPES: dict[str, dict[str, float]] = {
     "happy": {"6": 0.8, "12": 1.0},
     "sad": {"1": 0.9, "4": 0.6, "15": 0.9},
     "surprise": {"1": 1.0, "2": 1.0, "5": 0.9, "26": 0.9},
-    "fear": {"1": 1.0, "2": 0.7, "4": 0.7, "5": 1.0, "7": 0.5, "20": 0.9, "26": 0.6},
-    "disgust": {"9": 1.0, "15": 0.6, "16": 0.6, "4": 0.4},
-    "anger": {"4": 1.0, "5": 0.6, "7": 0.8, "23": 1.0},
+    "fear": {"1": 1.0, "2": 0.8, "4": 0.5, "5": 1.0, "7": 0.4, "20": 0.6, "26": 0.7},
+    "disgust": {"9": 0.9, "15": 0.5, "16": 0.5, "4": 0.6, "7": 0.3},
+    "anger": {"4": 1.0, "5": 0.5, "7": 0.8, "23": 0.9},
     "contempt": {"U12": 0.9, "U14": 0.8},
 }
 
 # Optional AUs: (AU, probability, intensity) added on top of the prototype, and alternative prototypes.
 OPTIONAL_AUS: dict[str, list[tuple[str, float, float]]] = {
     "sad": [("17", 0.5, 0.6)],
-    "anger": [("10", 0.3, 0.5), ("17", 0.3, 0.5)],
+    "anger": [("10", 0.5, 0.5), ("17", 0.3, 0.5), ("9", 0.2, 0.4)],
     "fear": [("25", 0.5, 0.6)],
     "surprise": [("25", 0.5, 0.6)],
 }
 ALTERNATIVES: dict[str, dict[str, float]] = {
-    "disgust": {"9": 1.0, "10": 0.9, "4": 0.3},  # the 9 + 10 variant
+    "disgust": {"9": 0.9, "10": 0.8, "4": 0.5},  # the 9 + 10 variant
 }
 
+# Classes a face is blended with, or a noisy label flipped to (mode "confusable"): the pairs real FER confuses.
 CONFUSABLE: dict[str, tuple[str, ...]] = {
     "neutral": ("sad", "contempt"),
-    "happy": ("contempt", "neutral"),
-    "sad": ("neutral", "fear"),
+    "happy": ("contempt", "surprise"),
+    "sad": ("neutral", "fear", "disgust"),
     "surprise": ("fear",),
-    "fear": ("surprise", "sad"),
-    "disgust": ("anger",),
+    "fear": ("surprise",),
+    "disgust": ("anger", "sad"),
     "anger": ("disgust",),
     "contempt": ("happy", "neutral"),
 }

@@ -71,7 +71,7 @@ class SynthConfig:
     balance: str = "imbalanced"
     occlusion_rate: float = 0.22
     profile_rate: float = 0.4
-    blend_rate: float = 0.15
+    blend_rate: float = 0.25
     min_intensity: float = 0.3
 
     def __post_init__(self):
