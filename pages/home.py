@@ -15,9 +15,9 @@ st.session_state.setdefault(DEMO_KEY, None)
 
 st.title("FER Lab")
 st.markdown(
-    "A toolkit for **facial expression recognition** research: `fer_core` trains, evaluates and explains the FER "
-    "methods of the literature (CNN baselines, Self-Cure Network, region attention, PAtt-Lite, LFER-LDL), and this "
-    "app launches runs, follows them and compares them, including on the hard cases: occluded faces, turned heads "
+    "A toolkit for **facial expression recognition** research: `fer_core` trains and evaluates FER models (today "
+    "the CNN baselines listed below; the literature's methods and the explanation tools are on the roadmap), and "
+    "this app launches runs, follows them and shows how they do on the hard cases: occluded faces, turned heads "
     "and ambiguous expressions. Everything runs on a CPU with **SynthFACS**, a procedural face data set built from "
     "facial action units, so you can try it without a licence-gated download. Every run is a folder on disk, so "
     "the command line (`python -m fer_core ...`) and this app always agree."

@@ -1,11 +1,12 @@
 """Hold a whole data set in memory as uint8 tensors, rendering SynthFACS once and caching it on disk.
 
-The cache lives in ``$FER_CACHE_DIR`` (default ``~/.cache/fer_lab``), one ``.npz`` per (data set version,
-options, split), written atomically; a corrupt or stale file is re-rendered, never trusted.
+The cache lives in ``$FER_CACHE_DIR`` (default ``~/.cache/fer_lab``), one ``.npz`` per (data set version, renderer
+source, options, split), written atomically; a corrupt or stale file is re-rendered, never trusted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,6 +50,15 @@ def render_split(options: dict, split: str, n: int, workers: int | None = None):
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
+@functools.lru_cache(maxsize=1)
+def _renderer_digest() -> str:
+    """Hash of SynthFACS's source: an edited renderer never reuses renders cached by the old code."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).parent / "synthfaces").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _synth_cache(ds) -> None:
     from .synthfaces import VERSION
 
@@ -56,7 +66,8 @@ def _synth_cache(ds) -> None:
     # sample i does not depend on the split sizes: one cache file serves every size up to the largest rendered
     key_opts = {k: v for k, v in options.items() if k not in ("train_size", "val_size", "test_size")}
     n = ds.cfg.size(ds.split)
-    key = hashlib.sha256(json.dumps({"v": VERSION, "split": ds.split, **key_opts}, sort_keys=True).encode())
+    payload = {"v": VERSION, "code": _renderer_digest(), "split": ds.split, **key_opts}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     path = cache_dir() / "synthfaces" / f"{ds.split}-{key.hexdigest()[:16]}.npz"
     arrays = None
     if path.exists():
