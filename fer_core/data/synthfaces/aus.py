@@ -15,8 +15,6 @@ import functools
 
 import numpy as np
 
-from fer_core.labels import CLASSES
-
 AUS: tuple[str, ...] = (
     "1", "2", "4", "5", "6", "7", "9", "10", "12", "14", "15", "16", "17", "20", "23", "25", "26", "U12", "U14",
 )
@@ -74,11 +72,6 @@ def prototype_vector(name: str, alternative: bool = False) -> np.ndarray:
     return vec
 
 
-def prototype_matrix(classes: tuple[str, ...]) -> np.ndarray:
-    """Prototypes of the given classes stacked as rows (K, n_aus)."""
-    return np.stack([prototype_vector(c) for c in classes])
-
-
 def expression_vector(cls: str, intensity: float, rng: np.random.Generator) -> np.ndarray:
     """Sample the AU vector of one expression of class ``cls`` at a given overall intensity.
 
@@ -131,12 +124,7 @@ def _variant_table(classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(rows).astype(np.float64), np.array(owner)
 
 
-def class_index(name: str, classes: tuple[str, ...]) -> int:
-    """Index of a class name within a label set."""
-    return classes.index(name)
-
-
 __all__ = [
-    "AUS", "AU_INDEX", "AU_DESCRIPTIONS", "PROTOTYPES", "CONFUSABLE", "CLASSES",
-    "prototype_vector", "prototype_matrix", "expression_vector", "label_distribution",
+    "AUS", "AU_INDEX", "AU_DESCRIPTIONS", "PROTOTYPES", "CONFUSABLE",
+    "prototype_vector", "expression_vector", "label_distribution",
 ]

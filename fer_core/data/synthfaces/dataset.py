@@ -307,9 +307,6 @@ class SynthFaces(Dataset):
 
 
 @functools.lru_cache(maxsize=16)
-def _split_metas_cached(cfg: SynthConfig, split: str) -> tuple[SampleMeta, ...]:
-    return tuple(sample_meta(cfg, split, i) for i in range(cfg.size(split)))
-
-
 def _split_metas(cfg: SynthConfig, split: str) -> tuple[SampleMeta, ...]:
-    return _split_metas_cached(cfg, split)
+    """Parameters of every sample of a split, computed once per (options, split) in a process."""
+    return tuple(sample_meta(cfg, split, i) for i in range(cfg.size(split)))

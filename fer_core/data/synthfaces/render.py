@@ -92,15 +92,8 @@ def _scale(c, k: float) -> tuple[float, float, float]:
     return tuple(float(min(255.0, x * k)) for x in c)
 
 
-def _poly(img, pts, color, closed=True):
-    if closed:
-        cv2.fillPoly(img, [to_fixed(pts)], color, AA, SHIFT)
-    else:
-        cv2.polylines(img, [to_fixed(pts)], False, color, 1, AA, SHIFT)
-
-
-def _line(img, pts, color, thickness: int = 1):
-    cv2.polylines(img, [to_fixed(pts)], False, color, max(1, int(thickness)), AA, SHIFT)
+def _poly(img, pts, color):
+    cv2.fillPoly(img, [to_fixed(pts)], color, AA, SHIFT)
 
 
 class _Face:
