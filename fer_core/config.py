@@ -55,10 +55,11 @@ class DataConfig(_Section):
 
 
 class ModelSection(_Section):
-    """Which model to build. ``input_size`` overrides the model's default square input size."""
+    """Which model to build. ``input_size`` overrides the model's default square input size; ``pretrained``
+    left unset takes the model's default (``python -m fer_core models`` lists what each would load)."""
 
     name: str = "small_cnn"
-    pretrained: bool = False
+    pretrained: bool | None = None
     weights_path: str | None = None
     input_size: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)

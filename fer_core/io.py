@@ -390,24 +390,10 @@ def load_trainer_state(directory: str | os.PathLike, tag: str = "last") -> dict:
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load safetensors weights into ``model`` strictly; the error names missing, unexpected and mis-shaped keys."""
-    from safetensors.torch import load_file
+    from fer_core.models.weights import load_state_dict, read_state_dict
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    state = load_file(str(path), device="cpu")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        def head(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
-
-        parts = [f"{label}: {head(items)}" for label, items in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)) if items]
-        raise ValueError(f"weights {path} do not match the model ({'; '.join(parts)}); "
-                         "check the model name, num_classes and options match the run's config.yaml")
-    model.load_state_dict(state, strict=True)
+    load_state_dict(model, read_state_dict(path), source=str(path))
     return model

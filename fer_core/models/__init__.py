@@ -14,6 +14,7 @@ Models return logits from ``forward`` and also offer ``forward_features`` (the l
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +106,7 @@ def create_model(
     name: str,
     *,
     num_classes: int,
-    pretrained: bool = False,
+    pretrained: bool | None = None,
     class_names: Sequence[str] | None = None,
     input_size: int | tuple[int, int] | None = None,
     **kwargs: Any,
@@ -115,8 +116,12 @@ def create_model(
     Args:
         name: a name from :func:`list_models`.
         num_classes: number of output logits.
-        pretrained: load the variant's pretrained backbone weights (see ``model_info(name).pretrained``).
-        class_names: names of the logits (default: the first ``num_classes`` canonical classes).
+        pretrained: load the variant's pretrained weights (see ``model_info(name).pretrained``); ``None`` takes the
+            variant's default (False, except for variants named after their weights such as
+            ``mini_xception_fer2013``).
+        class_names: names of the logits (default: the variant's own class names when it has ``num_classes`` of
+            them, else the first ``num_classes`` canonical classes). A builder with a pretrained FER head receives
+            them and orders its outputs to match.
         input_size: override the default input height/width (an int for square input).
         **kwargs: builder-specific options (e.g. ``drop_rate``, ``weights_path``).
     """
@@ -124,13 +129,21 @@ def create_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
     if class_names is None:
-        class_names = CLASSES[:num_classes] if num_classes <= len(CLASSES) else [str(i) for i in range(num_classes)]
+        if len(cfg.class_names) == num_classes:
+            class_names = cfg.class_names
+        else:
+            class_names = CLASSES[:num_classes] if num_classes <= len(CLASSES) else [str(i) for i in range(num_classes)]
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes: {list(class_names)}")
     size = cfg.input_size[1:]
     if input_size is not None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    model = fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    call = dict(kwargs, num_classes=num_classes)
+    if pretrained is not None:
+        call["pretrained"] = bool(pretrained)
+    if "class_names" in inspect.signature(fn).parameters:
+        call["class_names"] = tuple(class_names)
+    model = fn(**call)
     model.cfg = dataclasses.replace(cfg, num_classes=num_classes, class_names=tuple(class_names),
                                     input_size=(int(kwargs.get("in_chans", cfg.input_size[0])), *size))
     return model
@@ -149,9 +162,20 @@ def get_target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
                          f"some valid paths: {', '.join(names)}") from None
 
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (not counting buffers such as BatchNorm statistics)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_params(model: nn.Module, trainable_only: bool = False, with_bn_stats: bool = False) -> int:
+    """Number of parameters.
+
+    Args:
+        model: the model.
+        trainable_only: count only parameters with ``requires_grad``.
+        with_bn_stats: also count BatchNorm running means and variances, as Keras's ``model.summary()`` does
+            (its "Total params"); papers with Keras code (mini-Xception, PAtt-Lite) quote that figure.
+    """
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    if with_bn_stats:
+        n += sum(b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean",
+                                                                                            "running_var"))
+    return n
 
 
 # Model families register themselves on import.
