@@ -17,8 +17,9 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
 from torch import nn
 
 from fer_core.labels import CLASSES
@@ -60,6 +61,23 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able view (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class AttentionOutput(NamedTuple):
+    """What the attention models (SCN, the region attention net) return from ``forward_attention(x)``.
+
+    ``forward`` of those models returns ``logits`` only, so CAM tools and evaluation need no special case.
+
+    Attributes:
+        logits: ``B x C``, exactly what ``forward`` returns.
+        weights: ``B x R`` attention weights, one per part (SCN: R = 1, the sample's importance; region net:
+            the whole face then each region).
+        part_logits: ``B x R x C`` per-part logits before weighting.
+    """
+
+    logits: torch.Tensor
+    weights: torch.Tensor
+    part_logits: torch.Tensor
 
 
 Builder = Callable[..., nn.Module]
@@ -179,4 +197,4 @@ def count_params(model: nn.Module, trainable_only: bool = False, with_bn_stats: 
 
 
 # Model families register themselves on import.
-from fer_core.models import resnet, small_cnn  # noqa: E402, F401
+from fer_core.models import region_attention, resnet, scn, small_cnn, vgg  # noqa: E402, F401

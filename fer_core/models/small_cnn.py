@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fer_core.models import ModelConfig, register_model
+from fer_core.models.weights import refuse_pretrained
 
 
 class ConvBlock(nn.Sequential):
@@ -60,15 +61,10 @@ class SmallCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _no_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights; set model.pretrained=false")
-
-
 @register_model(ModelConfig(
     name="small_cnn", input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     target_layer="blocks.3", paper="", origin="FER Lab", licence="MIT"))
 def small_cnn(*, num_classes: int, pretrained: bool = False, **kwargs) -> SmallCNN:
     """SmallCNN 32-64-128-256 for 64x64 RGB faces."""
-    _no_pretrained("small_cnn", pretrained)
+    refuse_pretrained("small_cnn", pretrained)
     return SmallCNN(num_classes=num_classes, **kwargs)

@@ -161,6 +161,12 @@ def timm_state_dict(name: str, weights_path: str | os.PathLike | None = None) ->
     return model.state_dict(), f"timm {name}"
 
 
+def refuse_pretrained(name: str, pretrained: bool) -> None:
+    """A builder's guard for models that have no pretrained weights."""
+    if pretrained:
+        raise ValueError(f"{name} has no pretrained weights; set model.pretrained=false")
+
+
 def refuse_weights_path(weights_path: str | None) -> None:
     """A builder's guard: ``weights_path`` without ``pretrained=True`` is a mistake worth naming."""
     if weights_path:
