@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from fer_core import io
 from fer_core.cli import main
 from fer_core.launch import cancel_run, launch_resume, launch_train
+from fer_core.models import list_models
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -55,9 +57,11 @@ def test_runs_table_and_evaluate(smoke_run, runs_root, capsys):
 
 
 def test_models_command(capsys):
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    assert "small_cnn" in out and "resnet18" in out and "blocks.3" in out
+    assert main(["models", "--no-latency", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(list_models())
+    assert rows["small_cnn"]["target_layer"] == "blocks.3" and rows["resnet18"]["params"] == 11_180_103
+    assert rows["resnet18"]["flops"] == 2 * rows["resnet18"]["macs"] and rows["resnet18"]["latency_ms"] is None
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
