@@ -40,6 +40,7 @@ from fer_core.evaluate import (
     model_from_config,
     predict_logits,
 )
+from fer_core.models import count_params
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                 time.perf_counter() - t0)
     class_names = list(train_ds.classes)
     model = model_from_config(cfg, class_names).to(device)
+    report = getattr(model, "load_report", None)
+    logger.info("model %s: %s parameters, input %s; %s", cfg.model.name, f"{count_params(model):,}",
+                "x".join(map(str, model.cfg.input_size)), report.summary() if report else "random initialisation")
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.train.optimizer)
