@@ -197,4 +197,4 @@ def count_params(model: nn.Module, trainable_only: bool = False, with_bn_stats: 
 
 
 # Model families register themselves on import.
-from fer_core.models import patt_lite, region_attention, resnet, scn, small_cnn, vgg  # noqa: E402, F401
+from fer_core.models import mini_xception, patt_lite, region_attention, resnet, scn, small_cnn, vgg  # noqa: E402, F401
