@@ -197,4 +197,15 @@ def count_params(model: nn.Module, trainable_only: bool = False, with_bn_stats: 
 
 
 # Model families register themselves on import.
-from fer_core.models import mini_xception, patt_lite, region_attention, resnet, scn, small_cnn, vgg  # noqa: E402, F401
+from fer_core.models import (  # noqa: E402, F401
+    lfer_ldl,
+    mini_xception,
+    mobilenet,
+    patt_lite,
+    region_attention,
+    resnet,
+    scn,
+    shufflenet,
+    small_cnn,
+    vgg,
+)
