@@ -273,3 +273,9 @@ def test_models_command_prints_the_size_table(capsys):
     assert "11,180,103" in out and "1,813.6" in out and "small_cnn" in out
     assert main(["models", "nope"]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_normalisation_follows_the_input_channels():
+    assert create_model("mini_xception", num_classes=7, in_chans=3).cfg.mean == (0.5, 0.5, 0.5)
+    grey = create_model("small_cnn", num_classes=7, in_chans=1)
+    assert grey.cfg.input_size == (1, 64, 64) and grey.cfg.std == (0.5,)

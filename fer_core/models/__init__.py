@@ -162,9 +162,20 @@ def create_model(
     if "class_names" in inspect.signature(fn).parameters:
         call["class_names"] = tuple(class_names)
     model = fn(**call)
+    chans = int(kwargs.get("in_chans", cfg.input_size[0]))
+    mean, std = _per_channel(cfg.mean, chans), _per_channel(cfg.std, chans)
     model.cfg = dataclasses.replace(cfg, num_classes=num_classes, class_names=tuple(class_names),
-                                    input_size=(int(kwargs.get("in_chans", cfg.input_size[0])), *size))
+                                    input_size=(chans, *size), mean=mean, std=std)
     return model
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Normalisation constants for ``channels`` input channels (a grey model built for RGB input and back)."""
+    if len(values) == channels:
+        return tuple(values)
+    if len(values) == 1:
+        return tuple(values) * channels
+    return (sum(values) / len(values),) * channels
 
 
 def get_target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
