@@ -185,8 +185,8 @@ def test_checkpoint_round_trip_and_strict_load(tmp_path):
     opt2.load_state_dict(loaded["optimizer"])
 
     other = nn.Sequential(nn.Linear(3, 4), nn.Identity(), nn.Linear(4, 3), nn.Linear(3, 3))
-    expected = (r"missing keys: 3\.bias, 3\.weight; unexpected keys: 1\.bias, 1\.num_batches_tracked"
-                r".*shape mismatch: 2\.bias \(2,\) vs model \(3,\)")
+    expected = (r"missing from the file \(2\): 3\.bias, 3\.weight; unexpected in the file \(5\): 1\.bias, "
+                r"1\.num_batches_tracked.*shape mismatch \(2\): 2\.bias \(2,\) vs model \(3,\)")
     with pytest.raises(ValueError, match=expected):
         io.load_weights(other, path)
     with pytest.raises(FileNotFoundError, match="cannot be resumed"):
