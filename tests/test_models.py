@@ -279,3 +279,13 @@ def test_normalisation_follows_the_input_channels():
     assert create_model("mini_xception", num_classes=7, in_chans=3).cfg.mean == (0.5, 0.5, 0.5)
     grey = create_model("small_cnn", num_classes=7, in_chans=1)
     assert grey.cfg.input_size == (1, 64, 64) and grey.cfg.std == (0.5,)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_backbone_declared_and_leaves_a_trainable_head(name):
+    """Two-stage finetuning freezes ``cfg.backbone``: it must name real modules and leave a head to train."""
+    model = create_model(name, num_classes=7, pretrained=False)
+    children = dict(model.named_children())
+    assert model.cfg.backbone and all(b in children for b in model.cfg.backbone), model.cfg.backbone
+    head = [n for n, _ in model.named_parameters() if n.split(".")[0] not in model.cfg.backbone]
+    assert head, f"{name}: nothing left outside the backbone"

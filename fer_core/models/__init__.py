@@ -44,6 +44,8 @@ class ModelConfig:
         origin: where the code or weights come from.
         licence: licence of the code and, if any, of the pretrained weights.
         pretrained: what ``pretrained=True`` loads ("" if nothing).
+        backbone: names of the top-level modules that form the (pretrained) backbone; everything else is the
+            head. Two-stage finetuning freezes these (``train.stages[].freeze: backbone``).
     """
 
     name: str
@@ -57,6 +59,7 @@ class ModelConfig:
     origin: str = ""
     licence: str = ""
     pretrained: str = ""
+    backbone: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able view (tuples become lists)."""

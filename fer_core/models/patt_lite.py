@@ -242,7 +242,8 @@ def build_patt_lite(*, num_classes: int, attention: str, pretrained: bool = Fals
 
 
 _COMMON = dict(
-    input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), target_layer="blocks.3.3.bn1",
+    input_size=(3, 224, 224), backbone=("conv_stem", "bn1", "blocks"),
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), target_layer="blocks.3.3.bn1",
     paper="Ngwe et al., PAtt-Lite: Lightweight Patch and Attention MobileNet for Challenging Facial Expression "
           "Recognition, IEEE Access 2024",
     origin="timm mobilenetv1_100 backbone + FER Lab (after the Keras reference, github.com/JLREx/PAtt-Lite)",

@@ -127,7 +127,7 @@ class RegionAttentionNet(nn.Module):
 
 
 @register_model(ModelConfig(
-    name="region_attention", input_size=(3, 224, 224), target_layer="face_map",
+    name="region_attention", input_size=(3, 224, 224), target_layer="face_map", backbone=("backbone",),
     pretrained="torchvision IMAGENET1K_V1 backbone",
     paper="Multi-region attention network (FER Lab seed method), after Wang et al., Region Attention Networks, "
           "IEEE TIP 2020",

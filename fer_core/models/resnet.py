@@ -131,7 +131,8 @@ def build_resnet(depth: int, *, num_classes: int, pretrained: bool = False, weig
     return model
 
 
-_COMMON = dict(input_size=(3, 224, 224), target_layer="layer4", origin="torchvision")
+_COMMON = dict(input_size=(3, 224, 224), target_layer="layer4", origin="torchvision",
+               backbone=("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
 _PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
 
 

@@ -74,7 +74,8 @@ class SCN(nn.Module):
         return self._head(self.forward_features(x))
 
 
-_CFG = dict(input_size=(3, 224, 224), target_layer="backbone.layer4", origin="FER Lab (torchvision ResNet backbone)",
+_CFG = dict(input_size=(3, 224, 224), target_layer="backbone.layer4", backbone=("backbone",),
+            origin="FER Lab (torchvision ResNet backbone)",
             paper="Wang et al., Suppressing Uncertainties for Large-Scale Facial Expression Recognition, CVPR 2020",
             licence="MIT (FER Lab); BSD-3-Clause (torchvision backbone and ImageNet weights)")
 

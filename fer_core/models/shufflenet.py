@@ -49,6 +49,7 @@ class ShuffleNetV2(tvm.ShuffleNetV2):
 
 @register_model(ModelConfig(
     name="shufflenet_v2", input_size=(3, 224, 224), target_layer="conv5", origin="torchvision (shufflenet_v2_x1_0)",
+    backbone=("conv1", "stage2", "stage3", "stage4", "conv5"),
     paper="Ma et al., ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design, ECCV 2018",
     licence="BSD-3-Clause (code and ImageNet weights)", pretrained="torchvision IMAGENET1K_V1"))
 def shufflenet_v2(*, num_classes: int, pretrained: bool = False, weights_path: str | None = None,

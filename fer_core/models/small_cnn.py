@@ -63,7 +63,7 @@ class SmallCNN(nn.Module):
 
 @register_model(ModelConfig(
     name="small_cnn", input_size=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    target_layer="blocks.3", paper="", origin="FER Lab", licence="MIT"))
+    target_layer="blocks.3", paper="", origin="FER Lab", licence="MIT", backbone=("blocks",)))
 def small_cnn(*, num_classes: int, pretrained: bool = False, **kwargs) -> SmallCNN:
     """SmallCNN 32-64-128-256 for 64x64 RGB faces."""
     refuse_pretrained("small_cnn", pretrained)

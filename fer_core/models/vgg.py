@@ -58,7 +58,7 @@ class VGGFER(nn.Module):
 
 
 @register_model(ModelConfig(
-    name="vgg_fer", input_size=(1, 48, 48), mean=(0.5,), std=(0.5,), target_layer="stages.3",
+    name="vgg_fer", input_size=(1, 48, 48), mean=(0.5,), std=(0.5,), target_layer="stages.3", backbone=("stages",),
     paper="Simonyan & Zisserman, ICLR 2015; FER2013 form after Khaireddin & Chen, 2021",
     origin="FER Lab", licence="MIT"))
 def vgg_fer(*, num_classes: int, pretrained: bool = False, **kwargs) -> VGGFER:
