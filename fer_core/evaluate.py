@@ -26,7 +26,8 @@ from torch import nn
 
 from fer_core import io
 from fer_core.config import Config, DataConfig, load_config
-from fer_core.models import ModelConfig, create_model
+from fer_core.models import create_model
+from fer_core.transforms import BatchTransform  # re-exported: the trainer and older code import it from here
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.data import Dataset
@@ -59,53 +60,6 @@ def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
         kwargs["weights_path"] = m.weights_path
     return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=m.pretrained,
                         input_size=m.input_size, **kwargs)
-
-
-class BatchTransform:
-    """uint8 image batch -> the float tensor a model expects: scale, channels, resize, augment, normalise.
-
-    Args:
-        cfg: the model's config (input size, mean, std).
-        hflip: flip each image horizontally with probability 0.5 (training only).
-        crop_padding: pad by this many pixels (reflect) and crop back at a random offset (training only).
-        device: where the batch is converted and returned.
-        channels_last: return NHWC-strided batches (for a model converted with ``memory_format=channels_last``).
-    """
-
-    def __init__(self, cfg: ModelConfig, *, hflip: bool = False, crop_padding: int = 0,
-                 device: str | torch.device = "cpu", channels_last: bool = False):
-        self.channels, self.height, self.width = cfg.input_size
-        self.hflip, self.crop_padding, self.device = hflip, crop_padding, torch.device(device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(255.0)
-        if x.shape[1] == 3 and self.channels == 1:
-            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        elif x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.height, self.width):
-            x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False)
-        if self.hflip or self.crop_padding:
-            x = self._augment(x, generator)
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-
-    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        n, _, h, w = x.shape
-        if self.hflip:
-            flip = torch.rand(n, generator=generator) < 0.5
-            x = torch.where(flip.to(x.device).view(n, 1, 1, 1), x.flip(-1), x)
-        p = min(self.crop_padding, h - 1, w - 1)
-        if p > 0:
-            padded = F.pad(x, (p, p, p, p), mode="reflect")
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-            rows = (torch.arange(h, device=x.device).view(1, h) + dy.view(n, 1)).view(n, h, 1)
-            cols = (torch.arange(w, device=x.device).view(1, w) + dx.view(n, 1)).view(n, 1, w)
-            x = padded[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
-        return x.contiguous()
 
 
 @torch.inference_mode()
