@@ -3,7 +3,9 @@
 Commands::
 
     train --config configs/X.yaml [--set k=v ...] [--run-id ID] [--resume runs/ID] [--runs-dir DIR]
-    runs [--json]                     table of runs, newest first
+    runs [--group NAME] [--json]      table of runs, newest first
+    sweep --config X (--grid k=v1,v2 ... | --variant name:k=v,k=v ...) [--set k=v] [--group G] [--parallel N]
+          [--dry-run] [--runs-dir DIR]   a grid sweep or an ablation: one run per point, then a table of the group
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
@@ -116,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from fer_core import io
 
-    runs = io.list_runs(args.runs_dir)
+    runs = io.list_runs(args.runs_dir, group=args.group)
     if args.json:
         print(json.dumps({"runs": list(runs), "skipped": runs.skipped}, indent=2, default=str))
         return 0
@@ -125,10 +127,58 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = [[r["run_id"], r["state"], r["model"], r["dataset"], f"{r['epoch'] or 0}/{r['epochs'] or '?'}",
              _fmt(r["best_val_acc"]), _fmt(r["test_acc"]), *[_fmt(r["subset_acc"].get(s)) for s in subsets]]
             for r in runs]
-    print(_table(rows, header) if rows else f"no runs in {io.runs_dir() if args.runs_dir is None else args.runs_dir}")
+    where = io.runs_dir() if args.runs_dir is None else args.runs_dir
+    print(_table(rows, header) if rows else f"no runs{f' of group {args.group}' if args.group else ''} in {where}")
     for skip in runs.skipped:
         print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.sweep import describe_point, format_value, parse_grid, parse_variant, plan_sweep, run_sweep
+
+    if not args.grid and not args.variant:
+        raise UsageError("sweep needs --grid key=v1,v2,... or --variant name:key=value,... (or both)")
+    if args.parallel < 1:
+        raise UsageError(f"--parallel must be >= 1 (got {args.parallel})")
+    base = load_config(args.config, args.set)
+    grid, variants = parse_grid(args.grid), [parse_variant(v) for v in args.variant]
+    points = plan_sweep(base, grid, variants=variants, group=args.group)
+    group = points[0][1].group
+    root = io.runs_dir() if args.runs_dir is None else Path(args.runs_dir).expanduser().resolve()
+    print(f"sweep {group}: {len(points)} runs, {args.parallel} at a time, into {root}")
+    for i, (tags, cfg) in enumerate(points, start=1):
+        print(f"  {i:>3}. {cfg.name}  {describe_point(tags)}")
+    if args.dry_run:
+        return 0
+    t0 = time.monotonic()
+
+    def progress(event: dict[str, Any]) -> None:
+        n = f"[{time.monotonic() - t0:6.1f}s] run {event.get('index', 0) + 1}/{event.get('total', 0)}"
+        if event["event"] == "start":
+            print(f"{n} started {event['run_id']}", flush=True)
+        elif event["event"] == "epoch":
+            print(f"{n} epoch {event['epoch']}/{event['epochs']}", flush=True)
+        elif event["event"] == "end":
+            error = f": {event['error']}" if event.get("error") else ""
+            print(f"{n} {event['state']}{error}", flush=True)
+
+    try:
+        run_ids = run_sweep(base, grid, variants=variants, runs_root=root, group=group, parallel=args.parallel,
+                            progress=None if args.quiet else progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the sweep's running runs were cancelled (python -m fer_core runs --group {group})",
+              file=sys.stderr)
+        return 130
+    runs = {r["run_id"]: r for r in io.list_runs(root, group=group)}
+    rows_in = [runs[rid] for rid in run_ids if rid in runs]
+    keys = list(dict.fromkeys(k for r in rows_in for k in r["tags"]))
+    rows = [[r["run_id"], r["state"], *[format_value(r["tags"][k]) if k in r["tags"] else "-" for k in keys],
+             _fmt(r["best_val_acc"]), _fmt(r["test_acc"])] for r in rows_in]
+    print(f"\ngroup {group}:")
+    print(_table(rows, ["run_id", "state", *keys, "val_acc", "test_acc"]))
+    return 0 if all(r["state"] == "done" for r in rows_in) and len(rows_in) == len(points) else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -213,9 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--group", help="only the runs of this sweep or ablation group")
     p.add_argument("--json", action="store_true")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("sweep", help="run a grid sweep or an ablation: one run per point, tied by a group")
+    p.add_argument("--config", required=True, help="base YAML config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="values to sweep (repeatable: the product); YAML scalars or start:stop:step (stop included)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="a named ablation variant (repeatable), e.g. full: or no_regions:model.options.regions=false")
+    p.add_argument("--group", help="group id tying the runs together (default <name>-sweep-<time>)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once, each a child process (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="evaluate a run's weights and (re)write its eval/ files")
     p.add_argument("run", help="run folder or id")

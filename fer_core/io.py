@@ -321,6 +321,8 @@ def summarize_run(run_dir: str | os.PathLike) -> dict:
         "state": run_state(run_dir, status),
         "model": (config.get("model") or {}).get("name", ""),
         "dataset": (config.get("data") or {}).get("name", ""),
+        "group": config.get("group"),
+        "tags": config.get("tags") or {},
         "created": status.get("created", run_dir.stat().st_mtime),
         "epoch": status.get("epoch", metrics[-1].get("epoch") if metrics else 0),
         "epochs": status.get("epochs", (config.get("train") or {}).get("epochs")),
@@ -333,8 +335,8 @@ def summarize_run(run_dir: str | os.PathLike) -> dict:
     }
 
 
-def list_runs(root: str | os.PathLike | None = None) -> RunList:
-    """Summaries of every run under ``root`` (default :func:`runs_dir`), newest first.
+def list_runs(root: str | os.PathLike | None = None, *, group: str | None = None) -> RunList:
+    """Summaries of every run under ``root`` (default :func:`runs_dir`), newest first; only ``group``'s if given.
 
     Folders that are not runs (no ``status.json`` nor ``config.yaml``) are left out and listed in
     ``result.skipped`` as ``{"path", "reason"}``.
@@ -350,6 +352,8 @@ def list_runs(root: str | os.PathLike | None = None) -> RunList:
             skipped.append({"path": str(path), "reason": "no status.json or config.yaml"})
         else:
             rows.append(summarize_run(path))
+    if group is not None:
+        rows = [r for r in rows if r["group"] == group]
     rows.sort(key=lambda r: (r["created"], r["run_id"]), reverse=True)
     return RunList(rows, skipped)
 

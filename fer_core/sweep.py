@@ -1,0 +1,416 @@
+"""Sweeps and ablations: many runs of one base config, tied together by ``Config.group`` and ``Config.tags``.
+
+A *grid* is a cartesian product of dotted-key value lists::
+
+    {"train.optimizer.lr": [0.1, 0.01], "model.options.branch_weight": [0.1, 0.5]}    # 4 runs
+
+An *ablation* is a list of named variants, each a set of overrides (``full`` changes nothing)::
+
+    [("full", {}), ("no_regions", {"model.options.regions": False})]                   # 2 runs
+
+Both may be given: every variant is then crossed with every grid point. Each point is applied to the base config
+with the semantics of ``--set`` (:func:`fer_core.config.apply_overrides`: dotted keys, missing sections created,
+no descending into a value), variant first, grid values last, and validated. Every point is validated *before*
+anything runs, including the model's options (the model is built on the ``meta`` device, which allocates
+nothing); data set options are checked when a run loads its data.
+
+Each point's config gets:
+
+* ``group``: the sweep's group id (given, else the base config's ``group``, else ``<name>-sweep-<timestamp>``);
+* ``tags``: the base config's tags, then ``{"variant": name, <variant's keys>...}``, then the grid values;
+* ``name``: the base name with a readable suffix, e.g. ``smoke-lr0.01-branch_weight0.5`` or ``smoke-no_regions``.
+
+:func:`run_sweep` starts each point with :func:`fer_core.launch.launch_train` (a child process per run, as the
+app does), ``parallel`` at a time, and follows them through their run folders. On the command line::
+
+    python -m fer_core sweep --config configs/smoke.yaml --grid train.optimizer.lr=0.01,0.001 --parallel 2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_core import io
+from fer_core.config import Config, ConfigError, load_config
+
+Point = tuple[dict[str, Any], Config]
+"""One planned run: its tags (the swept values) and its validated config."""
+
+Variant = tuple[str, dict[str, Any]]
+"""A named ablation variant: ``(name, {dotted key: value})``."""
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+MAX_RANGE_VALUES = 1000
+MAX_PROBLEMS_SHOWN = 20
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE_RE = re.compile(rf"^\s*({_NUMBER})\s*:\s*({_NUMBER})\s*(?::\s*({_NUMBER})\s*)?$")
+_VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+# --------------------------------------------------------------------------------------------- parsing
+def format_value(value: Any) -> str:
+    """A swept value as short text for names and tables: ``0.01``, ``true``, ``resnet18``, ``[1, 2]``."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split at ``sep`` outside brackets and quotes, so YAML flow values like ``[1, 2]`` stay whole."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _scalar(text: str) -> Any:
+    """A value parsed as a YAML scalar, as ``--set`` does (``0.1``, ``true``, ``null``, ``[1, 2]``, ``adamw``), except
+    that every number literal is a number (``1e-3`` too, which YAML 1.1 leaves a string)."""
+    text = text.strip()
+    if not text:
+        return None
+    if re.fullmatch(_NUMBER, text):  # YAML 1.1 reads 1e-3 as a string; a sweep means the number
+        return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_range(text: str) -> list[int | float] | None:
+    """Expand ``start:stop[:step]`` (``stop`` included, ``step`` default 1) or return None if ``text`` is no range.
+
+    Computed in decimal, so ``0.1:1.0:0.1`` gives exactly ``[0.1, 0.2, ..., 1.0]`` (the floats of those literals,
+    never ``0.30000000000000004``). All-integer bounds give ints (``0:4`` -> ``[0, 1, 2, 3, 4]``). A negative step
+    counts down. Raises ValueError for a zero step, a step pointing away from ``stop`` or over
+    :data:`MAX_RANGE_VALUES` values.
+    """
+    match = _RANGE_RE.match(text)
+    if not match:
+        return None
+    start_s, stop_s, step_s = match.group(1), match.group(2), match.group(3) or "1"
+    try:
+        start, stop, step = Decimal(start_s), Decimal(stop_s), Decimal(step_s)
+    except InvalidOperation:  # pragma: no cover - the regex only lets numbers through
+        return None
+    if step == 0:
+        raise ValueError(f"range {text!r}: the step must not be 0")
+    if (stop - start) * step < 0:
+        raise ValueError(f"range {text!r}: a step of {step_s} never goes from {start_s} to {stop_s}")
+    count = int((stop - start) / step) + 1
+    if count > MAX_RANGE_VALUES:
+        raise ValueError(f"range {text!r} has {count} values (at most {MAX_RANGE_VALUES}); use a larger step")
+    integral = not any(c in s for s in (start_s, stop_s, step_s) for c in ".eE")
+    values = [start + i * step for i in range(count)]
+    return [int(v) for v in values] if integral else [float(v) for v in values]
+
+
+def parse_values(text: str) -> list[Any]:
+    """``v1,v2,...`` as a list: each item a YAML scalar or a ``start:stop[:step]`` range (see :func:`parse_range`)."""
+    values: list[Any] = []
+    for item in _split_top(text):
+        expanded = parse_range(item)
+        values.extend(expanded if expanded is not None else [_scalar(item)])
+    return values
+
+
+def _key_of(item: str, what: str, example: str) -> tuple[str, str]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"{what} expects {example} (got {item!r})"])
+    return key, text
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """Parse ``["key=v1,v2,v3", ...]`` (``--grid`` arguments) into ``{key: [values]}``.
+
+    Values are YAML scalars as with ``--set`` (``0.1``, ``1e-3``, ``true``, ``resnet18``, ``[1, 2]``: commas inside
+    brackets or quotes do not split) or ranges ``start:stop[:step]`` with ``stop`` included, e.g.
+    ``model.options.branch_weight=0.1:1.0:0.1`` (ten values, exact decimals) or ``seed=0:4``.
+
+    Raises:
+        ConfigError: an item is not ``key=values``, a key is given twice, or a range is malformed.
+    """
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, text = _key_of(item, "--grid", "key.sub=v1,v2,..., e.g. train.optimizer.lr=0.1,0.01")
+        if key in grid:
+            raise ConfigError([f"--grid {key}: given twice; list all its values in one --grid {key}=v1,v2"])
+        try:
+            grid[key] = parse_values(text)
+        except ValueError as err:
+            raise ConfigError([f"--grid {key}: {err}"]) from None
+    return grid
+
+
+def parse_variant(text: str) -> Variant:
+    """Parse one ``--variant name:key=value,key=value`` into ``(name, {key: value})``; ``full:`` changes nothing.
+
+    Raises:
+        ConfigError: no ``name:``, a bad name, or an override that is not ``key=value``.
+    """
+    name, sep, rest = text.partition(":")
+    name = name.strip()
+    if not sep or not _VARIANT_NAME_RE.match(name):
+        raise ConfigError([f"--variant expects name:key=value,key=value with a name of letters, digits, '.', '_', "
+                           f"'-', e.g. no_regions:model.options.regions=false or full: (got {text!r})"])
+    overrides: dict[str, Any] = {}
+    for item in _split_top(rest) if rest.strip() else []:
+        key, value = _key_of(item, f"--variant {name}", "key.sub=value items separated by commas")
+        if key in overrides:
+            raise ConfigError([f"--variant {name}: {key} given twice"])
+        overrides[key] = _scalar(value)
+    return name, overrides
+
+
+# --------------------------------------------------------------------------------------------- planning
+def default_group(base: Config) -> str:
+    """A fresh group id: ``<name>-sweep-<local time>``."""
+    return f"{base.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _set_key(data: dict, key: str, value: Any) -> None:
+    """Set dotted ``key`` in nested ``data`` like ``--set``: create missing sections, never descend into a value."""
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError([f"{key}: {'.'.join(parts[: depth + 1])} is a value ({child!r}), not a section"])
+        node = child
+    node[parts[-1]] = value
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Last dotted component of each key for names, the whole key (dots as ``_``) where the last ones clash."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k.replace(".", "_")) for k, s in zip(keys, last, strict=True)}
+
+
+def _check_model(cfg: Config, seen: dict[str, str | None]) -> str | None:
+    """Build the model on the meta device (no memory, no weights) to catch bad ``model.options`` before any run;
+    ``seen`` caches the answer per distinct model section."""
+    import torch
+
+    from fer_core.models import create_model
+
+    m = cfg.model
+    key = json.dumps([m.name, m.input_size, m.options], sort_keys=True, default=str)
+    if key not in seen:
+        seen[key] = None
+        try:
+            with torch.device("meta"):
+                create_model(m.name, num_classes=7, pretrained=False, input_size=m.input_size, **m.options)
+        except (TypeError, ValueError) as err:
+            seen[key] = f"model {m.name} with options {format_value(m.options)}: {err}"
+        except Exception:  # noqa: BLE001 - a builder that cannot run on meta: the run itself will tell
+            pass
+    return seen[key]
+
+
+def describe_point(tags: Mapping[str, Any]) -> str:
+    """``key=value`` pairs of a point's tags, e.g. ``train.optimizer.lr=0.1 model.options.branch_weight=0.5``."""
+    return " ".join(f"{k}={format_value(v)}" for k, v in tags.items())
+
+
+def _validate_points(base: Config, raw: list[tuple[dict[str, Any], dict[str, Any], str]],
+                     group: str | None) -> list[Point]:
+    """Apply, name, tag and validate every point; one ConfigError listing every bad point, before anything runs."""
+    group = group or base.group or default_group(base)
+    base_data = base.to_dict()
+    points, problems = [], []
+    built: dict[str, str | None] = {}
+    for tags, overrides, suffix in raw:
+        label = f"point {describe_point(tags)}" if tags else "point"
+        data = json.loads(json.dumps(base_data))  # a deep copy of plain data
+        try:
+            for key, value in overrides.items():
+                _set_key(data, key, value)
+            data.update(group=group, tags={**base.tags, **tags},
+                         name=f"{base.name}-{suffix}" if suffix else base.name)
+            cfg = load_config(data)
+        except ConfigError as err:
+            problems += [f"{label}: {p}" for p in err.problems]
+            continue
+        model_problem = _check_model(cfg, built)
+        if model_problem:
+            problems.append(f"{label}: {model_problem}")
+            continue
+        points.append((tags, cfg))
+    if problems:
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more problems in {len(raw)} points")
+        raise ConfigError(shown)
+    return points
+
+
+def _grid_points(grid: Mapping[str, Sequence[Any]]) -> list[tuple[dict[str, Any], str]]:
+    for key, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ConfigError([f"grid {key}: give a non-empty list of values (got {values!r})"])
+    keys = list(grid)
+    short = _short_keys(keys)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        tags = dict(zip(keys, combo, strict=True))
+        out.append((tags, "-".join(f"{short[k]}{format_value(v)}" for k, v in tags.items())))
+    return out
+
+
+def expand_grid(base: Config, grid: Mapping[str, Sequence[Any]], *, group: str | None = None) -> list[Point]:
+    """The cartesian product of ``grid`` applied to ``base``: one validated ``(tags, config)`` per point.
+
+    Args:
+        base: the config every point starts from.
+        grid: ``{dotted key: [values]}``, e.g. ``{"train.optimizer.lr": [0.1, 0.01]}`` (see :func:`parse_grid`).
+        group: the sweep's group id (default: ``base.group``, else :func:`default_group`).
+
+    Raises:
+        ConfigError: a point is invalid; one line per problem, naming the point's values and the key.
+    """
+    raw = [(tags, dict(tags), suffix) for tags, suffix in _grid_points(grid)]
+    return _validate_points(base, raw, group)
+
+
+def plan_sweep(base: Config, grid: Mapping[str, Sequence[Any]] | None = None, *,
+               variants: Sequence[Variant] | None = None, group: str | None = None) -> list[Point]:
+    """What :func:`run_sweep` would run, validated: every variant crossed with every grid point.
+
+    Args:
+        base: the config every point starts from.
+        grid: ``{dotted key: [values]}`` (a product); None or empty for none.
+        variants: ``[(name, {dotted key: value})]`` (see :func:`parse_variant`); None or empty for none.
+        group: the sweep's group id (default: ``base.group``, else :func:`default_group`).
+
+    Raises:
+        ConfigError: nothing to sweep, duplicate variant names, or an invalid point (all of them listed).
+    """
+    if not grid and not variants:
+        raise ConfigError(["nothing to sweep: give a grid (--grid key=v1,v2) or variants (--variant name:k=v)"])
+    names = [name for name, _ in variants or []]
+    if len(set(names)) != len(names):
+        raise ConfigError([f"variant names must be unique (got {', '.join(names)})"])
+    grid_points = _grid_points(grid) if grid else [({}, "")]
+    raw = []
+    for name, overrides in variants or [(None, {})]:
+        for grid_tags, grid_suffix in grid_points:
+            head = {"variant": name, **overrides} if name is not None else {}
+            tags = {**head, **grid_tags}
+            suffix = "-".join(s for s in (name, grid_suffix) if s)
+            raw.append((tags, {**overrides, **grid_tags}, suffix))
+    return _validate_points(base, raw, group)
+
+
+# --------------------------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def _threads_per_run(parallel: int, device: str) -> Iterator[None]:
+    """With several CPU runs at once, give each child its share of the cores (unless OMP_NUM_THREADS is set)."""
+    if parallel <= 1 or device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // parallel))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]] | None = None, *,
+              variants: Sequence[Variant] | None = None, runs_root: str | os.PathLike | None = None,
+              group: str | None = None, parallel: int = 1, progress: ProgressFn | None = None,
+              poll_interval: float = 0.5) -> list[str]:
+    """Validate every point (:func:`plan_sweep`), then train them, ``parallel`` at a time, as child processes.
+
+    Each run is started with :func:`fer_core.launch.launch_train` and followed through its run folder
+    (:func:`fer_core.io.run_state`). A failed run does not stop the sweep; its state is in its folder. If this
+    function is interrupted (Ctrl-C, an exception in ``progress``), the runs it started are cancelled.
+
+    Args:
+        base, grid, variants, group: as for :func:`plan_sweep`.
+        runs_root: runs folder (default :func:`fer_core.io.runs_dir`).
+        parallel: how many runs at once (>= 1). CPU runs then get ``cores // parallel`` threads each
+            (``OMP_NUM_THREADS``, unless set).
+        progress: called with event dicts: ``{"event": "plan", "group", "points": [tags...]}``; ``start``
+            ``{index, total, run_id, tags}``; ``epoch`` ``{index, total, run_id, epoch, epochs}``; ``end``
+            ``{index, total, run_id, state, error}``; ``done`` ``{group, run_ids, states}``.
+        poll_interval: seconds between looks at the run folders.
+
+    Returns:
+        The run ids, in plan order.
+    """
+    from fer_core.launch import cancel_run, launch_train
+
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1 (got {parallel})")
+    points = plan_sweep(base, grid, variants=variants, group=group)
+    emit = progress or (lambda event: None)
+    root = Path(runs_root).expanduser().resolve() if runs_root is not None else io.runs_dir()
+    total = len(points)
+    emit({"event": "plan", "group": points[0][1].group, "points": [tags for tags, _ in points]})
+    run_ids: list[str | None] = [None] * total
+    states: dict[int, str] = {}
+    active: dict[int, tuple[Path, int]] = {}  # index -> (run folder, last epoch seen)
+    pending = list(range(total))
+    try:
+        while pending or active:
+            while pending and len(active) < parallel:
+                index = pending.pop(0)
+                tags, cfg = points[index]
+                with _threads_per_run(parallel, cfg.train.device):
+                    run_id, _ = launch_train(cfg, root=root)
+                run_ids[index] = run_id
+                active[index] = (root / run_id, 0)
+                emit({"event": "start", "index": index, "total": total, "run_id": run_id, "tags": tags})
+            time.sleep(poll_interval)
+            for index, (run_dir, seen) in list(active.items()):
+                status = io.read_status(run_dir)
+                epoch = status.get("epoch") or 0
+                if epoch != seen:
+                    active[index] = (run_dir, epoch)
+                    emit({"event": "epoch", "index": index, "total": total, "run_id": run_dir.name,
+                          "epoch": epoch, "epochs": status.get("epochs")})
+                state = io.run_state(run_dir, status)
+                if state not in ("queued", "running"):
+                    del active[index]
+                    states[index] = state
+                    emit({"event": "end", "index": index, "total": total, "run_id": run_dir.name, "state": state,
+                          "error": status.get("error")})
+    except BaseException:
+        for run_dir, _ in active.values():
+            with contextlib.suppress(Exception):
+                cancel_run(run_dir)
+        raise
+    ids = [rid for rid in run_ids if rid is not None]
+    emit({"event": "done", "group": points[0][1].group, "run_ids": ids,
+          "states": [states.get(i, "unknown") for i in range(total)]})
+    return ids
