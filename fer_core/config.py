@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -35,11 +36,15 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Which data set to train on; ``options`` go to ``fer_core.data.build_dataset`` as keyword arguments."""
+    """Which data set to train on; ``options`` go to ``fer_core.data.build_dataset`` as keyword arguments.
+
+    ``label_noise``: flip each training label with this probability to a uniformly random *different* class (the
+    SCN protocol; the flips depend on ``seed`` only, and the clean labels are kept to measure relabelling)."""
 
     name: str = "synthfaces"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    label_noise: float = Field(default=0.0, ge=0, lt=1)
 
     @field_validator("name")
     @classmethod
@@ -74,44 +79,186 @@ class ModelSection(_Section):
         return name
 
 
+class SAMConfig(_Section):
+    """Sharpness-aware minimisation (Foret et al., ICLR 2021) around the optimiser: ``rho`` is the radius of the
+    neighbourhood; ``adaptive`` scales it per parameter (ASAM, Kwon et al., ICML 2021)."""
+
+    enabled: bool = False
+    rho: float = Field(default=0.05, gt=0)
+    adaptive: bool = False
+
+
 class OptimizerConfig(_Section):
+    """The optimiser. Weight decay is not applied to biases and normalisation parameters."""
+
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(default=0.05, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
+    sam: SAMConfig = Field(default_factory=SAMConfig)
 
 
 class SchedulerConfig(_Section):
-    """Learning-rate schedule, stepped once per epoch. ``step``: x``gamma`` every ``step_size`` epochs;
-    ``exponential``: x``gamma`` every epoch; ``cosine``: half a cosine from ``lr`` towards ``min_lr``, reached
-    just after the last epoch. ``warmup_epochs`` ramps up linearly first."""
+    """Learning-rate schedule, stepped once per epoch (after a linear ``warmup_epochs`` ramp).
 
-    name: Literal["none", "step", "cosine", "exponential"] = "cosine"
+    ``step``: x``gamma`` every ``step_size`` epochs; ``multistep``: x``gamma`` at each of ``milestones``;
+    ``exponential``: x``gamma`` every epoch; ``cosine``: half a cosine from ``lr`` towards ``min_lr``, reached just
+    after the last epoch; ``plateau``: x``gamma`` when validation accuracy has not improved for ``patience``
+    epochs (not below ``min_lr``); ``inverse_time``: ``lr / (1 + decay_rate * epoch / decay_epochs)`` (Keras's
+    InverseTimeDecay, per epoch)."""
+
+    name: Literal["none", "step", "multistep", "exponential", "cosine", "plateau", "inverse_time"] = "cosine"
     step_size: int = Field(default=10, gt=0)
+    milestones: list[int] = Field(default_factory=lambda: [30, 60])
     gamma: float = Field(default=0.1, gt=0, le=1)
     min_lr: float = Field(default=0.0, ge=0)
     warmup_epochs: int = Field(default=0, ge=0)
+    patience: int = Field(default=3, ge=0)
+    decay_rate: float = Field(default=1.0, ge=0)
+    decay_epochs: float = Field(default=1.0, gt=0)
 
 
 class AugmentConfig(_Section):
-    """Batch augmentation on the training split (at the model's input size)."""
+    """Batch augmentation on the training split, done on whole batches at the model's input size.
+
+    ``hflip``: mirror with probability 0.5. ``crop_padding``: pad (reflect) and crop back at a random offset.
+    ``rotation``: rotate by a uniform angle in [-rotation, rotation] degrees. ``brightness`` / ``contrast``: scale
+    brightness / contrast by a factor uniform in [1 - x, 1 + x]. ``random_erasing``: probability of erasing one
+    rectangle of ``erasing_scale`` of the area (aspect 0.3-3.3, filled with noise; Zhong et al., 2020).
+    ``gaussian_noise``: probability of adding N(0, ``noise_std``) noise to the [0, 1] image; with
+    ``flip_or_noise`` it is instead the probability that an image gets one of the two, the flip or the noise, 50/50
+    and never both (the SCN reference: ``gaussian_noise: 0.5``, ``noise_std`` about 0.0215)."""
 
     hflip: bool = True
     crop_padding: int = Field(default=4, ge=0)
+    rotation: float = Field(default=0.0, ge=0, le=180)
+    brightness: float = Field(default=0.0, ge=0, lt=1)
+    contrast: float = Field(default=0.0, ge=0, lt=1)
+    random_erasing: float = Field(default=0.0, ge=0, le=1)
+    erasing_scale: tuple[float, float] = (0.02, 0.25)
+    gaussian_noise: float = Field(default=0.0, ge=0, le=1)
+    noise_std: float = Field(default=0.05, ge=0)
+    flip_or_noise: bool = False
+
+    @field_validator("erasing_scale")
+    @classmethod
+    def _scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] < 1:
+            raise ValueError(f"must be two fractions 0 < low <= high < 1 (got {list(value)})")
+        return value
+
+
+class StandardMethod(_Section):
+    """Cross-entropy on the (possibly smoothed, class-weighted) hard labels."""
+
+    name: Literal["standard"] = "standard"
+
+
+class SCNMethod(_Section):
+    """Self-Cure Network training (Wang et al., CVPR 2020); needs ``model.name: scn``.
+
+    Loss ``gamma * L_RR + (1 - gamma) * L_WCE``: logit-weighted cross-entropy plus rank regularisation
+    ``max(0, margin_1 - (mean high - mean low))`` over the batch's importance weights split at the top ``beta``
+    fraction. From ``relabel_epoch`` (0-based) on, a low-importance sample is relabelled to its argmax when
+    ``P_max - P_given > margin_2``."""
+
+    name: Literal["scn"] = "scn"
+    beta: float = Field(default=0.7, gt=0, lt=1)
+    margin_1: float = Field(default=0.15, ge=0)
+    margin_2: float = Field(default=0.2, ge=0)
+    gamma: float = Field(default=0.5, ge=0, le=1)
+    relabel_epoch: int = Field(default=10, ge=0)
+
+
+class LDLMethod(_Section):
+    """Label distribution learning: soft targets from the data set (``source: dataset``: SynthFACS ``label_dist``,
+    FERPlus votes) or from a frozen teacher run's softmax (``source: teacher``, EfficientFace's label
+    distribution generator). Loss: soft-target cross-entropy (``ce``) or KL divergence (``kl``; same gradients),
+    plus ``hard_weight`` x cross-entropy on the hard labels."""
+
+    name: Literal["ldl"] = "ldl"
+    source: Literal["dataset", "teacher"] = "dataset"
+    teacher_run: str | None = None
+    loss: Literal["ce", "kl"] = "ce"
+    hard_weight: float = Field(default=0.0, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class PseudoLabelMethod(_Section):
+    """Pseudo labels (the seed method's module): a teacher run (e.g. ResNet-50) gives soft targets for each
+    training image; loss ``(1 - hard_weight) * CE(soft) + hard_weight * CE(hard)``."""
+
+    name: Literal["pseudo_label"] = "pseudo_label"
+    teacher_run: str
+    hard_weight: float = Field(default=0.0, ge=0, le=1)
+    temperature: float = Field(default=1.0, gt=0)
+
+
+Method = Annotated[StandardMethod | SCNMethod | LDLMethod | PseudoLabelMethod, Field(discriminator="name")]
+_METHOD_TAGS = ("standard", "scn", "ldl", "pseudo_label")
+
+
+class RegionBiasConfig(_Section):
+    """RAN's region-biased loss for models with part attention (``region_attention``):
+    ``weight * max(0, margin - (max region weight - whole-face weight))``."""
+
+    weight: float = Field(default=0.0, ge=0)
+    margin: float = Field(default=0.1, ge=0)
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop when validation accuracy has not improved for ``patience`` epochs (null: never); ``restore_best``
+    reloads the best weights of the stage when it ends."""
+
+    patience: int | None = Field(default=None, ge=1)
+    restore_best: bool = True
+
+
+class StageConfig(_Section):
+    """One stage of a multi-stage schedule (PAtt-Lite: train the head, then finetune). Unset fields take the
+    ``train`` section's values.
+
+    ``freeze: backbone`` freezes the model's pretrained backbone (``model.cfg.backbone``); ``unfreeze_last: N``
+    then unfreezes its last N layers (modules with parameters, counted from the end); ``freeze_bn`` keeps every
+    backbone BatchNorm in inference mode with frozen statistics and parameters. ``drop_rate`` calls the model's
+    ``set_drop_rates`` (PAtt-Lite's finetune-stage dropouts)."""
+
+    name: str = "stage"
+    epochs: int = Field(gt=0)
+    optimizer: OptimizerConfig | None = None
+    scheduler: SchedulerConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    freeze: Literal["none", "backbone"] = "none"
+    unfreeze_last: int | None = Field(default=None, ge=0)
+    freeze_bn: bool = False
+    drop_rate: float | None = Field(default=None, ge=0, lt=1)
 
 
 class TrainConfig(_Section):
-    """How to train. ``channels_last`` stores conv activations NHWC (faster on CPUs and tensor cores)."""
+    """How to train.
+
+    ``precision``: ``bf16``/``fp16`` autocast on CUDA (fp16 with loss scaling); ignored with a log line on the CPU.
+    ``channels_last`` stores conv activations NHWC (faster on CPUs and tensor cores). ``class_weights:
+    balanced`` weights the loss by ``n / (k * count(class))``. ``grad_clip_norm`` clips the global gradient norm.
+    ``stages``: a list of stages (see :class:`StageConfig`); without it, one stage of ``epochs``."""
 
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    method: Method = Field(default_factory=StandardMethod)
     device: str = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    deterministic: bool = False
     num_workers: int = Field(default=0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = "none"
+    grad_clip_norm: float | None = Field(default=None, gt=0)
+    region_bias: RegionBiasConfig = Field(default_factory=RegionBiasConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    stages: list[StageConfig] | None = None
     eval_every: int = Field(default=1, gt=0)
     channels_last: bool = True
 
@@ -122,6 +269,34 @@ class TrainConfig(_Section):
             raise ValueError(f"must be cpu, cuda or cuda:N (got {device!r})")
         return device
 
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, stages: list[StageConfig] | None) -> list[StageConfig] | None:
+        if stages is not None and not stages:
+            raise ValueError("give at least one stage, or leave stages unset for a single stage of train.epochs")
+        return stages
+
+    @model_validator(mode="after")
+    def _sam_precision(self) -> TrainConfig:
+        if self.precision == "fp16" and any(st.optimizer.sam.enabled for st in self.resolved_stages()):
+            raise ValueError("train.precision fp16 cannot be combined with SAM (its two gradient passes do not "
+                             "fit loss scaling); use precision bf16 or fp32")
+        return self
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages with every unset field filled from this section (one stage when ``stages`` is unset)."""
+        if not self.stages:
+            return [StageConfig(name="train", epochs=self.epochs, optimizer=self.optimizer,
+                                scheduler=self.scheduler, early_stopping=self.early_stopping)]
+        return [st.model_copy(update={"optimizer": st.optimizer or self.optimizer,
+                                      "scheduler": st.scheduler or self.scheduler,
+                                      "early_stopping": st.early_stopping or self.early_stopping})
+                for st in self.stages]
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(st.epochs for st in self.resolved_stages())
+
 
 class EvalConfig(_Section):
     """What the final evaluation covers. ``subsets: null`` means ``all`` plus every subset of the data set."""
@@ -131,10 +306,13 @@ class EvalConfig(_Section):
 
 
 class Config(_Section):
-    """A whole run: ``name``, ``seed`` and the ``data``, ``model``, ``train``, ``eval`` sections."""
+    """A whole run: ``name``, ``seed``, the ``data``, ``model``, ``train``, ``eval`` sections; ``group`` and ``tags``
+    tie the runs of a sweep or ablation together (``tags`` holds each run's swept values)."""
 
     name: str = "run"
     seed: int = 0
+    group: str | None = None
+    tags: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -150,15 +328,37 @@ class Config(_Section):
 
 
 # --------------------------------------------------------------------------------------------- errors
+def _is_section(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """Members of a tagged union section (``train.method``) by their ``name`` tag."""
+    members = [a for a in typing.get_args(annotation) if _is_section(a)]
+    return {m.model_fields["name"].default: m for m in members if "name" in m.model_fields}
+
+
 def _fields_at(loc: tuple) -> list[str] | None:
     """Valid keys of the section at ``loc`` (a pydantic error location), or None for free-form dicts."""
     model: Any = Config
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if not _is_section(model) and part in _tagged_members(model):
+            model = _tagged_members(model)[part]
+            continue
+        field = model.model_fields.get(part) if _is_section(model) else None
         if field is None:
             return None
         model = field.annotation
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if typing.get_origin(model) is Annotated:
+            model = typing.get_args(model)[0]
+    return list(model.model_fields) if _is_section(model) else None
+
+
+def _key(loc: tuple) -> str:
+    """Dotted key path without the tag that pydantic inserts for tagged unions (``train.method.scn.beta``)."""
+    parts = [str(p) for p in loc]
+    keep = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method" and p in _METHOD_TAGS)]
+    return ".".join(keep) or "<top>"
 
 
 _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
@@ -167,7 +367,7 @@ _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "les
 
 def _describe(err: Mapping[str, Any]) -> str:
     loc = tuple(str(p) for p in err["loc"])
-    key = ".".join(loc) or "<top>"
+    key = _key(loc)
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
         valid = _fields_at(loc[:-1])

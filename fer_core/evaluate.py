@@ -174,11 +174,11 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
     return results
 
 
-def evaluate_run(run_dir: str | os.PathLike, split: str | Sequence[str] = "test",
-                 subsets: Sequence[str] | None = None, *, weights: str = "best", device: str | None = None,
-                 progress: ProgressFn | None = None) -> dict[str, dict]:
-    """Re-evaluate a finished (or interrupted) run from its ``config.yaml`` and ``checkpoints/<weights>``."""
-    run_dir = Path(run_dir)
+def load_run_model(run: str | os.PathLike, *, weights: str = "best",
+                   device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a run (a folder or an id under the runs folder) with its ``checkpoints/<weights>`` loaded
+    strictly, in eval mode on ``device``; ``model.cfg.class_names`` are the run's classes."""
+    run_dir = io.resolve_run_dir(run)
     cfg = load_config(run_dir / "config.yaml")
     path = run_dir / "checkpoints" / f"{weights}.safetensors"
     if not path.exists():
@@ -191,8 +191,18 @@ def evaluate_run(run_dir: str | os.PathLike, split: str | Sequence[str] = "test"
     no_download = cfg.model.model_copy(update={"pretrained": False, "weights_path": None})
     model = model_from_config(cfg.model_copy(update={"model": no_download}), classes)
     io.load_weights(model, path)
-    device = device or cfg.train.device
     model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+    return model.eval()
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str | Sequence[str] = "test",
+                 subsets: Sequence[str] | None = None, *, weights: str = "best", device: str | None = None,
+                 progress: ProgressFn | None = None) -> dict[str, dict]:
+    """Re-evaluate a finished (or interrupted) run from its ``config.yaml`` and ``checkpoints/<weights>``."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    device = device or cfg.train.device
+    model = load_run_model(run_dir, weights=weights, device=device)
     splits = [split] if isinstance(split, str) else list(split)
     return evaluate_model(model, cfg, run_dir, splits=splits, subsets=subsets, device=device, progress=progress,
                           extra={"weights": weights})

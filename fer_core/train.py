@@ -2,11 +2,21 @@
 
 ``train(config, run_dir)`` fills a run directory (see ``shared/DESIGN.md``): ``config.yaml``, ``status.json``
 (running with pid, epoch/epochs, then done | failed | cancelled), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/{best,last}.safetensors`` + ``last_state.pt`` (resumable), ``eval/`` and ``log.txt``.
-The data set is held in memory as uint8 (``fer_core.data.materialize``) and converted batch by batch on the
-training device. Library code never prints: progress goes to the ``progress`` callback and to ``log.txt``.
-SIGTERM stops training at the next batch (progress up to the last finished epoch is already saved) and marks
-the run cancelled.
+``checkpoints/{best,last}.safetensors`` + ``last_state.pt`` (resumable), ``eval/``, ``log.txt`` and, for SCN,
+``scn/``. The data set is held in memory as uint8 (``fer_core.data.materialize``) and converted batch by batch on
+the training device (``fer_core.transforms``). Library code never prints: progress goes to the ``progress``
+callback and to ``log.txt``.
+
+What a batch's loss is belongs to the method (:mod:`fer_core.methods`: standard, SCN, label distributions,
+pseudo labels); what an update is belongs to the optimiser (:mod:`fer_core.optim`: SAM announces that it needs a
+closure). Training runs as one or more stages (``train.stages``: e.g. a frozen backbone, then finetuning with
+frozen BatchNorm), each with its own optimiser, schedule and early stopping with restore of its best weights.
+
+Resume: ``last_state.pt`` holds the weights, optimiser, scheduler, method (label table), stage and RNG state in
+one atomically written file, and each epoch's batch order and augmentation come from a generator seeded by
+(seed, epoch); so a run killed at any moment and resumed ends with the same weights and metrics as one that ran
+through. SIGTERM stops training at the next batch and marks the run cancelled; it resumes from the last finished
+epoch. A non-finite loss stops the run as failed, naming the epoch and batch.
 """
 
 from __future__ import annotations
@@ -14,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -27,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fer_core import io
-from fer_core.config import Config, OptimizerConfig, SchedulerConfig, load_config
+from fer_core.config import Config, StageConfig, load_config
 from fer_core.evaluate import (
-    BatchTransform,
     ProgressFn,
     classification_metrics,
     evaluate_model,
@@ -40,7 +49,11 @@ from fer_core.evaluate import (
     model_from_config,
     predict_logits,
 )
+from fer_core.losses import balanced_class_weights, inject_label_noise
+from fer_core.methods import StandardTraining, TrainData, build_method
 from fer_core.models import count_params
+from fer_core.optim import build_optimizer, build_scheduler, clip_gradients, frozen_bn_stats
+from fer_core.transforms import BatchTransform
 
 logger = logging.getLogger(__name__)
 
@@ -50,97 +63,144 @@ class Cancelled(Exception):
 
 
 # --------------------------------------------------------------------------------------------- building blocks
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) random generators."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); ``deterministic`` also asks torch for deterministic kernels."""
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
 
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; raises with advice if CUDA is asked for but absent."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is {name!r} but this torch sees no CUDA device; "
-                           "use --set train.device=cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device is {name!r} but this torch sees no CUDA device; "
+                               "use --set train.device=cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"train.device is {name!r} but there are {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW; no weight decay on biases and normalisation parameters (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+class Precision:
+    """Autocast and loss scaling for ``train.precision`` (bf16 / fp16 on CUDA; fp32 everywhere else)."""
+
+    def __init__(self, name: str, device: torch.device):
+        self.enabled = device.type == "cuda" and name != "fp32"
+        if name != "fp32" and not self.enabled:
+            logger.info("train.precision %s is for CUDA; training in fp32 on %s", name, device)
+        if self.enabled and name == "bf16" and not torch.cuda.is_bf16_supported():
+            raise RuntimeError("this GPU has no bfloat16 support; use train.precision=fp16")
+        self.dtype = torch.bfloat16 if name == "bf16" else torch.float16
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and name == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
-def lr_factor(cfg: SchedulerConfig, epochs: int, base_lr: float, epoch: int) -> float:
-    """Multiplier of the base learning rate during 0-based ``epoch`` (linear warm-up, then the schedule)."""
-    if epoch < cfg.warmup_epochs:
-        return (epoch + 1) / (cfg.warmup_epochs + 1)
-    e = epoch - cfg.warmup_epochs
-    if cfg.name == "step":
-        return cfg.gamma ** (e // cfg.step_size)
-    if cfg.name == "exponential":
-        return cfg.gamma**e
-    if cfg.name == "cosine":
-        span = max(1, epochs - cfg.warmup_epochs)  # reaches min_lr just after the last epoch, never during one
-        floor = min(cfg.min_lr / base_lr, 1.0)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, span) / span))
-    return 1.0
+def apply_stage(model: nn.Module, stage: StageConfig) -> list[nn.Module]:
+    """Freeze and unfreeze for a stage; returns the BatchNorm layers to keep in inference mode while training.
+
+    ``freeze: backbone`` freezes the modules ``model.cfg.backbone`` names; ``unfreeze_last: N`` unfreezes the last
+    N of its modules that own parameters (BatchNorm included in the count, as Keras counts layers);
+    ``freeze_bn`` keeps the backbone's BatchNorm layers frozen and in inference mode.
+    """
+    for p in model.parameters():
+        p.requires_grad_(True)
+    backbone = getattr(model.cfg, "backbone", ())
+    if (stage.freeze == "backbone" or stage.freeze_bn or stage.unfreeze_last is not None) and not backbone:
+        raise ValueError(f"stage {stage.name!r} freezes the backbone but {model.cfg.name} declares none")
+    parts = [model.get_submodule(name) for name in backbone]
+    layers = [m for part in parts for m in part.modules() if any(True for _ in m.parameters(recurse=False))]
+    if stage.freeze == "backbone":
+        for part in parts:
+            part.requires_grad_(False)
+        if stage.unfreeze_last:
+            for m in layers[-stage.unfreeze_last:]:
+                m.requires_grad_(True)
+    frozen_bn = [m for part in parts for m in part.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)] if stage.freeze_bn else []
+    for m in frozen_bn:
+        m.requires_grad_(False)
+    if stage.drop_rate is not None:
+        if not hasattr(model, "set_drop_rates"):
+            raise ValueError(f"stage {stage.name!r} sets drop_rate but {model.cfg.name} has no set_drop_rates()")
+        model.set_drop_rates(stage.drop_rate, stage.drop_rate, stage.drop_rate)
+    return frozen_bn
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig,
-                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-epoch LambdaLR following :func:`lr_factor`."""
-    base = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, epochs, base, e))
-
-
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                    labels: torch.Tensor, transform: BatchTransform, *, batch_size: int, generator: torch.Generator,
-                    epoch: int = 0, progress: ProgressFn | None = None,
+def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch.optim.Optimizer,
+                    images: torch.Tensor, transform: BatchTransform, *, batch_size: int, generator: torch.Generator,
+                    epoch: int, precision: Precision, grad_clip_norm: float | None = None,
+                    frozen_bn: list[nn.Module] = (), progress: ProgressFn | None = None,
                     stop: threading.Event | None = None) -> dict[str, float]:
-    """One pass over ``images`` in a random order; returns ``train_loss`` and ``train_acc``."""
+    """One pass over ``images`` in a random order; returns ``train_loss``, ``train_acc`` and the method's stats."""
     model.train()
-    device = transform.device
+    for m in frozen_bn:
+        m.eval()
     order = torch.randperm(len(images), generator=generator)
     starts = [s for s in range(0, len(order), batch_size) if len(order) - s > 1 or s == 0]  # no batch of 1
-    total_loss, correct, seen = 0.0, 0, 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = precision.scaler
+    totals: dict[str, torch.Tensor] = {}
+    total_loss: torch.Tensor | float = 0.0
+    correct: torch.Tensor | int = 0
+    seen = 0
     for step, start in enumerate(starts):
         if stop is not None and stop.is_set():
             raise Cancelled(f"stopped during epoch {epoch}")
         idx = order[start:start + batch_size]
         x = transform(images[idx], generator)
-        y = labels[idx].to(device, non_blocking=True)
-        logits = model(x)
-        loss = criterion(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {step}; "
-                                     "lower train.optimizer.lr or check the data")
+
+        def forward_backward(second: bool = False, x=x, idx=idx, step=step):
+            # SAM's second pass: same batch and targets at perturbed weights, BatchNorm statistics left alone
+            with precision.autocast(), frozen_bn_stats(model) if second else contextlib.nullcontext():
+                result = method.step(model, x, idx, epoch, record=not second)
+            if not torch.isfinite(result.loss):
+                raise FloatingPointError(f"loss is {result.loss.item()} at epoch {epoch}, batch {step + 1}; "
+                                         "lower train.optimizer.lr, set train.grad_clip_norm, or check the data")
+            scaler.scale(result.loss).backward()
+            if grad_clip_norm:
+                scaler.unscale_(optimizer)
+                clip_gradients(params, grad_clip_norm)
+            return result
+
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
+        result = forward_backward()
+        if getattr(optimizer, "requires_closure", False):
+            optimizer.step(lambda: forward_backward(second=True).loss)
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        n = len(idx)
+        total_loss = total_loss + result.loss.detach().float() * n  # tensors: no host-device sync per batch
+        correct = correct + (result.logits.detach().argmax(1) == result.targets).sum()
+        seen += n
+        for k, v in result.stats.items():
+            totals[k] = totals.get(k, 0.0) + torch.as_tensor(v).detach().float() * n
         if progress:
-            progress({"event": "batch", "epoch": epoch, "batch": step + 1, "batches": len(starts),
-                      "loss": loss.item()})
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+            event = {"event": "batch", "epoch": epoch, "batch": step + 1, "batches": len(starts)}
+            if step % 20 == 0 or step + 1 == len(starts):
+                event["loss"] = float(result.loss.detach())
+            progress(event)
+    return {"train_loss": float(total_loss) / max(seen, 1), "train_acc": float(correct) / max(seen, 1),
+            **{k: float(v) / max(seen, 1) for k, v in totals.items()}}
 
 
-def evaluate(model: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             transform: BatchTransform, batch_size: int = 256) -> dict[str, float]:
-    """Loss, accuracy and macro F1 of ``model`` on in-memory images (inference mode)."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transform: BatchTransform,
+             batch_size: int = 256) -> dict[str, float]:
+    """Cross-entropy, accuracy and macro F1 of ``model`` on in-memory images (inference mode)."""
     logits = predict_logits(model, images, transform, batch_size)
     metrics = classification_metrics(labels, logits.argmax(1), logits.shape[1])
-    return {"loss": float(criterion(logits, labels)), "acc": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return {"loss": float(F.cross_entropy(logits, labels)), "acc": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"]}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -173,14 +233,18 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 
 @contextlib.contextmanager
 def _log_to(run_dir: Path) -> Iterator[None]:
+    """Every ``fer_core`` logger (trainer, methods, data) writes into the run's ``log.txt`` while training."""
     handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    package = logging.getLogger("fer_core")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        package.removeHandler(handler)
+        package.setLevel(level)
         handler.close()
 
 
@@ -222,90 +286,167 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike, run_dir: str |
             raise
 
 
-def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool) -> dict[str, Any]:
-    ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        status = io.read_status(run_dir)
-        if status.get("pid") not in (None, os.getpid()) and io.run_state(run_dir, status) in ("running", "queued"):
-            raise RuntimeError(f"run {run_dir.name} is still {status['state']} in process {status['pid']}; "
-                               "cancel it before resuming")
-    io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    io.write_status(run_dir, state="running", pid=os.getpid(), epochs=cfg.train.epochs, error=None,
-                    started=time.time(), **({} if resume else {"epoch": 0}))
-    logger.info("%s run %s: %s on %s", "resuming" if resume else "starting", run_dir.name, cfg.model.name,
-                cfg.data.name)
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.seed)
 
-    emit({"event": "phase", "phase": "data"})
-    t0 = time.perf_counter()
+def _load_training_data(cfg: Config) -> tuple[TrainData, torch.Tensor, torch.Tensor]:
+    """The training split (with any injected label noise) and the validation images and labels."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train_ds, x_train, y_train = load_split(cfg.data, "train")
         _, x_val, y_val = load_split(cfg.data, "val")
     for warning in caught:
         logger.warning("%s", warning.message)
-    logger.info("data: %d train, %d val images %s in %.1f s", len(x_train), len(x_val), tuple(x_train.shape[1:]),
-                time.perf_counter() - t0)
-    class_names = list(train_ds.classes)
+    classes = list(train_ds.classes)
+    clean = getattr(train_ds, "clean_labels", None)
+    clean = y_train.clone() if clean is None else torch.as_tensor(clean, dtype=torch.long)
+    labels = inject_label_noise(y_train, cfg.data.label_noise, len(classes), seed=cfg.seed * 7919 + 17)
+    if cfg.data.label_noise > 0:
+        logger.info("label noise %.2f injected: %d of %d training labels flipped (clean labels kept)",
+                    cfg.data.label_noise, int((labels != y_train).sum()), len(labels))
+    if (labels != clean).any():
+        logger.info("training labels differ from the clean labels on %.1f%% of the samples",
+                    100 * float((labels != clean).float().mean()))
+    dists = getattr(train_ds, "label_dists", None) if cfg.train.method.name == "ldl" else None
+    data = TrainData(images=x_train, labels=labels, clean_labels=clean, class_names=classes,
+                     label_dists=None if dists is None else torch.as_tensor(dists, dtype=torch.float32))
+    return data, x_val, y_val
+
+
+def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool) -> dict[str, Any]:
+    ckpt_dir = run_dir / "checkpoints"
+    state: dict[str, Any] | None = None
+    if resume:
+        status = io.read_status(run_dir)
+        if status.get("pid") not in (None, os.getpid()) and io.run_state(run_dir, status) in ("running", "queued"):
+            raise RuntimeError(f"run {run_dir.name} is still {status['state']} in process {status['pid']}; "
+                               "cancel it before resuming")
+        if (ckpt_dir / "last_state.pt").exists():
+            state = io.load_trainer_state(ckpt_dir, "last")
+        else:  # stopped before its first checkpoint: nothing to keep
+            logger.warning("no checkpoint yet in %s: starting from the beginning", ckpt_dir)
+            io.atomic_write_text(run_dir / "metrics.jsonl", "")
+    stages = cfg.train.resolved_stages()
+    epochs = sum(st.epochs for st in stages)
+    io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    io.write_status(run_dir, state="running", pid=os.getpid(), epochs=epochs, error=None,
+                    started=time.time(), **({} if state else {"epoch": 0}))
+    logger.info("%s run %s: %s on %s, method %s", "resuming" if state else "starting", run_dir.name,
+                cfg.model.name, cfg.data.name, cfg.train.method.name)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+
+    emit({"event": "phase", "phase": "data"})
+    t0 = time.perf_counter()
+    data, x_val, y_val = _load_training_data(cfg)
+    logger.info("data: %d train, %d val images %s in %.1f s", len(data.images), len(x_val),
+                tuple(data.images.shape[1:]), time.perf_counter() - t0)
+    class_names = data.class_names
     model = model_from_config(cfg, class_names).to(device)
     report = getattr(model, "load_report", None)
     logger.info("model %s: %s parameters, input %s; %s", cfg.model.name, f"{count_params(model):,}",
                 "x".join(map(str, model.cfg.input_size)), report.summary() if report else "random initialisation")
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.train.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.epochs)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    weights = balanced_class_weights(data.labels, len(class_names)) if cfg.train.class_weights == "balanced" else None
+    if weights is not None:
+        logger.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(class_names, weights.tolist(),
+                                                                                  strict=True)))
+    method = build_method(cfg, data, run_dir, device, weights)
+    precision = Precision(cfg.train.precision, device)
     meta = {"class_names": json.dumps(class_names), "model": cfg.model.name}
-    start_epoch, best, best_epoch = 0, -1.0, 0
-    if resume:
-        state = io.load_trainer_state(ckpt_dir, "last")
-        io.load_weights(model, ckpt_dir / "last.safetensors")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    progress = {"stage": 0, "stage_epoch": 0, "epoch": 0, "best_val_acc": -1.0, "best_epoch": 0,
+                "stage_best_acc": -1.0, "stage_best_epoch": 0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
         _set_rng_state(state["rng"])
-        start_epoch, best, best_epoch = state["epoch"], state["best_val_acc"], state["best_epoch"]
-        kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= start_epoch]
+        progress.update({k: state[k] for k in progress})
+        kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= progress["epoch"]]
         io.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
-        logger.info("resumed after epoch %d (best val acc %.4f at epoch %d)", start_epoch, best, best_epoch)
+        logger.info("resumed after epoch %d (stage %s, best val acc %.4f at epoch %d)", progress["epoch"],
+                    stages[min(progress["stage"], len(stages) - 1)].name, progress["best_val_acc"],
+                    progress["best_epoch"])
 
     aug = cfg.train.augment
-    fmt = {"device": device, "channels_last": cfg.train.channels_last}
-    train_tf = BatchTransform(model.cfg, hflip=aug.hflip, crop_padding=aug.crop_padding, **fmt)
-    eval_tf = BatchTransform(model.cfg, **fmt)
-    epochs, bs = cfg.train.epochs, cfg.train.batch_size
-    emit({"event": "phase", "phase": "train", "epochs": epochs, "start_epoch": start_epoch,
-          "train_size": len(x_train), "val_size": len(x_val)})
-    for epoch in range(start_epoch + 1, epochs + 1):
-        t = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(
-            model, criterion, optimizer, x_train, y_train, train_tf, batch_size=bs, generator=gen, epoch=epoch,
-            progress=emit, stop=stop)}
-        if stop.is_set():
-            raise Cancelled(f"stopped after epoch {epoch - 1}")
-        if epoch % cfg.train.eval_every == 0 or epoch == epochs:
-            val = evaluate(model, criterion, x_val, y_val, eval_tf, batch_size=max(bs, 128))
-            row.update(val_loss=val["loss"], val_acc=val["acc"], val_macro_f1=val["macro_f1"])
-        scheduler.step()
-        row.update(lr=lr, seconds=round(time.perf_counter() - t, 3))
-        if row.get("val_acc", -1.0) > best:
-            best, best_epoch = row["val_acc"], epoch
-            io.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
-        io.append_jsonl(run_dir / "metrics.jsonl", row)
-        io.save_checkpoint(ckpt_dir, model, "last", metadata={**meta, "epoch": str(epoch)}, extra_state={
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-            "best_val_acc": best, "best_epoch": best_epoch, "rng": _rng_state()})
-        io.write_status(run_dir, epoch=epoch, best_val_acc=best, best_epoch=best_epoch)
-        logger.info("epoch %d/%d %s", epoch, epochs,
-                    " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-        emit({"event": "epoch", "epochs": epochs, **row})
+    train_tf = BatchTransform.from_config(model.cfg, aug, device=device, channels_last=cfg.train.channels_last)
+    eval_tf = BatchTransform.from_config(model.cfg, None, device=device, channels_last=cfg.train.channels_last)
+    bs = cfg.train.batch_size
+    emit({"event": "phase", "phase": "train", "epochs": epochs, "start_epoch": progress["epoch"],
+          "train_size": len(data.images), "val_size": len(x_val)})
+
+    def checkpoint(optimizer=None, scheduler=None) -> None:
+        io.save_checkpoint(ckpt_dir, model, "last", metadata={**meta, "epoch": str(progress["epoch"])},
+                           extra_state={**progress, "model": model.state_dict(), "method": method.state_dict(),
+                                        "optimizer": None if optimizer is None else optimizer.state_dict(),
+                                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                        "rng": _rng_state()})
+
+    for stage_index in range(progress["stage"], len(stages)):
+        stage = stages[stage_index]
+        frozen_bn = apply_stage(model, stage)
+        optimizer = build_optimizer(model, stage.optimizer)
+        scheduler = build_scheduler(optimizer, stage.scheduler, stage.epochs)
+        if state is not None and state["stage"] == stage_index and state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("stage %d/%d %r: %d epochs, %s of %s parameters trainable, %s lr %g%s", stage_index + 1,
+                    len(stages), stage.name, stage.epochs, f"{trainable:,}", f"{count_params(model):,}",
+                    stage.optimizer.name + (" + SAM" if stage.optimizer.sam.enabled else ""), stage.optimizer.lr,
+                    f", {len(frozen_bn)} BatchNorm layers frozen" if frozen_bn else "")
+        patience = stage.early_stopping.patience
+        while progress["stage_epoch"] < stage.epochs:
+            if patience is not None and progress["stage_best_epoch"] > 0 \
+                    and progress["epoch"] - progress["stage_best_epoch"] >= patience:
+                logger.info("early stopping: no val improvement for %d epochs in stage %r", patience, stage.name)
+                break
+            epoch = progress["epoch"] + 1
+            t = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(
+                model, method, optimizer, data.images, train_tf, batch_size=bs, generator=gen, epoch=epoch - 1,
+                precision=precision, grad_clip_norm=cfg.train.grad_clip_norm, frozen_bn=frozen_bn,
+                progress=emit, stop=stop)}
+            if len(stages) > 1:
+                row["stage"] = stage.name
+            if stop.is_set():
+                raise Cancelled(f"stopped after epoch {epoch - 1}")
+            row.update(method.end_epoch(epoch - 1))
+            last_of_stage = progress["stage_epoch"] + 1 == stage.epochs
+            if epoch % cfg.train.eval_every == 0 or last_of_stage or patience is not None:
+                val = evaluate(model, x_val, y_val, eval_tf, batch_size=max(bs, 128))
+                row.update(val_loss=val["loss"], val_acc=val["acc"], val_macro_f1=val["macro_f1"])
+            scheduler.step(row.get("val_acc"))
+            row.update(lr=lr, seconds=round(time.perf_counter() - t, 3))
+            progress.update(epoch=epoch, stage_epoch=progress["stage_epoch"] + 1)
+            if row.get("val_acc", -1.0) > progress["stage_best_acc"]:
+                progress.update(stage_best_acc=row["val_acc"], stage_best_epoch=epoch)
+                io.save_checkpoint(ckpt_dir, model, "stage_best", metadata={**meta, "epoch": str(epoch)})
+            if row.get("val_acc", -1.0) > progress["best_val_acc"]:
+                progress.update(best_val_acc=row["val_acc"], best_epoch=epoch)
+                io.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
+            io.append_jsonl(run_dir / "metrics.jsonl", row)
+            checkpoint(optimizer, scheduler)
+            io.write_status(run_dir, epoch=epoch, best_val_acc=progress["best_val_acc"],
+                            best_epoch=progress["best_epoch"])
+            logger.info("epoch %d/%d %s", epoch, epochs,
+                        " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in row.items() if k != "epoch"))
+            emit({"event": "epoch", "epochs": epochs, **row})
+        if stage.early_stopping.restore_best and (ckpt_dir / "stage_best.safetensors").exists() \
+                and progress["stage_best_epoch"] not in (0, progress["epoch"]):
+            io.load_weights(model, ckpt_dir / "stage_best.safetensors")
+            logger.info("stage %r ends: restored its best weights (epoch %d, val acc %.4f)", stage.name,
+                        progress["stage_best_epoch"], progress["stage_best_acc"])
+        progress.update(stage=stage_index + 1, stage_epoch=0, stage_best_acc=-1.0, stage_best_epoch=0)
+        checkpoint()  # a stage boundary: the next stage starts from these weights with a fresh optimiser
+        state = None
+    (ckpt_dir / "stage_best.safetensors").unlink(missing_ok=True)
 
     emit({"event": "phase", "phase": "eval"})
     if (ckpt_dir / "best.safetensors").exists():
         io.load_weights(model, ckpt_dir / "best.safetensors")
+    best, best_epoch = progress["best_val_acc"], progress["best_epoch"]
     results = evaluate_model(model, cfg, run_dir, device=str(device), progress=emit,
                              extra={"weights": "best", "epoch": best_epoch})
     for key, r in results.items():

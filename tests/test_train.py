@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,7 @@ from fer_core import io
 from fer_core.config import load_config
 from fer_core.evaluate import BatchTransform, classification_metrics, evaluate_run
 from fer_core.models import ModelConfig
-from fer_core.train import lr_factor, train
+from fer_core.train import train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
@@ -96,13 +101,6 @@ def test_batch_transform_resizes_greys_normalises_and_augments():
     assert torch.equal(a, b) and a.shape == (6, 3, 40, 40) and not torch.equal(a, images.float() / 255)
 
 
-def test_cosine_schedule_never_trains_an_epoch_at_zero():
-    cfg = load_config(None, ["train.scheduler.name=cosine", "train.scheduler.warmup_epochs=1"]).train.scheduler
-    factors = [lr_factor(cfg, 5, 0.1, e) for e in range(5)]
-    assert factors[0] == 0.5 and factors[1] == 1.0 and all(f > 0 for f in factors)
-    assert factors == sorted(factors[:2]) + sorted(factors[2:], reverse=True)
-
-
 @pytest.mark.slow
 def test_short_run_learns_well_above_chance(tmp_path):
     # Balanced classes (chance = 1/7) and clear, frontal, unoccluded faces, so a few seconds of training show it.
@@ -146,3 +144,46 @@ def test_failure_is_recorded_not_left_running(tmp_path):
     assert status["state"] == "failed" and "image_size" in status["error"]
     assert io.run_state(run_dir) == "failed"
     assert "Traceback" in (run_dir / "log.txt").read_text()
+
+
+def _cli(*args: str, runs: Path) -> subprocess.Popen:
+    env = {**os.environ, "FER_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fer_core", "train", "--quiet", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_same_final_metrics(tmp_path):
+    """A run killed with SIGKILL (no chance to clean up) at seeded random moments, then resumed with
+    ``train --resume``, ends with exactly the metrics of a run that was never interrupted."""
+    import random
+
+    runs = tmp_path / "runs"
+    common = ["--config", str(SMOKE), "--set", "train.epochs=4", "--set", "eval.subsets=[all]",
+              "--set", "data.options={image_size: 32, train_size: 192, val_size: 48, test_size: 96}",
+              "--set", "model.name=scn", "--set", "train.method={name: scn, relabel_epoch: 1}",
+              "--set", "data.label_noise=0.2", "--set", "train.optimizer.sam.enabled=true"]
+    straight = _cli(*common, "--run-id", "straight", runs=runs)
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    expected = io.read_metrics(runs / "straight")
+    rng = random.Random(1234)
+    for k in range(3):
+        run = runs / f"killed{k}"
+        epochs_before, extra = rng.randint(0, 3), rng.uniform(0.0, 0.6)   # where the kill lands
+        proc = _cli(*common, "--run-id", run.name, runs=runs)
+        deadline = time.monotonic() + 120
+        while not ((run / "status.json").exists() and io.read_status(run).get("state") == "running"
+                   and len(io.read_metrics(run)) >= epochs_before):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the kill"
+            time.sleep(0.02)
+        time.sleep(extra)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert io.run_state(run) == "interrupted", io.read_status(run)
+        resumed = _cli("--resume", run.name, runs=runs)
+        assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+        got = io.read_metrics(run)
+        assert [m["epoch"] for m in got] == [1, 2, 3, 4], (k, epochs_before, extra)
+        for a, b in zip(expected, got, strict=True):
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "scn_relabelled"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (k, a["epoch"], key)
+        assert io.read_eval(run)["test/all"]["accuracy"] == io.read_eval(runs / "straight")["test/all"]["accuracy"]

@@ -271,6 +271,12 @@ class SynthFaces(Dataset):
     def __len__(self) -> int:
         return len(self.split_indices)
 
+    @property
+    def label_dists(self) -> np.ndarray:
+        """Soft label distribution of every sample (N x C float32): the ``label_dist`` of each item, for label
+        distribution learning. Data sets with soft labels (FERPlus votes too) offer this attribute."""
+        return np.stack([self._metas[i].label_dist for i in self.split_indices]).astype(np.float32)
+
     def meta(self, i: int) -> SampleMeta:
         """Parameters of sample i of this data set (no rendering)."""
         return self._metas[int(self.split_indices[i])]

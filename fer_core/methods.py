@@ -1,0 +1,277 @@
+"""Training methods: how a batch becomes a loss. The trainer's loop is the same for all of them.
+
+A method owns the training label table (keyed by sample index, the ``index`` every data set returns), so SCN's
+relabelling changes the method's table and never the data set. The trainer calls, per batch,
+``method.step(model, x, idx, epoch)`` inside autocast and gets a :class:`StepResult`; per epoch,
+``method.end_epoch(epoch)`` for extra metrics and files; ``state_dict()`` / ``load_state_dict()`` go into the
+resumable trainer state.
+
+* :class:`StandardTraining` - cross-entropy on hard labels (label smoothing, class weights).
+* :class:`SCNTraining` - Self-Cure Network: logit-weighted cross-entropy, rank regularisation, relabelling of the
+  low-importance group; writes ``scn/epoch_NNN.csv`` (per-sample importance weight, group, label, clean label) and
+  ``scn/relabels_NNN.csv`` (relabel events) in the run directory.
+* :class:`SoftTargetTraining` - label distribution learning (targets from the data set or a teacher run) and
+  pseudo labels (a teacher run's softmax, with a weighted hard-label term).
+
+Models with part attention (``forward_attention``) can add RAN's region-biased loss (``train.region_bias``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_core import io
+from fer_core.config import Config, LDLMethod, PseudoLabelMethod
+from fer_core.config import SCNMethod as SCNConfig
+from fer_core.losses import (
+    kl_to_targets,
+    rank_regularization,
+    region_biased_loss,
+    soft_target_cross_entropy,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    """The training split as the methods see it (all tensors on the CPU, indexed by sample index)."""
+
+    images: torch.Tensor                 # uint8 N x C x H x W
+    labels: torch.Tensor                 # int64 N, the labels training starts from (after any injected noise)
+    clean_labels: torch.Tensor           # int64 N, the labels before noise (equal to labels when there is none)
+    class_names: list[str]
+    label_dists: torch.Tensor | None = None   # float N x C, when the data set has soft labels
+
+
+@dataclass
+class StepResult:
+    """One batch: the loss to minimise, the logits, the labels it was trained towards, and scalars to average."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars, averaged per epoch
+
+
+class StandardTraining:
+    """Cross-entropy on the current labels, with label smoothing and optional class weights."""
+
+    def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
+                 class_weights: torch.Tensor | None = None):
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.labels = data.labels.clone()
+        self.clean_labels = data.clean_labels
+        self.num_classes = len(data.class_names)
+        self.class_weights = None if class_weights is None else class_weights.to(device)
+        self.region_bias = cfg.train.region_bias
+
+    # -- pieces shared by the methods
+    def hard_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, weight=self.class_weights,
+                               label_smoothing=self.cfg.train.label_smoothing)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits, plus the region-biased loss term (zero unless configured) and its stats."""
+        if self.region_bias.weight <= 0:
+            return model(x), x.new_zeros(()), {}
+        if not hasattr(model, "forward_attention"):
+            raise ValueError(f"train.region_bias needs a model with part attention (region_attention); "
+                             f"{model.cfg.name} has none")
+        out = model.forward_attention(x)
+        if out.weights.shape[1] < 2:
+            raise ValueError("train.region_bias needs regions (model.options.regions: true)")
+        rb = region_biased_loss(out.weights.float(), self.region_bias.margin)
+        return out.logits, self.region_bias.weight * rb, {"region_bias_loss": rb.detach()}
+
+    # -- the interface the trainer uses
+    def step(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, epoch: int,
+             record: bool = True) -> StepResult:
+        """The loss of one batch (``idx``: sample indices of ``x``); ``record=False`` for a second pass over the
+        same batch (SAM), which must not update per-sample records or labels."""
+        y = self.labels[idx].to(self.device, non_blocking=True)
+        logits, extra, stats = self.forward(model, x)
+        return StepResult(self.hard_loss(logits, y) + extra, logits, y, stats)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels = state["labels"].clone()
+
+
+class SCNTraining(StandardTraining):
+    """Self-Cure Network: ``gamma * L_RR + (1 - gamma) * L_WCE`` and relabelling (Wang et al., CVPR 2020)."""
+
+    def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
+                 class_weights: torch.Tensor | None = None):
+        super().__init__(cfg, data, run_dir, device, class_weights)
+        self.m: SCNConfig = cfg.train.method  # type: ignore[assignment]
+        n = len(self.labels)
+        self._weights = torch.full((n,), float("nan"))
+        self._low = torch.zeros(n, dtype=torch.bool)
+        self._events: list[tuple[int, int, int, int]] = []  # (index, old, new, clean)
+        self._initial_labels = self.labels.clone()  # to tell injected noise from relabelling
+
+    def step(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, epoch: int,
+             record: bool = True) -> StepResult:
+        if not hasattr(model, "forward_attention"):
+            raise ValueError(f"train.method scn needs model.name: scn (got {model.cfg.name}, which has no "
+                             "importance weights)")
+        y = self.labels[idx].to(self.device, non_blocking=True)
+        out = model.forward_attention(x)
+        weights = out.weights.float().reshape(-1)
+        rr, low = rank_regularization(weights, self.m.beta, self.m.margin_1)
+        wce = self.hard_loss(out.logits, y)
+        loss = self.m.gamma * rr + (1 - self.m.gamma) * wce
+        with torch.no_grad():
+            if not record:
+                return StepResult(loss, out.logits, y, {})
+            cpu_idx = idx.cpu()
+            self._weights[cpu_idx] = weights.detach().cpu()
+            self._low[cpu_idx] = low.cpu()
+            if epoch >= self.m.relabel_epoch:
+                self._relabel(out.logits.detach().float(), y, low, cpu_idx)
+        return StepResult(loss, out.logits, y, {"rr_loss": rr.detach(), "wce_loss": wce.detach(),
+                                               "mean_weight": weights.detach().mean()})
+
+    def _relabel(self, logits: torch.Tensor, y: torch.Tensor, low: torch.Tensor, idx: torch.Tensor) -> None:
+        """Relabel low-importance samples whose top probability beats the given label's by more than margin_2."""
+        probs = F.softmax(logits, dim=1)
+        p_max, arg = probs.max(dim=1)
+        p_given = probs.gather(1, y.view(-1, 1)).squeeze(1)
+        change = (low & (p_max - p_given > self.m.margin_2) & (arg != y)).cpu()
+        if not change.any():
+            return
+        which, new = idx[change], arg.cpu()[change]
+        for i, old, nw in zip(which.tolist(), self.labels[which].tolist(), new.tolist(), strict=True):
+            self._events.append((i, old, nw, int(self.clean_labels[i])))
+        self.labels[which] = new
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Write this epoch's weights and relabel events under ``scn/``; return summary metrics."""
+        out = self.run_dir / "scn"
+        out.mkdir(exist_ok=True)
+        buf = _io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["index", "weight", "group", "label", "clean_label"])
+        for i in range(len(self.labels)):
+            weight = self._weights[i].item()
+            w.writerow([i, "" if np.isnan(weight) else f"{weight:.5f}", "low" if self._low[i] else "high",
+                        int(self.labels[i]), int(self.clean_labels[i])])
+        io.atomic_write_text(out / f"epoch_{epoch:03d}.csv", buf.getvalue())
+        buf = _io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["index", "old_label", "new_label", "clean_label"])
+        w.writerows(self._events)
+        io.atomic_write_text(out / f"relabels_{epoch:03d}.csv", buf.getvalue())
+        noisy = self.labels != self.clean_labels
+        seen = ~torch.isnan(self._weights)
+        row = {"scn_relabelled": len(self._events),
+               "scn_relabel_fixed": sum(new == clean for _, _, new, clean in self._events),
+               "scn_relabel_broke": sum(old == clean for _, old, _, clean in self._events),
+               "scn_label_noise": float(noisy.float().mean())}
+        was_noisy = self._was_noisy & seen
+        if was_noisy.any() and (~self._was_noisy & seen).any():  # SCN's claim: noisy samples get low weights
+            row["scn_weight_noisy"] = float(self._weights[was_noisy].mean())
+            row["scn_weight_clean"] = float(self._weights[~self._was_noisy & seen].mean())
+        self._events = []
+        self._weights.fill_(float("nan"))
+        return row
+
+    @property
+    def _was_noisy(self) -> torch.Tensor:
+        return self._initial_labels != self.clean_labels
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels.clone(), "initial_labels": self._initial_labels.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels = state["labels"].clone()
+        self._initial_labels = state["initial_labels"].clone()
+
+
+
+class SoftTargetTraining(StandardTraining):
+    """Soft targets per sample (label distributions or a teacher's pseudo labels) plus a weighted hard-label term.
+
+    ``ldl``: loss ``CE(soft) (or KL) + hard_weight * CE(hard)``; ``pseudo_label``:
+    ``(1 - hard_weight) * CE(soft) + hard_weight * CE(hard)``. Targets are a table ``N x C`` keyed by sample index:
+    the data set's ``label_dists``, or a teacher run's softmax (at ``temperature``) computed once on the
+    un-augmented training images (EfficientFace computes it on every augmented view; with flips and small crops
+    the difference is small, and this way the teacher costs one pass instead of one per epoch).
+    """
+
+    def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
+                 class_weights: torch.Tensor | None = None):
+        super().__init__(cfg, data, run_dir, device, class_weights)
+        self.m: LDLMethod | PseudoLabelMethod = cfg.train.method  # type: ignore[assignment]
+        if isinstance(self.m, LDLMethod) and self.m.source == "dataset":
+            if data.label_dists is None:
+                raise ValueError(f"train.method ldl with source: dataset needs soft labels, but data set "
+                                 f"{cfg.data.name} has none; use source: teacher with a teacher_run")
+            self.targets, self.source = data.label_dists.float(), f"data set {cfg.data.name} label_dist"
+        else:
+            if not self.m.teacher_run:
+                raise ValueError("train.method.teacher_run is required for soft targets from a teacher")
+            self.targets = teacher_targets(self.m.teacher_run, data, self.m.temperature, device)
+            self.source = f"teacher run {self.m.teacher_run}"
+        if self.targets.shape != (len(data.labels), self.num_classes):
+            raise ValueError(f"soft targets from {self.source} have shape {tuple(self.targets.shape)}, expected "
+                             f"({len(data.labels)}, {self.num_classes})")
+        agree = float((self.targets.argmax(1) == data.labels).float().mean())
+        logger.info("soft targets from %s: argmax agrees with the training labels on %.1f%%", self.source,
+                    100 * agree)
+
+    def step(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, epoch: int,
+             record: bool = True) -> StepResult:
+        y = self.labels[idx].to(self.device, non_blocking=True)
+        q = self.targets[idx].to(self.device, non_blocking=True)
+        logits, extra, stats = self.forward(model, x)
+        lf = logits.float()
+        soft = kl_to_targets(lf, q) if getattr(self.m, "loss", "ce") == "kl" else soft_target_cross_entropy(lf, q)
+        hard = self.hard_loss(logits, y) if self.m.hard_weight > 0 else lf.new_zeros(())
+        if isinstance(self.m, PseudoLabelMethod):
+            loss = (1 - self.m.hard_weight) * soft + self.m.hard_weight * hard
+        else:
+            loss = soft + self.m.hard_weight * hard
+        return StepResult(loss + extra, logits, y, {"soft_loss": soft.detach(), **stats})
+
+
+def teacher_targets(run: str, data: TrainData, temperature: float, device: torch.device) -> torch.Tensor:
+    """Softmax (at ``temperature``) of a finished run's best weights on every training image, columns ordered
+    as ``data.class_names``."""
+    from fer_core.evaluate import load_run_model, predict_logits
+    from fer_core.transforms import BatchTransform
+
+    model = load_run_model(run, device=device)
+    teacher_names = list(model.cfg.class_names)
+    missing = [c for c in data.class_names if c not in teacher_names]
+    if missing:
+        raise ValueError(f"teacher run {run} has no output for {missing} (its classes: {teacher_names})")
+    logits = predict_logits(model, data.images, BatchTransform(model.cfg, device=device))
+    logits = logits[:, [teacher_names.index(c) for c in data.class_names]]
+    return F.softmax(logits / temperature, dim=1)
+
+
+METHODS = {"standard": StandardTraining, "scn": SCNTraining, "ldl": SoftTargetTraining,
+           "pseudo_label": SoftTargetTraining}
+
+
+def build_method(cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
+                 class_weights: torch.Tensor | None = None) -> StandardTraining:
+    """The method object ``cfg.train.method`` names."""
+    return METHODS[cfg.train.method.name](cfg, data, run_dir, device, class_weights)

@@ -1,0 +1,184 @@
+"""Losses and training methods against the papers' formulas; every method trains end to end on tiny SynthFACS."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fer_core import io
+from fer_core.config import ConfigError, load_config
+from fer_core.losses import (
+    balanced_class_weights,
+    inject_label_noise,
+    kl_to_targets,
+    rank_regularization,
+    region_biased_loss,
+    soft_target_cross_entropy,
+)
+from fer_core.methods import SCNTraining, TrainData
+from fer_core.train import train
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+
+
+# --------------------------------------------------------------------------------------------- losses
+def test_soft_target_losses_follow_their_formulas():
+    torch.manual_seed(0)
+    logits, q = torch.randn(5, 7), F.softmax(torch.randn(5, 7), 1)
+    p = F.softmax(logits, 1)
+    ce = -(q * p.log()).sum(1).mean()
+    assert soft_target_cross_entropy(logits, q) == pytest.approx(float(ce), rel=1e-5)
+    entropy = -(q * q.log()).sum(1).mean()
+    assert kl_to_targets(logits, q) == pytest.approx(float(ce - entropy), rel=1e-4)
+    one_hot = F.one_hot(torch.tensor([1, 2, 3, 4, 5]), 7).float()
+    assert soft_target_cross_entropy(logits, one_hot) == pytest.approx(
+        float(F.cross_entropy(logits, torch.tensor([1, 2, 3, 4, 5]))), rel=1e-5)
+
+
+def test_rank_regularization_splits_at_beta_and_applies_the_margin():
+    w = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4, 0.5, 0.05])
+    loss, low = rank_regularization(w, beta=0.7, margin=0.15)
+    assert low.tolist() == [False, True, False, True, False, False, False, False, False, True]  # bottom 3
+    high_mean, low_mean = w[~low].mean(), w[low].mean()
+    assert float(loss) == pytest.approx(max(0.0, 0.15 - float(high_mean - low_mean)))
+    far = torch.tensor([1.0, 1.0, 0.0])
+    assert float(rank_regularization(far, 0.7, 0.15)[0]) == 0.0          # groups already far apart
+    same = torch.full((4,), 0.5)
+    assert float(rank_regularization(same, 0.7, 0.15)[0]) == pytest.approx(0.15)
+
+
+def test_region_biased_loss_pushes_a_region_above_the_face():
+    weights = torch.tensor([[0.5, 0.7, 0.2, 0.1, 0.1],     # best region beats the face by 0.2 > m: no loss
+                            [0.6, 0.62, 0.3, 0.3, 0.3]])   # by 0.02 < 0.1: loss 0.08
+    assert float(region_biased_loss(weights, 0.1)) == pytest.approx(0.04)
+
+
+def test_balanced_class_weights_and_label_noise_protocol():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    w = balanced_class_weights(labels, 4)
+    assert torch.allclose(w, torch.tensor([10 / 24, 10 / 12, 10 / 4, 0.0]))
+    clean = torch.randint(0, 7, (20000,), generator=torch.Generator().manual_seed(0))
+    noisy = inject_label_noise(clean, 0.3, 7, seed=5)
+    flipped = noisy != clean
+    assert 0.29 < float(flipped.float().mean()) < 0.31                 # flip probability p
+    assert torch.equal(noisy, inject_label_noise(clean, 0.3, 7, seed=5))  # deterministic in the seed
+    shift = (noisy[flipped] - clean[flipped]) % 7                       # always to a *different* class,
+    counts = torch.bincount(shift, minlength=7)[1:]                     # uniformly among the other six
+    assert counts.min() > 0.9 * counts.float().mean() and torch.bincount(shift, minlength=7)[0] == 0
+    assert torch.equal(inject_label_noise(clean, 0.0, 7, seed=5), clean)
+
+
+def test_scn_relabels_only_confident_low_importance_samples(tmp_path):
+    cfg = load_config(None, ["model.name=scn", "train.method.name=scn", "train.method.relabel_epoch=0"])
+    n = 4
+    data = TrainData(images=torch.zeros(n, 3, 8, 8, dtype=torch.uint8), labels=torch.tensor([0, 0, 0, 0]),
+                     clean_labels=torch.tensor([1, 0, 0, 0]), class_names=["neutral", "happy", "sad"])
+    method = SCNTraining(cfg, data, tmp_path, torch.device("cpu"))
+    logits = torch.tensor([[0.0, 5.0, 0.0],    # low group, P(happy) - P(neutral) >> 0.2: relabelled to happy
+                           [0.0, 0.3, 0.0],    # low group, margin too small: kept
+                           [0.0, 5.0, 0.0],    # high group: never relabelled
+                           [5.0, 0.0, 0.0]])   # low group, already argmax: kept
+    low = torch.tensor([True, True, False, True])
+    method._relabel(logits, method.labels[:4].clone(), low, torch.arange(4))
+    assert method.labels.tolist() == [1, 0, 0, 0]
+    row = method.end_epoch(0)
+    assert row["scn_relabelled"] == 1 and row["scn_relabel_fixed"] == 1 and row["scn_relabel_broke"] == 0
+    with open(tmp_path / "scn" / "relabels_000.csv") as f:
+        assert list(csv.DictReader(f)) == [{"index": "0", "old_label": "0", "new_label": "1", "clean_label": "1"}]
+
+
+# --------------------------------------------------------------------------------------------- configs
+def test_method_configs_are_validated_before_anything_runs():
+    with pytest.raises(ConfigError, match="train.method.teacher_run: required"):
+        load_config(SMOKE, ["train.method.name=pseudo_label"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train.method.bta' \(valid: name, beta"):
+        load_config(SMOKE, ["train.method={name: scn, bta: 0.7}"])
+    with pytest.raises(ConfigError, match="fp16 cannot be combined with SAM"):
+        load_config(SMOKE, ["train.precision=fp16", "train.optimizer.sam.enabled=true"])
+    cfg = load_config(SMOKE, ["train.stages=[{epochs: 1, freeze: backbone}, {epochs: 2, optimizer: {lr: 0.001}}]"])
+    stages = cfg.train.resolved_stages()
+    assert [s.epochs for s in stages] == [1, 2] and cfg.train.total_epochs == 3
+    assert stages[0].optimizer.lr == cfg.train.optimizer.lr and stages[1].optimizer.lr == 0.001
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def _tiny(*overrides: str):
+    return load_config(SMOKE, ["train.epochs=2", "eval.subsets=[all]", *overrides])
+
+
+def test_scn_run_writes_weights_groups_and_relabels(tmp_path):
+    cfg = _tiny("model.name=scn", "model.input_size=32", "train.method={name: scn, relabel_epoch: 1}",
+                "data.label_noise=0.3")
+    result = train(cfg, tmp_path / "scn")
+    assert result["state"] == "done"
+    rows = io.read_metrics(tmp_path / "scn")
+    assert {"rr_loss", "wce_loss", "scn_relabelled", "scn_label_noise", "scn_weight_noisy"} <= set(rows[-1])
+    assert rows[0]["scn_label_noise"] == pytest.approx(0.3, abs=0.12)
+    with open(tmp_path / "scn" / "scn" / "epoch_001.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 96 and {r["group"] for r in table} == {"high", "low"}
+    assert all(0 <= float(r["weight"]) <= 1 for r in table)
+    assert sum(r["group"] == "low" for r in table) == pytest.approx(96 * 0.3, abs=6)
+    assert "label noise 0.30 injected" in (tmp_path / "scn" / "log.txt").read_text()
+
+
+def test_label_distribution_and_pseudo_label_runs(tmp_path):
+    ldl = train(_tiny("train.method={name: ldl, source: dataset, hard_weight: 0.5}"), tmp_path / "ldl")
+    assert ldl["state"] == "done" and "soft_loss" in io.read_metrics(tmp_path / "ldl")[-1]
+    teacher = tmp_path / "ldl"
+    pl = train(_tiny(f"train.method={{name: pseudo_label, teacher_run: '{teacher}', hard_weight: 0.3}}",
+                     "model.name=mini_xception", "model.pretrained=false"), tmp_path / "pl")
+    assert pl["state"] == "done"
+    log = (tmp_path / "pl" / "log.txt").read_text()
+    assert f"soft targets from teacher run {teacher}" in log and "argmax agrees with the training labels" in log
+
+
+def test_label_distributions_need_soft_labels(tmp_path):
+    from fer_core.methods import SoftTargetTraining
+
+    cfg = _tiny("train.method={name: ldl, source: dataset}")
+    data = TrainData(images=torch.zeros(2, 3, 8, 8, dtype=torch.uint8), labels=torch.tensor([0, 1]),
+                     clean_labels=torch.tensor([0, 1]), class_names=["neutral", "happy"])
+    with pytest.raises(ValueError, match="has none; use source: teacher"):
+        SoftTargetTraining(cfg, data, tmp_path, torch.device("cpu"))
+    with pytest.raises(ValueError, match="teacher_run is required"):
+        SoftTargetTraining(_tiny("train.method={name: ldl, source: teacher}"), data, tmp_path, torch.device("cpu"))
+
+
+def test_two_stage_finetune_freezes_then_unfreezes_with_frozen_batchnorm(tmp_path):
+    stages = ("train.stages=[{name: head, epochs: 2, freeze: backbone, early_stopping: {patience: 1}}, "
+              "{name: finetune, epochs: 2, freeze: backbone, unfreeze_last: 3, freeze_bn: true, "
+              "optimizer: {name: adam, lr: 0.0001}, scheduler: {name: inverse_time, decay_rate: 0.5}}]")
+    result = train(_tiny(stages, "train.grad_clip_norm=3", "train.class_weights=balanced"), tmp_path / "two")
+    assert result["state"] == "done"
+    rows = io.read_metrics(tmp_path / "two")
+    assert [r["stage"] for r in rows][-1] == "finetune" and rows[-1]["epoch"] == len(rows)
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "stage 1/2 'head'" in log and "stage 2/2 'finetune'" in log and "BatchNorm layers frozen" in log
+    import re
+
+    trainable = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) of [\d,]+ parameters trainable", log)]
+    assert len(trainable) == 2 and 0 < trainable[0] < trainable[1]  # the head, then the head + 3 layers
+    assert not (tmp_path / "two" / "checkpoints" / "stage_best.safetensors").exists()
+
+
+def test_sam_and_every_scheduler_train(tmp_path):
+    for name in ("multistep", "plateau", "exponential"):
+        result = train(_tiny("train.optimizer.sam.enabled=true", f"train.scheduler.name={name}",
+                             "train.augment={rotation: 10, contrast: 0.2, random_erasing: 0.5, "
+                             "gaussian_noise: 0.5, flip_or_noise: true}"), tmp_path / name)
+        assert result["state"] == "done" and math.isfinite(io.read_metrics(tmp_path / name)[-1]["train_loss"])
+    assert "adamw + SAM" in (tmp_path / "plateau" / "log.txt").read_text()
+
+
+def test_region_attention_with_region_bias_trains(tmp_path):
+    result = train(_tiny("model.name=region_attention", "model.input_size=32",
+                         "train.region_bias={weight: 1.0, margin: 0.1}"), tmp_path / "ran")
+    assert result["state"] == "done" and "region_bias_loss" in io.read_metrics(tmp_path / "ran")[-1]
+    with pytest.raises(ValueError, match="needs a model with part attention"):
+        train(_tiny("train.region_bias={weight: 1.0}"), tmp_path / "bad")
