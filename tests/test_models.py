@@ -289,3 +289,14 @@ def test_backbone_declared_and_leaves_a_trainable_head(name):
     assert model.cfg.backbone and all(b in children for b in model.cfg.backbone), model.cfg.backbone
     head = [n for n, _ in model.named_parameters() if n.split(".")[0] not in model.cfg.backbone]
     assert head, f"{name}: nothing left outside the backbone"
+
+
+def test_scn_and_region_net_take_any_backbone_with_a_classifier():
+    scn = create_model("scn", num_classes=7, backbone="small_cnn")
+    assert scn.cfg.input_size == (3, 64, 64) and scn.cfg.target_layer == "backbone.blocks.3"
+    assert scn.cfg.mean == (0.5, 0.5, 0.5)
+    assert count_params(scn) == count_params(create_model("small_cnn", num_classes=7)) + 257  # alpha: 256 + 1
+    region = create_model("region_attention", num_classes=7, backbone="small_cnn", input_size=96)
+    assert region.cfg.input_size == (3, 96, 96) and region(torch.randn(2, 3, 96, 96)).shape == (2, 7)
+    with pytest.raises(ValueError, match="patt_lite cannot be used as a backbone here"):
+        create_model("scn", num_classes=7, backbone="patt_lite")

@@ -165,10 +165,32 @@ def create_model(
     if "class_names" in inspect.signature(fn).parameters:
         call["class_names"] = tuple(class_names)
     model = fn(**call)
+    # a model built around another registered model (SCN or the region net on a chosen backbone) takes that
+    # model's input format and CAM layer: the builder leaves them in ``model.cfg_overrides``
+    cfg = dataclasses.replace(cfg, **getattr(model, "cfg_overrides", {}))
+    if input_size is None:
+        size = cfg.input_size[1:]
     chans = int(kwargs.get("in_chans", cfg.input_size[0]))
     mean, std = _per_channel(cfg.mean, chans), _per_channel(cfg.std, chans)
     model.cfg = dataclasses.replace(cfg, num_classes=num_classes, class_names=tuple(class_names),
                                     input_size=(chans, *size), mean=mean, std=std)
+    return model
+
+
+def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """A registered model without its classifier, for methods that add their own heads (SCN, the region net).
+
+    The model must have the timm-style split (``forward_features``, ``forward_head(x, pre_logits=True)``,
+    ``num_features``) and its classifier in ``fc``, which is replaced by ``nn.Identity``. ``model.cfg`` stays the
+    backbone's own (input size, normalisation, CAM layer).
+    """
+    model = create_model(name, num_classes=1, pretrained=pretrained, **kwargs)
+    if not isinstance(getattr(model, "fc", None), nn.Linear) or not hasattr(model, "num_features"):
+        usable = [n for n in list_models() if isinstance(getattr(model_info(n), "target_layer", None), str)
+                  and n in ("resnet18", "resnet50", "eca_resnet18", "small_cnn", "vgg_fer", "shufflenet_v2")]
+        raise ValueError(f"{name} cannot be used as a backbone here (it has no fc classifier to replace); "
+                         f"use one of: {', '.join(usable)}")
+    model.fc = nn.Identity()
     return model
 
 

@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, register_model
-from fer_core.models.resnet import build_resnet
+from fer_core.models import AttentionOutput, ModelConfig, create_backbone, register_model
 
 REGION_NAMES = ("face", "top_left", "top_right", "bottom_left", "bottom_right")
 
@@ -62,14 +61,17 @@ class RegionAttentionNet(nn.Module):
         branch_weight: ``a`` of the two-branch fusion.
         region_size: resize quadrant crops to this size (None: their own size).
         drop_rate: dropout on pooled features before the classifier and the attention layer.
-        pretrained: load torchvision's ImageNet ResNet-18 into the backbone.
+        pretrained: load the backbone's ImageNet weights.
         weights_path: a local copy of those weights.
+        backbone: the shared encoder, a registered model with an ``fc`` classifier (ResNet-18 in the method;
+            ``small_cnn`` makes CPU experiments fast); its input format becomes the network's.
+        backbone_options: options of the backbone.
     """
 
     def __init__(self, num_classes: int = 7, *, regions: bool = True, attention: bool = True,
                  fusion: Literal["attention", "two_branch"] = "attention", branch_weight: float = 0.6,
                  region_size: int | None = None, drop_rate: float = 0.0, pretrained: bool = False,
-                 weights_path: str | None = None):
+                 weights_path: str | None = None, backbone: str = "resnet18", backbone_options: dict | None = None):
         super().__init__()
         if fusion not in ("attention", "two_branch"):
             raise ValueError(f"fusion must be 'attention' or 'two_branch', not {fusion!r}")
@@ -79,10 +81,14 @@ class RegionAttentionNet(nn.Module):
             raise ValueError(f"branch_weight must be >= 0 (got {branch_weight})")
         self.regions, self.fusion, self.branch_weight, self.region_size = regions, fusion, branch_weight, region_size
         self.region_names = REGION_NAMES if regions else REGION_NAMES[:1]
-        self.backbone = build_resnet(18, num_classes=num_classes, pretrained=pretrained, weights_path=weights_path)
+        opts = dict(backbone_options or {})
+        if weights_path:
+            opts["weights_path"] = weights_path
+        self.backbone = create_backbone(backbone, pretrained=pretrained, **opts)
         if pretrained:
             self.load_report = self.backbone.load_report
-        self.backbone.fc = nn.Identity()
+        bcfg = self.backbone.cfg
+        self.cfg_overrides = dict(input_size=bcfg.input_size, mean=bcfg.mean, std=bcfg.std)
         self.num_features = self.backbone.num_features
         self.face_map = nn.Identity()  # CAM target: the whole-face feature map, seen once per forward
         self.head_drop = nn.Dropout(drop_rate)
@@ -135,5 +141,5 @@ class RegionAttentionNet(nn.Module):
     licence="MIT (FER Lab); BSD-3-Clause (torchvision backbone and ImageNet weights)"))
 def region_attention(*, num_classes: int, pretrained: bool = False, **kwargs) -> RegionAttentionNet:
     """Face + four quadrants through a shared ResNet-18; options ``regions``, ``attention``, ``fusion``,
-    ``branch_weight``, ``region_size``, ``drop_rate``."""
+    ``branch_weight``, ``region_size``, ``drop_rate``, ``backbone``, ``backbone_options``."""
     return RegionAttentionNet(num_classes=num_classes, pretrained=pretrained, **kwargs)

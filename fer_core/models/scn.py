@@ -6,13 +6,15 @@ backbone is torchvision's ResNet (BSD-3-Clause) with its ImageNet weights when `
 
 After global pooling the 512-d feature ``x`` feeds a classifier ``fc(x)`` and an importance branch
 ``alpha = sigmoid(Linear(512 -> 1)(x))``; the logits are ``alpha * fc(x)`` (logit-weighted cross-entropy is then
-plain cross-entropy on them). Differences from the reference code, on purpose:
+plain cross-entropy on them). Any registered model with an ``fc`` classifier can be the backbone
+(``backbone: small_cnn`` makes CPU experiments fast); the paper's is ResNet-18. Differences from the reference
+code, on purpose:
 
 * ``forward`` returns only the logits, so CAM tools, ``torch.jit`` and every evaluation path treat SCN like any
   classifier. The importance weights come from :meth:`SCN.forward_attention`, which returns an
   :class:`~fer_core.models.AttentionOutput` (logits, weights ``B x 1``, unweighted logits) from one pass.
-* ImageNet weights load strictly through :func:`fer_core.models.resnet.load_imagenet_backbone`, and what matched
-  is reported (the reference loads with ``strict=False`` into different key names and loads nothing).
+* ImageNet weights load strictly (:mod:`fer_core.models.weights`), and what matched is reported (the reference
+  loads with ``strict=False`` into different key names and loads nothing).
 
 The rank-regularisation loss and relabelling live in the trainer, which reads the weights from
 ``forward_attention``.
@@ -23,31 +25,36 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, register_model
-from fer_core.models.resnet import build_resnet
+from fer_core.models import AttentionOutput, ModelConfig, create_backbone, register_model
 
 
 class SCN(nn.Module):
-    """ResNet backbone -> pooled feature -> (``fc``, importance ``alpha``) -> ``alpha * fc``.
+    """Backbone -> pooled feature -> (``fc``, importance ``alpha``) -> ``alpha * fc``.
 
     Args:
         num_classes: number of logits.
-        depth: ResNet depth (18 or 50).
+        backbone: a registered model with an ``fc`` classifier (ResNet-18 in the paper; ``small_cnn`` makes CPU
+            experiments fast); its input format and CAM layer become SCN's.
         drop_rate: dropout on the pooled feature before both branches (the reference uses 0.4 at train time).
-        pretrained: load the torchvision ImageNet backbone.
+        pretrained: load the backbone's ImageNet weights.
         weights_path: a local copy of those weights.
-        **resnet_kwargs: ResNet switches (``eca``, ``act``).
+        backbone_options: options of the backbone (``eca``, ``act`` for the ResNets).
     """
 
-    def __init__(self, num_classes: int = 7, depth: int = 18, drop_rate: float = 0.0, pretrained: bool = False,
-                 weights_path: str | None = None, **resnet_kwargs):
+    def __init__(self, num_classes: int = 7, backbone: str = "resnet18", drop_rate: float = 0.0,
+                 pretrained: bool = False, weights_path: str | None = None,
+                 backbone_options: dict | None = None):
         super().__init__()
-        self.backbone = build_resnet(depth, num_classes=num_classes, pretrained=pretrained,
-                                     weights_path=weights_path, **resnet_kwargs)
+        opts = dict(backbone_options or {})
+        if weights_path:
+            opts["weights_path"] = weights_path
+        self.backbone = create_backbone(backbone, pretrained=pretrained, **opts)
         if pretrained:
             self.load_report = self.backbone.load_report
+        bcfg = self.backbone.cfg
+        self.cfg_overrides = dict(input_size=bcfg.input_size, mean=bcfg.mean, std=bcfg.std,
+                                  target_layer=f"backbone.{bcfg.target_layer}")
         self.num_features = self.backbone.num_features
-        self.backbone.fc = nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
         self.alpha = nn.Sequential(nn.Linear(self.num_features, 1), nn.Sigmoid())
@@ -82,5 +89,6 @@ _CFG = dict(input_size=(3, 224, 224), target_layer="backbone.layer4", backbone=(
 
 @register_model(ModelConfig(name="scn", pretrained="torchvision IMAGENET1K_V1 backbone", **_CFG))
 def scn(*, num_classes: int, pretrained: bool = False, **kwargs) -> SCN:
-    """SCN on ResNet-18 (11.18 M parameters + 513 for the importance branch)."""
-    return SCN(num_classes=num_classes, depth=18, pretrained=pretrained, **kwargs)
+    """SCN on ResNet-18 (11.18 M parameters + 513 for the importance branch); options ``backbone``,
+    ``backbone_options``, ``drop_rate``."""
+    return SCN(num_classes=num_classes, pretrained=pretrained, **kwargs)
