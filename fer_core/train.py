@@ -433,7 +433,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in row.items() if k != "epoch"))
             emit({"event": "epoch", "epochs": epochs, **row})
-        if stage.early_stopping.restore_best and (ckpt_dir / "stage_best.safetensors").exists() \
+        more = stage_index + 1 < len(stages)  # after the last stage the final evaluation loads the best weights
+        if more and stage.early_stopping.restore_best and (ckpt_dir / "stage_best.safetensors").exists() \
                 and progress["stage_best_epoch"] not in (0, progress["epoch"]):
             io.load_weights(model, ckpt_dir / "stage_best.safetensors")
             logger.info("stage %r ends: restored its best weights (epoch %d, val acc %.4f)", stage.name,
