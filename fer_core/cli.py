@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -99,12 +100,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir = io.run_path(run_id, args.runs_dir)
         except ValueError as err:
             raise UsageError(f"--run-id: {err}") from None
-        if run_dir.exists():
+        rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 creates and writes the run folder
+        if rank == 0 and run_dir.exists():
             if io.read_status(run_dir).get("state") != "queued" or (run_dir / "metrics.jsonl").exists():
                 raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")
-        else:
+        elif rank == 0:
             io.create_run_dir(run_id, args.runs_dir)
-    print(f"run {run_dir.name}: {run_dir}", flush=True)
+        elif not args.run_id:
+            raise UsageError("under torchrun give --run-id, so that every process trains the same run")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run {run_dir.name}: {run_dir}", flush=True)
     try:
         result = train(cfg, run_dir, progress=None if args.quiet else LineProgress(), resume=bool(args.resume))
     except (ConfigError, UsageError):

@@ -68,9 +68,10 @@ class StandardTraining:
     """Cross-entropy on the current labels, with label smoothing and optional class weights."""
 
     def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
-                 class_weights: torch.Tensor | None = None):
-        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+                 class_weights: torch.Tensor | None = None, write_files: bool = True):
+        self.cfg, self.run_dir, self.device, self.write_files = cfg, run_dir, device, write_files
         self.labels = data.labels.clone()
+        self._epoch_start_labels = self.labels.clone()
         self.clean_labels = data.clean_labels
         self.num_classes = len(data.class_names)
         self.class_weights = None if class_weights is None else class_weights.to(device)
@@ -103,6 +104,15 @@ class StandardTraining:
         logits, extra, stats = self.forward(model, x)
         return StepResult(self.hard_loss(logits, y) + extra, logits, y, stats)
 
+    def synchronize(self, world) -> None:
+        """Under data parallelism each rank changed only the labels of its own samples this epoch: combine."""
+        if world.distributed:
+            from fer_core import distributed
+
+            delta = distributed.all_sum(self.labels - self._epoch_start_labels, world)
+            self.labels = self._epoch_start_labels + delta
+        self._epoch_start_labels = self.labels.clone()
+
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}
 
@@ -111,14 +121,15 @@ class StandardTraining:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labels = state["labels"].clone()
+        self._epoch_start_labels = self.labels.clone()
 
 
 class SCNTraining(StandardTraining):
     """Self-Cure Network: ``gamma * L_RR + (1 - gamma) * L_WCE`` and relabelling (Wang et al., CVPR 2020)."""
 
     def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
-                 class_weights: torch.Tensor | None = None):
-        super().__init__(cfg, data, run_dir, device, class_weights)
+                 class_weights: torch.Tensor | None = None, write_files: bool = True):
+        super().__init__(cfg, data, run_dir, device, class_weights, write_files)
         self.m: SCNConfig = cfg.train.method  # type: ignore[assignment]
         n = len(self.labels)
         self._weights = torch.full((n,), float("nan"))
@@ -161,8 +172,38 @@ class SCNTraining(StandardTraining):
             self._events.append((i, old, nw, int(self.clean_labels[i])))
         self.labels[which] = new
 
+    def synchronize(self, world) -> None:
+        """Combine the ranks' importance weights, groups and relabel events (each saw its own samples)."""
+        if world.distributed:
+            from fer_core import distributed
+
+            seen = (~torch.isnan(self._weights)).float()
+            total = distributed.all_sum(torch.nan_to_num(self._weights), world)
+            count = distributed.all_sum(seen, world)
+            self._weights = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+            self._low = distributed.all_sum(self._low.int(), world) > 0
+            self._events = [e for events in distributed.all_gather_objects(self._events, world) for e in events]
+        super().synchronize(world)
+
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Write this epoch's weights and relabel events under ``scn/``; return summary metrics."""
+        if self.write_files:
+            self._write_epoch_files(epoch)
+        noisy = self.labels != self.clean_labels
+        seen = ~torch.isnan(self._weights)
+        row = {"scn_relabelled": len(self._events),
+               "scn_relabel_fixed": sum(new == clean for _, _, new, clean in self._events),
+               "scn_relabel_broke": sum(old == clean for _, old, _, clean in self._events),
+               "scn_label_noise": float(noisy.float().mean())}
+        was_noisy = self._was_noisy & seen
+        if was_noisy.any() and (~self._was_noisy & seen).any():  # SCN's claim: noisy samples get low weights
+            row["scn_weight_noisy"] = float(self._weights[was_noisy].mean())
+            row["scn_weight_clean"] = float(self._weights[~self._was_noisy & seen].mean())
+        self._events = []
+        self._weights.fill_(float("nan"))
+        return row
+
+    def _write_epoch_files(self, epoch: int) -> None:
         out = self.run_dir / "scn"
         out.mkdir(exist_ok=True)
         buf = _io.StringIO()
@@ -178,19 +219,6 @@ class SCNTraining(StandardTraining):
         w.writerow(["index", "old_label", "new_label", "clean_label"])
         w.writerows(self._events)
         io.atomic_write_text(out / f"relabels_{epoch:03d}.csv", buf.getvalue())
-        noisy = self.labels != self.clean_labels
-        seen = ~torch.isnan(self._weights)
-        row = {"scn_relabelled": len(self._events),
-               "scn_relabel_fixed": sum(new == clean for _, _, new, clean in self._events),
-               "scn_relabel_broke": sum(old == clean for _, old, _, clean in self._events),
-               "scn_label_noise": float(noisy.float().mean())}
-        was_noisy = self._was_noisy & seen
-        if was_noisy.any() and (~self._was_noisy & seen).any():  # SCN's claim: noisy samples get low weights
-            row["scn_weight_noisy"] = float(self._weights[was_noisy].mean())
-            row["scn_weight_clean"] = float(self._weights[~self._was_noisy & seen].mean())
-        self._events = []
-        self._weights.fill_(float("nan"))
-        return row
 
     @property
     def _was_noisy(self) -> torch.Tensor:
@@ -201,6 +229,7 @@ class SCNTraining(StandardTraining):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labels = state["labels"].clone()
+        self._epoch_start_labels = self.labels.clone()
         self._initial_labels = state["initial_labels"].clone()
 
 
@@ -216,8 +245,8 @@ class SoftTargetTraining(StandardTraining):
     """
 
     def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
-                 class_weights: torch.Tensor | None = None):
-        super().__init__(cfg, data, run_dir, device, class_weights)
+                 class_weights: torch.Tensor | None = None, write_files: bool = True):
+        super().__init__(cfg, data, run_dir, device, class_weights, write_files)
         self.m: LDLMethod | PseudoLabelMethod = cfg.train.method  # type: ignore[assignment]
         if isinstance(self.m, LDLMethod) and self.m.source == "dataset":
             if data.label_dists is None:
@@ -272,6 +301,6 @@ METHODS = {"standard": StandardTraining, "scn": SCNTraining, "ldl": SoftTargetTr
 
 
 def build_method(cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
-                 class_weights: torch.Tensor | None = None) -> StandardTraining:
-    """The method object ``cfg.train.method`` names."""
-    return METHODS[cfg.train.method.name](cfg, data, run_dir, device, class_weights)
+                 class_weights: torch.Tensor | None = None, write_files: bool = True) -> StandardTraining:
+    """The method object ``cfg.train.method`` names (``write_files=False`` on data-parallel ranks other than 0)."""
+    return METHODS[cfg.train.method.name](cfg, data, run_dir, device, class_weights, write_files)

@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core import io
+from fer_core import distributed, io
 from fer_core.config import Config, StageConfig, load_config
+from fer_core.distributed import SINGLE_PROCESS, World
 from fer_core.evaluate import (
     ProgressFn,
     classification_metrics,
@@ -105,6 +106,35 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
+class _Forward(nn.Module):
+    """``forward(x, attention)`` dispatching to the model's ``forward`` or ``forward_attention``, so a single
+    DistributedDataParallel wrapper sees every training forward pass (and synchronises its gradients)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, attention: bool = False):
+        return self.model.forward_attention(x) if attention else self.model(x)
+
+
+class TrainNet:
+    """What the methods call during training: the model, or its DDP wrapper under ``torchrun``. Offers
+    ``forward_attention`` exactly when the model does; ``cfg`` is the model's."""
+
+    def __init__(self, model: nn.Module, world: World, device: torch.device):
+        self.model, self.cfg = model, model.cfg
+        self.net = distributed.wrap(_Forward(model), world, device) if world.distributed else None
+        if hasattr(model, "forward_attention"):
+            self.forward_attention = self._attention
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) if self.net is not None else self.model(x)
+
+    def _attention(self, x: torch.Tensor):
+        return self.net(x, attention=True) if self.net is not None else self.model.forward_attention(x)
+
+
 def apply_stage(model: nn.Module, stage: StageConfig) -> list[nn.Module]:
     """Freeze and unfreeze for a stage; returns the BatchNorm layers to keep in inference mode while training.
 
@@ -140,13 +170,22 @@ def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch
                     images: torch.Tensor, transform: BatchTransform, *, batch_size: int, generator: torch.Generator,
                     epoch: int, precision: Precision, grad_clip_norm: float | None = None,
                     frozen_bn: list[nn.Module] = (), progress: ProgressFn | None = None,
-                    stop: threading.Event | None = None) -> dict[str, float]:
-    """One pass over ``images`` in a random order; returns ``train_loss``, ``train_acc`` and the method's stats."""
+                    stop: threading.Event | None = None, world: World = SINGLE_PROCESS,
+                    net: TrainNet | None = None) -> dict[str, float]:
+    """One pass over ``images`` in a random order; returns ``train_loss``, ``train_acc`` and the method's stats.
+
+    Distributed: every rank draws the same order and takes its share of each batch (``batch_size`` is the global
+    batch); augmentation draws come from a per-rank generator; the returned numbers are over all ranks.
+    """
     model.train()
     for m in frozen_bn:
         m.eval()
+    net = net or TrainNet(model, SINGLE_PROCESS, torch.device("cpu"))
     order = torch.randperm(len(images), generator=generator)
-    starts = [s for s in range(0, len(order), batch_size) if len(order) - s > 1 or s == 0]  # no batch of 1
+    smallest = 2 * world.size  # no batch of 1 for BatchNorm, and every rank gets a share (DDP needs all of them)
+    starts = [s for s in range(0, len(order), batch_size) if len(order) - s >= smallest or s == 0]
+    if world.distributed:
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)) + world.rank)
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = precision.scaler
     totals: dict[str, torch.Tensor] = {}
@@ -156,13 +195,13 @@ def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch
     for step, start in enumerate(starts):
         if stop is not None and stop.is_set():
             raise Cancelled(f"stopped during epoch {epoch}")
-        idx = order[start:start + batch_size]
+        idx = distributed.shard(order[start:start + batch_size], world)
         x = transform(images[idx], generator)
 
         def forward_backward(second: bool = False, x=x, idx=idx, step=step):
             # SAM's second pass: same batch and targets at perturbed weights, BatchNorm statistics left alone
             with precision.autocast(), frozen_bn_stats(model) if second else contextlib.nullcontext():
-                result = method.step(model, x, idx, epoch, record=not second)
+                result = method.step(net, x, idx, epoch, record=not second)
             if not torch.isfinite(result.loss):
                 raise FloatingPointError(f"loss is {result.loss.item()} at epoch {epoch}, batch {step + 1}; "
                                          "lower train.optimizer.lr, set train.grad_clip_norm, or check the data")
@@ -190,8 +229,14 @@ def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch
             if step % 20 == 0 or step + 1 == len(starts):
                 event["loss"] = float(result.loss.detach())
             progress(event)
-    return {"train_loss": float(total_loss) / max(seen, 1), "train_acc": float(correct) / max(seen, 1),
-            **{k: float(v) / max(seen, 1) for k, v in totals.items()}}
+    names = sorted(totals)
+    sums = torch.stack([torch.as_tensor(total_loss, dtype=torch.float32).cpu(),
+                        torch.as_tensor(correct, dtype=torch.float32).cpu(), torch.tensor(float(seen)),
+                        *[totals[k].cpu() for k in names]])
+    sums = distributed.all_sum(sums, world).tolist()
+    n = max(sums[2], 1)
+    return {"train_loss": sums[0] / n, "train_acc": sums[1] / n, **{k: v / n for k, v in zip(names, sums[3:],
+                                                                                               strict=True)}}
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transform: BatchTransform,
@@ -267,23 +312,30 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike, run_dir: str |
     """
     cfg = load_config(config)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    emit = progress or (lambda event: None)
-    with _log_to(run_dir), _stop_on_sigterm() as stop:
+    world, device_name = distributed.init(cfg.train.device)
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    emit = (progress or (lambda event: None)) if world.main else (lambda event: None)
+    logs = _log_to(run_dir) if world.main else contextlib.nullcontext()
+    with logs, _stop_on_sigterm() as stop:
         try:
-            return _train(cfg, run_dir, emit, stop, resume)
+            return _train(cfg, run_dir, emit, stop, resume, world, device_name)
         except (Cancelled, KeyboardInterrupt) as err:
             logger.warning("cancelled: %s", err or type(err).__name__)
-            io.write_status(run_dir, state="cancelled", finished=time.time())
+            if world.main:
+                io.write_status(run_dir, state="cancelled", finished=time.time())
             emit({"event": "done", "state": "cancelled"})
             return {"state": "cancelled", "run_dir": str(run_dir)}
         except BaseException as err:
             logger.error("failed:\n%s", traceback.format_exc())
-            summary = traceback.format_exception_only(type(err), err)[-1].strip()
-            frames = traceback.extract_tb(err.__traceback__)[-3:]
-            where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
-            io.write_status(run_dir, state="failed", error=summary, error_at=where, finished=time.time())
+            if world.main:
+                summary = traceback.format_exception_only(type(err), err)[-1].strip()
+                frames = traceback.extract_tb(err.__traceback__)[-3:]
+                where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+                io.write_status(run_dir, state="failed", error=summary, error_at=where, finished=time.time())
             raise
+        finally:
+            distributed.shutdown()
 
 
 
@@ -311,8 +363,10 @@ def _load_training_data(cfg: Config) -> tuple[TrainData, torch.Tensor, torch.Ten
     return data, x_val, y_val
 
 
-def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool,
+           world: World = SINGLE_PROCESS, device_name: str | None = None) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
+    main = world.main  # only rank 0 writes the run directory
     state: dict[str, Any] | None = None
     if resume:
         status = io.read_status(run_dir)
@@ -323,20 +377,30 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
             state = io.load_trainer_state(ckpt_dir, "last")
         else:  # stopped before its first checkpoint: nothing to keep
             logger.warning("no checkpoint yet in %s: starting from the beginning", ckpt_dir)
-            io.atomic_write_text(run_dir / "metrics.jsonl", "")
+            if main:
+                io.atomic_write_text(run_dir / "metrics.jsonl", "")
     stages = cfg.train.resolved_stages()
     epochs = sum(st.epochs for st in stages)
-    io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    io.write_status(run_dir, state="running", pid=os.getpid(), epochs=epochs, error=None,
-                    started=time.time(), **({} if state else {"epoch": 0}))
+    if main:
+        io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        io.write_status(run_dir, state="running", pid=os.getpid(), epochs=epochs, error=None,
+                        started=time.time(), **({} if state else {"epoch": 0}))
     logger.info("%s run %s: %s on %s, method %s", "resuming" if state else "starting", run_dir.name,
                 cfg.model.name, cfg.data.name, cfg.train.method.name)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(device_name or cfg.train.device)
+    if world.distributed:
+        logger.info("distributed: %d processes (%s), global batch %d = %d per process", world.size,
+                    "nccl" if device.type == "cuda" else "gloo", cfg.train.batch_size,
+                    cfg.train.batch_size // world.size)
     seed_everything(cfg.seed, cfg.train.deterministic)
 
     emit({"event": "phase", "phase": "data"})
     t0 = time.perf_counter()
+    if not main:
+        distributed.barrier(world)  # rank 0 renders and caches the data first; the others then read the cache
     data, x_val, y_val = _load_training_data(cfg)
+    if main:
+        distributed.barrier(world)
     logger.info("data: %d train, %d val images %s in %.1f s", len(data.images), len(x_val),
                 tuple(data.images.shape[1:]), time.perf_counter() - t0)
     class_names = data.class_names
@@ -350,7 +414,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     if weights is not None:
         logger.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(class_names, weights.tolist(),
                                                                                   strict=True)))
-    method = build_method(cfg, data, run_dir, device, weights)
+    method = build_method(cfg, data, run_dir, device, weights, write_files=main)
+    net = TrainNet(model, world, device)
     precision = Precision(cfg.train.precision, device)
     meta = {"class_names": json.dumps(class_names), "model": cfg.model.name}
     progress = {"stage": 0, "stage_epoch": 0, "epoch": 0, "best_val_acc": -1.0, "best_epoch": 0,
@@ -360,8 +425,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         method.load_state_dict(state["method"])
         _set_rng_state(state["rng"])
         progress.update({k: state[k] for k in progress})
-        kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= progress["epoch"]]
-        io.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
+        if main:
+            kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= progress["epoch"]]
+            io.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
         logger.info("resumed after epoch %d (stage %s, best val acc %.4f at epoch %d)", progress["epoch"],
                     stages[min(progress["stage"], len(stages) - 1)].name, progress["best_val_acc"],
                     progress["best_epoch"])
@@ -374,6 +440,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
           "train_size": len(data.images), "val_size": len(x_val)})
 
     def checkpoint(optimizer=None, scheduler=None) -> None:
+        if not main:
+            return
         io.save_checkpoint(ckpt_dir, model, "last", metadata={**meta, "epoch": str(progress["epoch"])},
                            extra_state={**progress, "model": model.state_dict(), "method": method.state_dict(),
                                         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -406,14 +474,16 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
             row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(
                 model, method, optimizer, data.images, train_tf, batch_size=bs, generator=gen, epoch=epoch - 1,
                 precision=precision, grad_clip_norm=cfg.train.grad_clip_norm, frozen_bn=frozen_bn,
-                progress=emit, stop=stop)}
+                progress=emit, stop=stop, world=world, net=net)}
             if len(stages) > 1:
                 row["stage"] = stage.name
             if stop.is_set():
                 raise Cancelled(f"stopped after epoch {epoch - 1}")
+            method.synchronize(world)
             row.update(method.end_epoch(epoch - 1))
             last_of_stage = progress["stage_epoch"] + 1 == stage.epochs
             if epoch % cfg.train.eval_every == 0 or last_of_stage or patience is not None:
+                distributed.sync_buffers(model, world)  # same BatchNorm statistics, same val accuracy everywhere
                 val = evaluate(model, x_val, y_val, eval_tf, batch_size=max(bs, 128))
                 row.update(val_loss=val["loss"], val_acc=val["acc"], val_macro_f1=val["macro_f1"])
             scheduler.step(row.get("val_acc"))
@@ -421,14 +491,18 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
             progress.update(epoch=epoch, stage_epoch=progress["stage_epoch"] + 1)
             if row.get("val_acc", -1.0) > progress["stage_best_acc"]:
                 progress.update(stage_best_acc=row["val_acc"], stage_best_epoch=epoch)
-                io.save_checkpoint(ckpt_dir, model, "stage_best", metadata={**meta, "epoch": str(epoch)})
+                if main:
+                    io.save_checkpoint(ckpt_dir, model, "stage_best", metadata={**meta, "epoch": str(epoch)})
             if row.get("val_acc", -1.0) > progress["best_val_acc"]:
                 progress.update(best_val_acc=row["val_acc"], best_epoch=epoch)
-                io.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
-            io.append_jsonl(run_dir / "metrics.jsonl", row)
-            checkpoint(optimizer, scheduler)
-            io.write_status(run_dir, epoch=epoch, best_val_acc=progress["best_val_acc"],
-                            best_epoch=progress["best_epoch"])
+                if main:
+                    io.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
+            if main:
+                io.append_jsonl(run_dir / "metrics.jsonl", row)
+                checkpoint(optimizer, scheduler)
+                io.write_status(run_dir, epoch=epoch, best_val_acc=progress["best_val_acc"],
+                                best_epoch=progress["best_epoch"])
+            distributed.barrier(world)  # the others wait for rank 0's checkpoint files
             logger.info("epoch %d/%d %s", epoch, epochs,
                         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in row.items() if k != "epoch"))
@@ -442,12 +516,16 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         progress.update(stage=stage_index + 1, stage_epoch=0, stage_best_acc=-1.0, stage_best_epoch=0)
         checkpoint()  # a stage boundary: the next stage starts from these weights with a fresh optimiser
         state = None
+    best, best_epoch = progress["best_val_acc"], progress["best_epoch"]
+    if not main:  # rank 0 alone evaluates on the test split and writes eval/
+        distributed.barrier(world)
+        return {"state": "done", "run_dir": str(run_dir), "best_val_acc": best, "best_epoch": best_epoch,
+                "results": {}}
     (ckpt_dir / "stage_best.safetensors").unlink(missing_ok=True)
 
     emit({"event": "phase", "phase": "eval"})
     if (ckpt_dir / "best.safetensors").exists():
         io.load_weights(model, ckpt_dir / "best.safetensors")
-    best, best_epoch = progress["best_val_acc"], progress["best_epoch"]
     results = evaluate_model(model, cfg, run_dir, device=str(device), progress=emit,
                              extra={"weights": "best", "epoch": best_epoch})
     for key, r in results.items():
@@ -456,6 +534,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                                                                             "macro_f1")), r["n"])
     test_acc = results.get("test/all", {}).get("accuracy")
     io.write_status(run_dir, state="done", finished=time.time(), test_acc=test_acc)
+    distributed.barrier(world)
     emit({"event": "done", "state": "done", "test_acc": test_acc})
     return {"state": "done", "run_dir": str(run_dir), "best_val_acc": best, "best_epoch": best_epoch,
             "results": results}
