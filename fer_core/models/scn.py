@@ -35,7 +35,7 @@ class SCN(nn.Module):
         num_classes: number of logits.
         backbone: a registered model with an ``fc`` classifier (ResNet-18 in the paper; ``small_cnn`` makes CPU
             experiments fast); its input format and CAM layer become SCN's.
-        drop_rate: dropout on the pooled feature before both branches (the reference uses 0.4 at train time).
+        drop_rate: dropout on the pooled feature before both branches.
         pretrained: load the backbone's ImageNet weights.
         weights_path: a local copy of those weights.
         backbone_options: options of the backbone (``eca``, ``act`` for the ResNets).
