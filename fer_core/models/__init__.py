@@ -177,21 +177,29 @@ def create_model(
     return model
 
 
-def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """A registered model without its classifier, for methods that add their own heads (SCN, the region net).
+def attach_backbone(owner: nn.Module, name: str, *, pretrained: bool = False, weights_path: str | None = None,
+                    options: dict | None = None) -> nn.Module:
+    """Give ``owner`` (SCN, the region net) a registered model without its classifier as ``owner.backbone``.
 
     The model must have the timm-style split (``forward_features``, ``forward_head(x, pre_logits=True)``,
-    ``num_features``) and its classifier in ``fc``, which is replaced by ``nn.Identity``. ``model.cfg`` stays the
-    backbone's own (input size, normalisation, CAM layer).
+    ``num_features``) and its classifier in ``fc``, which is replaced by ``nn.Identity``. The owner takes the
+    backbone's input format (``owner.cfg_overrides``, read by :func:`create_model`) and its weights' load report.
     """
-    model = create_model(name, num_classes=1, pretrained=pretrained, **kwargs)
-    if not isinstance(getattr(model, "fc", None), nn.Linear) or not hasattr(model, "num_features"):
-        usable = [n for n in list_models() if isinstance(getattr(model_info(n), "target_layer", None), str)
-                  and n in ("resnet18", "resnet50", "eca_resnet18", "small_cnn", "vgg_fer", "shufflenet_v2")]
+    opts = dict(options or {})
+    if weights_path:
+        opts["weights_path"] = weights_path
+    backbone = create_model(name, num_classes=1, pretrained=pretrained, **opts)
+    if not isinstance(getattr(backbone, "fc", None), nn.Linear) or not hasattr(backbone, "num_features"):
+        usable = ("resnet18", "resnet50", "eca_resnet18", "small_cnn", "vgg_fer", "shufflenet_v2")
         raise ValueError(f"{name} cannot be used as a backbone here (it has no fc classifier to replace); "
                          f"use one of: {', '.join(usable)}")
-    model.fc = nn.Identity()
-    return model
+    backbone.fc = nn.Identity()
+    owner.backbone = backbone
+    if pretrained:
+        owner.load_report = backbone.load_report
+    bcfg = backbone.cfg
+    owner.cfg_overrides = dict(input_size=bcfg.input_size, mean=bcfg.mean, std=bcfg.std)
+    return backbone
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, create_backbone, register_model
+from fer_core.models import AttentionOutput, ModelConfig, attach_backbone, register_model
 
 REGION_NAMES = ("face", "top_left", "top_right", "bottom_left", "bottom_right")
 
@@ -81,14 +81,7 @@ class RegionAttentionNet(nn.Module):
             raise ValueError(f"branch_weight must be >= 0 (got {branch_weight})")
         self.regions, self.fusion, self.branch_weight, self.region_size = regions, fusion, branch_weight, region_size
         self.region_names = REGION_NAMES if regions else REGION_NAMES[:1]
-        opts = dict(backbone_options or {})
-        if weights_path:
-            opts["weights_path"] = weights_path
-        self.backbone = create_backbone(backbone, pretrained=pretrained, **opts)
-        if pretrained:
-            self.load_report = self.backbone.load_report
-        bcfg = self.backbone.cfg
-        self.cfg_overrides = dict(input_size=bcfg.input_size, mean=bcfg.mean, std=bcfg.std)
+        attach_backbone(self, backbone, pretrained=pretrained, weights_path=weights_path, options=backbone_options)
         self.num_features = self.backbone.num_features
         self.face_map = nn.Identity()  # CAM target: the whole-face feature map, seen once per forward
         self.head_drop = nn.Dropout(drop_rate)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, create_backbone, register_model
+from fer_core.models import AttentionOutput, ModelConfig, attach_backbone, register_model
 
 
 class SCN(nn.Module):
@@ -45,15 +45,8 @@ class SCN(nn.Module):
                  pretrained: bool = False, weights_path: str | None = None,
                  backbone_options: dict | None = None):
         super().__init__()
-        opts = dict(backbone_options or {})
-        if weights_path:
-            opts["weights_path"] = weights_path
-        self.backbone = create_backbone(backbone, pretrained=pretrained, **opts)
-        if pretrained:
-            self.load_report = self.backbone.load_report
-        bcfg = self.backbone.cfg
-        self.cfg_overrides = dict(input_size=bcfg.input_size, mean=bcfg.mean, std=bcfg.std,
-                                  target_layer=f"backbone.{bcfg.target_layer}")
+        attach_backbone(self, backbone, pretrained=pretrained, weights_path=weights_path, options=backbone_options)
+        self.cfg_overrides["target_layer"] = f"backbone.{self.backbone.cfg.target_layer}"
         self.num_features = self.backbone.num_features
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
