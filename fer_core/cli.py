@@ -11,6 +11,8 @@ Commands::
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
+    predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--json]   expressions of the faces
+    explain IMAGE --method M --out overlay.png [--model NAME | --run RUN] [--target CLASS] [--whole-image]
 
 Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt),
 2 bad command line or config (message names the key; no traceback).
@@ -250,6 +252,77 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor(args: argparse.Namespace):
+    from fer_core import io
+    from fer_core.models import list_models
+    from fer_core.predict import Predictor
+
+    if args.run:
+        return Predictor.from_run(io.resolve_run_dir(args.run, args.runs_dir), weights=args.weights,
+                                  device=args.device)
+    if args.model not in list_models():
+        raise UsageError(f"--model: unknown model {args.model!r}; valid: {', '.join(list_models())}")
+    return Predictor.from_model(args.model, device=args.device)
+
+
+def _no_face(image: str, err: Exception) -> int:
+    print(f"error: {image}: {err}\n(on the command line: --whole-image)", file=sys.stderr)
+    return 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fer_core.face import NoFaceFound
+
+    predictor = _predictor(args)
+    try:
+        preds = predictor.predict(args.image, faces="all" if args.all_faces else "largest",
+                                  whole_image_if_none=args.whole_image)
+    except NoFaceFound as err:
+        return _no_face(args.image, err)
+    if args.json:
+        print(json.dumps({"image": str(args.image), "model": predictor.name,
+                          "faces": [p.to_dict() for p in preds]}, indent=2))
+        return 0
+    for i, p in enumerate(preds, start=1):
+        x, y, w, h = p.box
+        how = f"{p.detector}, " + (f"aligned {p.face.angle:+.1f} deg" if p.aligned else "not aligned")
+        print(f"face {i}: box x={x} y={y} w={w} h={h} ({how})")
+        print(_table([[name, f"{prob:.4f}"] for name, prob in p.ranked()], ["class", "probability"]))
+        if p.face.note:
+            print(f"note: {p.face.note}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    import fer_core.explain as explain_module
+    from fer_core.face import NoFaceFound
+
+    methods = getattr(explain_module, "list_methods", None)
+    if methods is not None and args.method not in methods():
+        raise UsageError(f"--method: unknown explanation method {args.method!r}; valid: {', '.join(methods())}")
+    predictor = _predictor(args)
+    if args.target is not None:
+        try:
+            predictor.class_index(args.target)
+        except ValueError as err:
+            raise UsageError(f"--target: {err}") from None
+    try:
+        result = predictor.explain(args.image, args.method, target=args.target, whole_image_if_none=args.whole_image)
+    except NoFaceFound as err:
+        return _no_face(args.image, err)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(result.overlay()).save(out)
+    p = result.prediction
+    target = args.target if args.target is not None else p.top
+    print(f"top class: {p.top} ({p.score:.4f}); face box x={p.box[0]} y={p.box[1]} w={p.box[2]} h={p.box[3]} "
+          f"({p.detector})")
+    print(f"{args.method} for {target}: {result.seconds:.2f} s -> {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer_core", description="FER Lab: train, evaluate, inspect.")
@@ -316,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--out", required=True, type=Path)
         d.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="data set option")
         d.set_defaults(func=cmd_data)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--model", default="mini_xception_fer2013",
+                           help="registered model (default: the pretrained FER2013 mini-Xception)")
+        which.add_argument("--run", help="a trained run (folder or id) instead of --model")
+        p.add_argument("--weights", default="best", choices=["best", "last"], help="with --run: which weights")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--whole-image", action="store_true",
+                       help="when no face is found, use the centre square of the image (for face crops)")
+        runs_dir_arg(p)
+
+    p = sub.add_parser("predict", help="expression probabilities of the faces in a photo")
+    p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF...)")
+    p.add_argument("--all-faces", action="store_true", help="every face found, largest first (default: largest)")
+    p.add_argument("--json", action="store_true")
+    model_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="explanation overlay of the largest face in a photo")
+    p.add_argument("image", help="image file")
+    p.add_argument("--method", required=True, help="explanation method (fer_core.explain)")
+    p.add_argument("--out", required=True, help="overlay image to write (PNG), the size of the face crop")
+    p.add_argument("--target", help="class to explain (default: the predicted class)")
+    model_args(p)
+    p.set_defaults(func=cmd_explain)
     return parser
 
 

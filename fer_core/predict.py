@@ -1,0 +1,252 @@
+"""Expressions of the faces in photos: find the faces, crop them, and classify them with a model.
+
+Usage::
+
+    from fer_core.predict import Predictor
+    predictor = Predictor.from_model()                       # the pretrained FER2013 mini-Xception, on the CPU
+    predictor = Predictor.from_run("runs/my-run")            # or a trained run's best weights
+    for p in predictor.predict("photo.jpg", faces="all"):
+        print(p.box, p.top, p.probs)                         # probs: {class name: probability}, the model's order
+    result = predictor.explain("photo.jpg", "gradcam")       # the largest face's explanation (fer_core.explain)
+
+Faces are found and cropped by :mod:`fer_core.face`; each crop goes through the model's own preprocessing (its
+``model.cfg``: channels, input size, mean and std) by :class:`fer_core.transforms.BatchTransform`, without
+augmentation.
+
+Thread safety: :meth:`Predictor.predict` and :meth:`Predictor.predict_crop` keep no state between calls (the model
+is in eval mode and runs under ``torch.inference_mode``), so one predictor may serve several threads (e.g. a
+``st.cache_resource``). :meth:`Predictor.explain` attaches hooks to the model, so explanations are serialised by a
+lock held by the predictor.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_core.face import DEFAULT_MAX_PIXELS, Face, load_image
+from fer_core.face import faces as find_faces
+from fer_core.transforms import BatchTransform
+
+
+@dataclass(frozen=True, eq=False)
+class FacePrediction:
+    """A model's prediction for one face.
+
+    Attributes:
+        face: the face (box, crop, detector, eyes, alignment; see :class:`fer_core.face.Face`).
+        probs: ``{class name: probability}`` in the model's class order (``model.cfg.class_names``).
+    """
+
+    face: Face
+    probs: dict[str, float]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` of the face in the image."""
+        return self.face.box
+
+    @property
+    def crop(self) -> np.ndarray:
+        """The RGB uint8 crop the model saw (before its own resizing)."""
+        return self.face.crop
+
+    @property
+    def detector(self) -> str:
+        """Which detector found the face (see :attr:`fer_core.face.Face.detector`)."""
+        return self.face.detector
+
+    @property
+    def aligned(self) -> bool:
+        """Whether the crop was rotated to level the eyes."""
+        return self.face.aligned
+
+    @property
+    def top(self) -> str:
+        """The most probable class."""
+        return max(self.probs, key=self.probs.__getitem__)
+
+    @property
+    def score(self) -> float:
+        """The top class's probability."""
+        return self.probs[self.top]
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """``(class, probability)`` pairs, most probable first."""
+        return sorted(self.probs.items(), key=lambda kv: kv[1], reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (without the crop's pixels)."""
+        return {**self.face.to_dict(), "top": self.top, "probs": {k: round(v, 6) for k, v in self.probs.items()}}
+
+
+@dataclass(frozen=True, eq=False)
+class FaceExplanation:
+    """An explanation of a model's output for one face.
+
+    Attributes:
+        prediction: the face and the model's probabilities for it.
+        explanation: what ``fer_core.explain.explain`` returned (``.map`` at the crop's size, ``.target``,
+            ``.probs``, ``.method``).
+        seconds: wall time of the explanation method alone.
+    """
+
+    prediction: FacePrediction
+    explanation: Any
+    seconds: float
+
+    @property
+    def map(self) -> np.ndarray:
+        """The explanation map, ``H x W`` float at the crop's size."""
+        return self.explanation.map
+
+    def overlay(self) -> np.ndarray:
+        """The map drawn over the face crop (``fer_core.explain.overlay``), RGB uint8 at the crop's size."""
+        from fer_core.explain import overlay
+
+        return overlay(self.prediction.crop, self.explanation.map)
+
+
+class Predictor:
+    """A classification model with its preprocessing, for faces in photos.
+
+    Args:
+        model: a model built by :func:`fer_core.models.create_model` (it carries ``model.cfg``).
+        device: where the model runs.
+        name: how to call it in reports (default: ``model.cfg.name``).
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", name: str = ""):
+        cfg = getattr(model, "cfg", None)
+        if cfg is None:
+            raise ValueError(f"{type(model).__name__} has no .cfg (input size, normalisation, class names): "
+                             "build it with fer_core.models.create_model or load a run with Predictor.from_run")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.class_names: tuple[str, ...] = tuple(cfg.class_names)
+        self.name = name or cfg.name
+        self._transform = BatchTransform(cfg, device=self.device)
+        self._explain_lock = threading.Lock()
+
+    @classmethod
+    def from_model(cls, name: str = "mini_xception_fer2013", device: str | torch.device = "cpu",
+                   **create_kwargs: Any) -> Predictor:
+        """A registered model (``fer_core.models.create_model``; ``num_classes`` defaults to the variant's own
+        class names, so ``mini_xception_fer2013`` comes with its FER2013 weights and seven classes)."""
+        from fer_core.models import create_model, model_info
+
+        create_kwargs.setdefault("num_classes", len(model_info(name).class_names))
+        return cls(create_model(name, **create_kwargs), device=device, name=name)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu"
+                 ) -> Predictor:
+        """A trained run's model with its ``checkpoints/<weights>`` (``fer_core.evaluate.load_run_model``)."""
+        from fer_core.evaluate import load_run_model
+
+        model = load_run_model(run_dir, weights=weights, device=device)
+        return cls(model, device=device, name=f"{os.path.basename(os.path.normpath(run_dir))} ({weights})")
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.name}, {len(self.class_names)} classes, device={self.device})"
+
+    # ----------------------------------------------------------------------------------------- prediction
+    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Softmax outputs (``N x C``, the model's class order) for RGB uint8 face crops of any size."""
+        if not crops:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        with torch.inference_mode():
+            # each crop is resized by the transform on its own (they differ in size), then one forward pass
+            x = torch.cat([self._transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)[None])
+                           for c in crops])
+            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+    def _predictions(self, found: list[Face]) -> list[FacePrediction]:
+        probs = self.probabilities([f.crop for f in found])
+        return [FacePrediction(face=f, probs=dict(zip(self.class_names, map(float, p), strict=True)))
+                for f, p in zip(found, probs, strict=True)]
+
+    def find(self, image: Any, faces: Literal["largest", "all"] = "largest", whole_image_if_none: bool = False,
+             *, max_pixels: int | None = DEFAULT_MAX_PIXELS, **detect_options: Any) -> list[Face]:
+        """The faces :meth:`predict` classifies (:func:`fer_core.face.faces`)."""
+        return find_faces(load_image(image, max_pixels=max_pixels), faces, whole_image_if_none, **detect_options)
+
+    def predict(self, image: Any, faces: Literal["largest", "all"] = "largest", whole_image_if_none: bool = False,
+                *, max_pixels: int | None = DEFAULT_MAX_PIXELS, **detect_options: Any) -> list[FacePrediction]:
+        """Classify the faces in an image.
+
+        Args:
+            image: a path, bytes, file object, PIL image or RGB array (:func:`fer_core.face.load_image`).
+            faces: ``"largest"`` (one prediction) or ``"all"`` (largest first).
+            whole_image_if_none: with no face found, classify the centre square of the image (its prediction's
+                ``detector`` is ``"whole_image"``) instead of raising.
+            max_pixels: refuse larger images before decoding them.
+            **detect_options: passed to :func:`fer_core.face.detect_faces` (``min_size``, ``margin``, ``align``...).
+
+        Raises:
+            NoFaceFound: no face, and ``whole_image_if_none`` is False.
+            ImageError: the image cannot be read.
+        """
+        return self._predictions(self.find(image, faces, whole_image_if_none, max_pixels=max_pixels,
+                                           **detect_options))
+
+    def predict_crop(self, crop: Any) -> FacePrediction:
+        """Classify an image that is already a face crop, as it is (no detection; a non-square crop is stretched
+        to the model's input size). Its box is the whole image and its detector ``"given"``."""
+        rgb = load_image(crop)
+        h, w = rgb.shape[:2]
+        face = Face(box=(0, 0, w, h), crop=rgb, detector="given", crop_box=(0, 0, w, h))
+        return self._predictions([face])[0]
+
+    # ----------------------------------------------------------------------------------------- explanation
+    def class_index(self, target: str | int) -> int:
+        """The index of a class given by name or index.
+
+        Raises:
+            ValueError: unknown class name or index out of range (the message lists the valid ones).
+        """
+        if isinstance(target, str) and not target.lstrip("-").isdigit():
+            if target not in self.class_names:
+                raise ValueError(f"unknown class {target!r} for {self.name}; valid: {', '.join(self.class_names)}")
+            return self.class_names.index(target)
+        index = int(target)
+        if not 0 <= index < len(self.class_names):
+            raise ValueError(f"class index {index} out of range for {self.name}: 0..{len(self.class_names) - 1} "
+                             f"({', '.join(self.class_names)})")
+        return index
+
+    def explain(self, image: Any, method: str, target: str | int | None = None, *, whole_image_if_none: bool = False,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, detect_options: dict[str, Any] | None = None,
+                **options: Any) -> FaceExplanation:
+        """Explain the model's output for the largest face of an image with ``fer_core.explain.explain``.
+
+        The face is found and cropped exactly as :meth:`predict` does; the explanation method then gets the model,
+        the crop, the method name, the target as a class index (None: the predicted class) and ``options``.
+
+        Args:
+            image: anything :func:`fer_core.face.load_image` reads.
+            method: an explanation method of :mod:`fer_core.explain` (its errors list the valid ones).
+            target: the class to explain, by name or index (None: the top class).
+            whole_image_if_none: as in :meth:`predict`.
+            max_pixels: as in :meth:`predict`.
+            detect_options: passed to :func:`fer_core.face.detect_faces`.
+            **options: passed to the explanation method.
+        """
+        from fer_core.explain import explain
+
+        index = None if target is None else self.class_index(target)
+        found = self.find(image, "largest", whole_image_if_none, max_pixels=max_pixels, **(detect_options or {}))
+        prediction = self._predictions(found)[0]
+        with self._explain_lock:
+            t0 = time.perf_counter()
+            result = explain(self.model, prediction.crop, method, target=index, **options)
+            seconds = time.perf_counter() - t0
+        return FaceExplanation(prediction=prediction, explanation=result, seconds=seconds)
