@@ -92,6 +92,36 @@ def e1() -> str:
     return "\n".join(out)
 
 
+def e1b() -> str:
+    name = "e1b-scn-parts"
+    runs = group_runs(name) + [r for r in group_runs("e1-scn-noise")
+                               if r["tags"].get("data.label_noise") in (0, 0.3)]
+    out = ["### 1b. Which part of SCN does what\n",
+           "The same runs split into SCN's parts at 0% and 30% noise: the baseline; SCN with relabelling from the "
+           "4th epoch (table 1); relabelling only in the last 3 epochs; and no relabelling at all (importance "
+           "weighting and rank regularisation only).\n",
+           "Command: `bash scripts/run_experiments.sh e1b`. " + status_line(name, group_runs(name))]
+    label = {"baseline": "baseline", "scn": "SCN, relabel from epoch 4", "relabel_late": "SCN, relabel from epoch 8",
+             "no_relabel": "SCN, no relabelling"}
+    by = {(r["tags"].get("variant"), r["tags"].get("data.label_noise")): r for r in runs}
+    rows = []
+    for v, text in label.items():
+        row = [text]
+        for p in (0, 0.3):
+            r = by.get((v, p))
+            ms = (r or {}).get("metrics", [])
+            row.append(pct((r or {}).get("acc", {}).get("all")))
+            if v == "baseline":
+                row.append("-")
+            else:
+                row.append(f"{sum(m.get('scn_relabel_fixed', 0) for m in ms)} / "
+                           f"{sum(m.get('scn_relabel_broke', 0) for m in ms)}" if r else "-")
+        rows.append(row)
+    out.append(table(["variant", "0% noise: test acc", "fixed / broke", "30% noise: test acc", "fixed / broke"],
+                     rows))
+    return "\n".join(out)
+
+
 def _two_arm(name: str, title: str, intro: str, arms: tuple[str, str], cmd: str, subsets=("all", "ambiguous")) -> str:
     runs = group_runs(name)
     out = [f"## {title}\n", intro, f"Command: `{cmd}`. " + status_line(name, runs)]
@@ -207,7 +237,7 @@ def main() -> None:
     parser.add_argument("--findings", type=Path, default=None,
                         help="markdown appended after the tables (the written-up reading of the numbers)")
     args = parser.parse_args()
-    text = "\n".join([HEAD, e1(), e2(), e3(), e4(), e5(), e6()])
+    text = "\n".join([HEAD, e1(), e1b(), e2(), e3(), e4(), e5(), e6()])
     if args.findings and args.findings.exists():
         text += "\n" + args.findings.read_text(encoding="utf-8")
     if args.out:

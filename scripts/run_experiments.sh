@@ -14,6 +14,11 @@ e1() {  # SCN vs baseline under label noise (SCN protocol: flip to a random othe
     --variant baseline: \
     --variant scn:model.name=scn,model.options.backbone=small_cnn,train.method.name=scn,train.method.relabel_epoch=3
 }
+e1b() {  # SCN's parts at 0% and 30% noise: relabelling late (last 3 epochs) or never (weighting + rank loss only)
+  sweep --group e1b-scn-parts --grid data.label_noise=0,0.3 \
+    --set model.name=scn --set model.options.backbone=small_cnn --set train.method.name=scn \
+    --variant relabel_late:train.method.relabel_epoch=7 --variant no_relabel:train.method.relabel_epoch=1000
+}
 e2() {  # cross-entropy vs label distribution learning (SynthFACS soft labels)
   sweep --group e2-ldl --grid seed=0,1 --variant ce: --variant ldl:train.method.name=ldl
 }
@@ -44,5 +49,5 @@ e6() {  # the two-branch fusion F1 + a*F2 swept over a (every other value of the
     --set model.options.fusion=two_branch --grid model.options.branch_weight=0.2:1.0:0.2
 }
 
-if [ $# -eq 0 ]; then set -- e1 e2 e4 e5 e3 e6; fi
+if [ $# -eq 0 ]; then set -- e1 e2 e4 e1b e5 e3 e6; fi
 for e in "$@"; do "$e"; done
