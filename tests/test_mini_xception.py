@@ -59,7 +59,7 @@ def test_parameter_counts_and_feature_map():
         assert feats.shape == (2, 128, 4, 4)
         assert torch.equal(model.forward_head(feats), model(x))
         assert model.forward_head(feats, pre_logits=True).shape == (2, 128)
-    assert get_target_layer(model) is model.stages[3]
+    assert get_target_layer(model) is model.stages[3].act1  # the last ReLU (see the model docstring)
     cfg = model_info("mini_xception_fer2013")
     assert cfg.input_size == (1, 64, 64) and cfg.mean == (0.5,) and cfg.std == (0.5,) and cfg.licence == "MIT"
     assert WEIGHTS_FILE.is_file() and (WEIGHTS_FILE.parent / "LICENSE-mini-xception.txt").is_file()

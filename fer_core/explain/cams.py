@@ -13,9 +13,9 @@ the layer's resolution upsampled (4x4 for mini-Xception at 64 px, 7x7 for ResNet
 Score-CAM (and its fast variant) masks the input with each channel's min-max normalised activation, which assumes
 non-negative activations (the output of a ReLU). On a layer whose output is a residual sum with no ReLU after it,
 such as the pretrained mini-Xception's ``stages.3``, the masks of mostly negative channels are meaningless and the
-map lit the background beside the face; there ``layer="stages.3.act1"`` (the last ReLU, 8x8) gives Grad-CAM,
-LayerCAM, EigenCAM and Score-CAM maps on the mouth and eyes of a smiling face, and full and top-32 Score-CAM
-agree (correlation 0.990 against 0.34 on ``stages.3``).
+map lit the background beside the face; its default CAM layer is therefore ``stages.3.act1`` (the last ReLU,
+8x8), where Grad-CAM, LayerCAM, EigenCAM and Score-CAM maps fall on the mouth and eyes of a smiling face, and full
+and top-32 Score-CAM agree (correlation 0.990 against 0.34 on ``stages.3``).
 """
 
 from __future__ import annotations

