@@ -13,6 +13,7 @@ Commands::
     data export NAME --out DIR [--set option=value ...]
     predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--json]   expressions of the faces
     explain IMAGE --method M --out overlay.png [--model NAME | --run RUN] [--target CLASS] [--whole-image]
+    explain-eval RUN [--methods a,b] [--n 200] [--out FILE]   explanation methods vs SynthFACS masks
 
 Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt),
 2 bad command line or config (message names the key; no traceback).
@@ -238,6 +239,41 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def cmd_explain_eval(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.config import load_config
+    from fer_core.evaluate import load_run_model
+    from fer_core.explain import list_methods
+    from fer_core.explain.evaluation import evaluate_explanations, synthfaces_eval_faces, to_markdown
+
+    run_dir = io.resolve_run_dir(args.run, args.runs_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.data.name != "synthfaces":
+        raise UsageError(f"explain-eval needs ground-truth masks, which only synthfaces has; run {run_dir.name} "
+                         f"was trained on {cfg.data.name}")
+    methods = args.methods.split(",") if args.methods else list_methods()
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown or args.n < 1:
+        raise UsageError(f"unknown method(s) {unknown}; valid: {', '.join(list_methods())}" if unknown
+                         else f"--n must be >= 1 (got {args.n})")
+    options = {k: v for k, v in cfg.data.options.items() if k not in ("train_size", "val_size")}
+    faces, subsets = synthfaces_eval_faces(args.n, **options)
+    model = load_run_model(run_dir)
+    started = time.perf_counter()
+    df = evaluate_explanations(model, faces, methods, subsets=subsets, steps=args.steps)
+    order = ["all", *subsets]
+    command = (f"python -m fer_core explain-eval {run_dir.name} --n {args.n} --steps {args.steps}"
+               + (f" --methods {args.methods}" if args.methods else ""))
+    text = (f"Run `{run_dir.name}` ({cfg.model.name}, {cfg.name}); {len(faces)} SynthFACS test faces; "
+            f"{time.perf_counter() - started:.0f} s in all. Command: `{command}`\n\n" + to_markdown(df, order))
+    if args.out:
+        io.atomic_write_text(args.out, text)
+        print(args.out)
+    else:
+        print(text)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     options = apply_overrides({}, args.set)
     if args.data_command == "sheet":
@@ -415,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="class to explain (default: the predicted class)")
     model_args(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("explain-eval", help="score explanation methods against SynthFACS's ground-truth masks")
+    p.add_argument("run", help="a finished run trained on synthfaces (folder or id)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
+    p.add_argument("--n", type=int, default=200, help="test faces, spread evenly over the split (default 200)")
+    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    p.add_argument("--out", type=Path, default=None, help="write the markdown tables here (default: print)")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_explain_eval)
     return parser
 
 
