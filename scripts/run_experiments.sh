@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 BASE=configs/experiments/base.yaml
-sweep() { "$PY" -m fer_core sweep --config "$BASE" --quiet "$@"; }
+PARALLEL=${PARALLEL:-1}   # runs at once (each then gets cores / PARALLEL threads)
+sweep() { "$PY" -m fer_core sweep --config "$BASE" --quiet --parallel "$PARALLEL" "$@"; }
 
 e1() {  # SCN vs baseline under label noise (SCN protocol: flip to a random other class)
   sweep --group e1-scn-noise --grid data.label_noise=0,0.1,0.2,0.3 \
