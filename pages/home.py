@@ -15,9 +15,9 @@ st.session_state.setdefault(DEMO_KEY, None)
 
 st.title("FER Lab")
 st.markdown(
-    "A toolkit for **facial expression recognition** research: `fer_core` trains and evaluates FER models (the "
-    "architectures of the founding papers, listed below; their special training recipes and the explanation tools "
-    "are on the roadmap), and "
+    "A toolkit for **facial expression recognition** research: `fer_core` trains, evaluates and explains FER "
+    "models (the architectures of the founding papers, listed below, with their training methods; this app's "
+    "training, comparison and explanation pages are on the roadmap), and "
     "this app launches runs, follows them and shows how they do on the hard cases: occluded faces, turned heads "
     "and ambiguous expressions. Everything runs on a CPU with **SynthFACS**, a procedural face data set built from "
     "facial action units, so you can try it without a licence-gated download. Every run is a folder on disk, so "
@@ -115,6 +115,6 @@ st.markdown("\n".join(
 st.subheader("Models")
 models = ui.model_frame()
 st.caption("Sizes, MACs and CPU latency: `python -m fer_core models`.")
-st.dataframe(models, hide_index=True, width="stretch", height=36 * (len(models) + 1) + 3, column_config={
+st.dataframe(models, hide_index=True, width="stretch", height=35 * (len(models) + 1) + 3, column_config={
     "paper": st.column_config.TextColumn("paper", width="large"),
 })
