@@ -61,6 +61,21 @@ def mean(values: list[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def seed_of(run: dict) -> int:
+    """The run's seed tag; runs swept before seeds were a grid key used the base config's seed, 0."""
+    return run["tags"].get("seed", 0)
+
+
+def spread(values: list[float | None]) -> str:
+    """Mean over seeds in %, with the range when there are several: ``70.8 (69.9-71.7)``."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{pct(statistics.fmean(values))} ({pct(min(values))}-{pct(max(values))})"
+
+
 # --------------------------------------------------------------------------------------------- sections
 def e1() -> str:
     name = "e1-scn-noise"
@@ -205,10 +220,14 @@ def e3() -> str:
            "with the published attention (across the batch) and with attention across its 2x2 patches.\n",
            "Command: `bash scripts/run_experiments.sh e3`. " + status_line(name, runs)]
     order = ["baseline", "region", "patt_lite_published", "patt_lite_patch"]
-    by = {r["tags"].get("variant"): r for r in runs}
-    rows = [[v, by[v]["model"]] + [pct(by[v]["acc"].get(s)) for s in SUBSETS] + [f"{by[v]['train_seconds']:.0f}"]
-            for v in order if v in by]
-    out.append(table(["variant", "model"] + list(SUBSETS) + ["train s"], rows))
+    rows = []
+    for v in order:
+        rs = [r for r in runs if r["tags"].get("variant") == v]
+        if rs:
+            rows.append([v, rs[0]["model"], str(len(rs))] + [spread([r["acc"].get(s) for r in rs]) for s in SUBSETS]
+                        + [f"{mean([r['train_seconds'] for r in rs]):.0f}"])
+    out.append(table(["variant", "model", "seeds"] + list(SUBSETS) + ["train s"], rows))
+    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
     return "\n".join(out)
 
 
@@ -228,10 +247,15 @@ def e5() -> str:
            "cross-entropy run of experiment 2, seed 0, standing in for the paper's ResNet-50), mixed 50/50 with the "
            "hard labels. 64x64 faces, 3,000 training faces, 8 epochs.\n",
            "Command: `bash scripts/run_experiments.sh e5` (after e2). " + status_line(name, runs)]
-    by = {r["tags"].get("variant"): r for r in runs}
-    rows = [[v] + [pct(by[v]["acc"].get(s)) for s in ("all", "occlusion", "pose30", "pose45")]
-            + [PAPER_ABLATION[v]] for v in PAPER_ABLATION if v in by]
-    out.append(table(["variant", "all", "occlusion", "pose30", "pose45", "paper RAF-DB / FERPlus"], rows))
+    rows = []
+    for v in PAPER_ABLATION:
+        rs = [r for r in runs if r["tags"].get("variant") == v]
+        if rs:
+            rows.append([v, str(len(rs))] + [spread([r["acc"].get(s) for r in rs])
+                                              for s in ("all", "occlusion", "pose30", "pose45")]
+                        + [PAPER_ABLATION[v]])
+    out.append(table(["variant", "seeds", "all", "occlusion", "pose30", "pose45", "paper RAF-DB / FERPlus"], rows))
+    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
     return "\n".join(out)
 
 
@@ -241,14 +265,15 @@ def e6() -> str:
     out = ["## 5b. The two-branch fusion `F = F1 + a*F2` swept over a\n",
            "F1: the whole face's softmax; F2: the attention-weighted mean of the quadrants' softmaxes "
            "(`model.options.fusion=two_branch`, `branch_weight=a`). Same network and data as 5a, cross-entropy "
-           "on the hard labels, every other value of the paper's sweep.\n",
+           "on the hard labels, the paper's values of a.\n",
            "Command: `bash scripts/run_experiments.sh e6`. " + status_line(name, runs)]
     rows = []
-    for r in sorted(runs, key=lambda r: r["tags"].get("model.options.branch_weight", 0)):
-        a = r["tags"].get("model.options.branch_weight")
-        rows.append([f"{a:g}", pct(r["acc"]["all"]), pct(r["acc"]["occlusion"]),
-                     f"{PAPER_SWEEP.get(round(a, 1), '-')}"])
-    out.append(table(["a", "test acc", "occlusion", "paper RAF-DB"], rows))
+    for a in sorted({r["tags"].get("model.options.branch_weight") for r in runs}):
+        rs = sorted((r for r in runs if r["tags"].get("model.options.branch_weight") == a), key=seed_of)
+        rows.append([f"{a:g}", ", ".join(str(seed_of(r)) for r in rs), spread([r["acc"]["all"] for r in rs]),
+                     spread([r["acc"]["occlusion"] for r in rs]), f"{PAPER_SWEEP.get(round(a, 1), '-')}"])
+    out.append(table(["a", "seeds", "test acc", "occlusion", "paper RAF-DB"], rows))
+    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
     return "\n".join(out)
 
 
