@@ -4,10 +4,16 @@ The app never trains in its own process: :func:`launch_train` creates the run fo
 ``status.json`` (``queued``, with the child's pid) and starts ``python -m fer_core train`` in its own session,
 its output going to ``stdout.txt`` in the run folder. Everything after that is read from the folder with
 ``fer_core.io`` (``read_status``, ``run_state``, ``read_metrics``...). :func:`cancel_run` stops it.
+
+:func:`launch_sweep` starts ``python -m fer_core sweep`` the same way; a sweep has no run folder of its own, so its
+base config, ``sweep.json`` (pid, plan) and ``stdout.txt`` live in ``<runs>/.sweeps/<group>/`` (a dot folder, which
+:func:`fer_core.io.list_runs` skips); :func:`read_sweep` and :func:`cancel_sweep` find it there. :func:`check_launch`
+catches what the schema cannot see (a missing data folder or teacher run, no GPU) before anything starts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,17 +31,23 @@ from fer_core.config import Config, load_config
 TERMINAL_STATES = ("done", "failed", "cancelled")
 
 
-def _start(run_dir: Path, args: list[str]) -> int:
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    """``python -m fer_core <args>`` in its own session, output appended to ``log``, reaped by a daemon thread."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "stdout.txt", "ab") as out:
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "fer_core", *args], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-        except OSError as err:
-            io.write_status(run_dir, state="failed", error=f"could not start the trainer: {err}")
-            raise
-    io.write_status(run_dir, pid=proc.pid)  # merges: never overwrites a state the child already wrote
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fer_core", *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()  # no zombies
+    return proc
+
+
+def _start(run_dir: Path, args: list[str]) -> int:
+    try:
+        proc = _spawn(args, run_dir / "stdout.txt")
+    except OSError as err:
+        io.write_status(run_dir, state="failed", error=f"could not start the trainer: {err}")
+        raise
+    io.write_status(run_dir, pid=proc.pid)  # merges: never overwrites a state the child already wrote
     return proc.pid
 
 
@@ -119,3 +131,153 @@ def cancel_run(run_dir: str | os.PathLike, wait: float = 10.0) -> str:
     if io.read_status(run_dir).get("state") in ("queued", "running"):
         io.write_status(run_dir, state="cancelled", finished=time.time())
     return io.run_state(run_dir)
+
+
+# --------------------------------------------------------------------------------------------- checks
+def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str]:
+    """What would make ``cfg`` fail at once although the schema accepts it, one line per problem naming the key.
+
+    Checks that a data set which reads files has an existing ``data.root``, that a teacher run (pseudo labels, or
+    label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, and
+    that the model accepts its ``model.options`` (built on the ``meta`` device, as a sweep's plan does).
+    """
+    from fer_core.data import dataset_info
+    from fer_core.sweep import check_model
+
+    problems = []
+    if dataset_info(cfg.data.name)["needs_root"]:
+        if not cfg.data.root:
+            problems.append(f"data.root: {cfg.data.name} reads its files from disk; give the folder that holds them")
+        elif not Path(cfg.data.root).expanduser().is_dir():
+            problems.append(f"data.root: the folder {cfg.data.root} does not exist")
+    method = cfg.train.method
+    teacher = getattr(method, "teacher_run", None)
+    if getattr(method, "source", None) == "teacher" and not teacher:
+        problems.append("train.method.teacher_run: label distributions from a teacher need a teacher run")
+    if teacher:
+        try:
+            teacher_dir = io.resolve_run_dir(teacher, root)
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(f"train.method.teacher_run: {err}")
+        else:
+            state = io.run_state(teacher_dir)
+            if state != "done":
+                problems.append(f"train.method.teacher_run: run {teacher_dir.name} is {state}; a teacher must be a "
+                                "finished (done) run")
+    if cfg.train.device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(cfg.train.device.partition(":")[2] or 0)
+        if index >= count:
+            problems.append(f"train.device: {cfg.train.device} is not available here (torch sees {count} GPU(s)); "
+                            "use cpu")
+    model_problem = check_model(cfg)
+    if model_problem:
+        problems.append(f"model.options: {model_problem}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+SWEEPS_FOLDER = ".sweeps"
+"""Sub-folder of the runs folder holding one folder per launched sweep: ``config.yaml``, ``sweep.json``,
+``stdout.txt``."""
+
+
+def sweep_path(group: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of the sweep ``group`` (``<runs>/.sweeps/<group>``); the group must be a valid folder name."""
+    base = Path(root).expanduser().resolve() if root is not None else io.runs_dir()
+    try:
+        io.check_run_id(group)
+    except ValueError as err:
+        raise ValueError(f"group: {str(err).replace('run id', 'group name', 2)}") from None
+    return base / SWEEPS_FOLDER / group
+
+
+def launch_sweep(config: str | os.PathLike | Mapping[str, Any] | Config, grid: Iterable[str] = (),
+                 variants: Iterable[str] = (), *, group: str | None = None, parallel: int = 1,
+                 root: str | os.PathLike | None = None) -> tuple[str, int]:
+    """Plan a sweep (every point validated first), then start ``python -m fer_core sweep`` in the background.
+
+    Args:
+        config: the base config (YAML path, dict or Config).
+        grid: ``key=v1,v2,...`` items, as ``--grid`` (ranges ``start:stop[:step]`` too).
+        variants: ``name:key=value,...`` items, as ``--variant``.
+        group: the group id tying the runs together (default ``<name>-sweep-<time>``).
+        parallel: runs at once.
+        root: runs folder (default :func:`fer_core.io.runs_dir`).
+
+    Returns:
+        ``(group, pid)`` of the sweep process. Its runs appear in the runs folder one by one as it starts them
+        (``io.list_runs(root, group=group)``); :func:`read_sweep` tells whether it is still going.
+
+    Raises:
+        ConfigError: a grid item or a point is invalid (nothing is started).
+        ValueError: ``parallel`` < 1 or a group name that is no valid folder name.
+        FileExistsError: a sweep of that group was already launched into ``root``.
+    """
+    from fer_core.sweep import parse_grid, parse_variant, plan_sweep
+
+    grid, variants = list(grid), list(variants)
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1 (got {parallel})")
+    base = load_config(config)
+    points = plan_sweep(base, parse_grid(grid), variants=[parse_variant(v) for v in variants], group=group)
+    group = points[0][1].group
+    folder = sweep_path(group, root)
+    if folder.exists():
+        raise FileExistsError(f"a sweep of group {group} was already launched ({folder}); choose another group name")
+    folder.mkdir(parents=True)
+    base_file = io.atomic_write_text(folder / "config.yaml", base.model_copy(update={"group": group}).to_yaml())
+    args = ["sweep", "--config", str(base_file), "--group", group, "--parallel", str(parallel),
+            "--runs-dir", str(folder.parent.parent)]
+    for item in grid:
+        args += ["--grid", item]
+    for item in variants:
+        args += ["--variant", item]
+    proc = _spawn(args, folder / "stdout.txt")
+    io.atomic_write_json(folder / "sweep.json", {
+        "group": group, "pid": proc.pid, "pid_start": io.process_start_time(proc.pid), "host": socket.gethostname(),
+        "created": time.time(), "grid": grid, "variants": variants, "parallel": parallel,
+        "planned": [{"name": cfg.name, "tags": tags} for tags, cfg in points],
+    })
+    return group, proc.pid
+
+
+def read_sweep(group: str, root: str | os.PathLike | None = None) -> dict | None:
+    """``sweep.json`` of a sweep launched with :func:`launch_sweep` plus ``running`` (its process is alive), or
+    None for a group that was not launched that way (e.g. a sweep started from a shell)."""
+    path = sweep_path(group, root) / "sweep.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    same_host = info.get("host") in (None, socket.gethostname())
+    info["running"] = same_host and io.pid_alive(info.get("pid"), info.get("pid_start"))
+    return info
+
+
+def cancel_sweep(group: str, root: str | os.PathLike | None = None, wait: float = 15.0) -> dict[str, str]:
+    """Stop a sweep: no more of its runs start, and those queued or running are cancelled.
+
+    The sweep process gets SIGINT (it then cancels the runs it started and exits), SIGKILL after ``wait``
+    seconds; any run of the group still queued or running after that is cancelled here with :func:`cancel_run`.
+
+    Returns:
+        ``{run_id: state}`` of the group's runs afterwards.
+    """
+    info = read_sweep(group, root)
+    if info and info["running"]:
+        pid, start = info["pid"], info.get("pid_start")
+        _signal_run(pid, signal.SIGINT)
+        deadline = time.monotonic() + wait
+        while io.pid_alive(pid, start) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if io.pid_alive(pid, start):
+            _signal_run(pid, signal.SIGKILL)
+    states = {}
+    for run in io.list_runs(root, group=group):
+        if run["state"] in ("queued", "running"):
+            cancel_run(run["path"])
+        states[run["run_id"]] = io.run_state(run["path"])
+    return states

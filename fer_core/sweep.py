@@ -215,13 +215,14 @@ def _short_keys(keys: Sequence[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k.replace(".", "_")) for k, s in zip(keys, last, strict=True)}
 
 
-def _check_model(cfg: Config, seen: dict[str, str | None]) -> str | None:
+def check_model(cfg: Config, seen: dict[str, str | None] | None = None) -> str | None:
     """Build the model on the meta device (no memory, no weights) to catch bad ``model.options`` before any run;
-    ``seen`` caches the answer per distinct model section."""
+    the problem as a sentence, or None. ``seen`` caches the answer per distinct model section."""
     import torch
 
     from fer_core.models import create_model
 
+    seen = {} if seen is None else seen
     m = cfg.model
     key = json.dumps([m.name, m.input_size, m.options], sort_keys=True, default=str)
     if key not in seen:
@@ -260,7 +261,7 @@ def _validate_points(base: Config, raw: list[tuple[dict[str, Any], dict[str, Any
         except ConfigError as err:
             problems += [f"{label}: {p}" for p in err.problems]
             continue
-        model_problem = _check_model(cfg, built)
+        model_problem = check_model(cfg, built)
         if model_problem:
             problems.append(f"{label}: {model_problem}")
             continue

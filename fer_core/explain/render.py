@@ -98,3 +98,73 @@ def panel(image: np.ndarray, explanations: Sequence[Explanation], *, size: int =
     for t in tiles[1:]:
         row += [spacer, t]
     return np.hstack(row)
+
+
+def enlarge(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 image (grey or RGB) resized to ``size`` x ``size`` RGB for display: bicubic when enlarging, area
+    averaging when shrinking (a square face crop keeps its shape)."""
+    rgb = to_rgb(image)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    grow = size > max(rgb.shape[:2])
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+
+
+def overlay_tile(image: np.ndarray, map: np.ndarray, *, size: int = 224, mask: np.ndarray | None = None,
+                 alpha: float = 0.45, colormap: str = "jet", signed: bool = False) -> np.ndarray:
+    """An explanation tile for display: the face enlarged to ``size`` (:func:`enlarge`), the map over it exactly as
+    :func:`overlay` draws it, and, with ``mask``, the ground-truth relevance region outlined (:func:`outline`), so
+    one can see at a glance whether the map lies on it."""
+    tile = overlay(enlarge(image, size), map, alpha=alpha, colormap=colormap, signed=signed)
+    return tile if mask is None else outline(tile, mask)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, *, color: tuple[int, int, int] = (255, 255, 255),
+            thickness: int | None = None) -> np.ndarray:
+    """The image with the border of a 0/1 mask (any size; resized to the image, nearest) drawn on it.
+
+    ``thickness`` defaults to about 1% of the image's side (at least 1 pixel)."""
+    rgb = to_rgb(image).copy()
+    h, w = rgb.shape[:2]
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be h x w, got shape {m.shape}")
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(rgb, contours, -1, color, thickness or max(1, round(min(h, w) / 100)), cv2.LINE_AA)
+    return rgb
+
+
+def mask_tile(image: np.ndarray, mask: np.ndarray, *, size: int = 224, dim: float = 0.35) -> np.ndarray:
+    """A ground-truth relevance mask for display: the face enlarged to ``size``, the pixels outside the mask dimmed
+    to ``dim`` of their brightness, and the mask outlined as in :func:`overlay_tile`."""
+    face = enlarge(image, size)
+    m = cv2.resize((np.asarray(mask) > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    shaded = np.where(m[..., None] > 0, face, (face.astype(np.float32) * dim).round().astype(np.uint8))
+    return outline(shaded, m)
+
+
+def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[int]], labels: Sequence[str] | None = None, *,
+               selected: int | None = None, color: tuple[int, int, int] = (0, 200, 83),
+               selected_color: tuple[int, int, int] = (255, 193, 7)) -> np.ndarray:
+    """A copy of the image with face boxes ``(x, y, w, h)`` drawn and labelled (default ``1``, ``2``, ...); the
+    ``selected`` box (an index) in its own colour. Line width and text scale follow the image's size."""
+    rgb = to_rgb(image).copy()
+    h, w = rgb.shape[:2]
+    thick = max(2, round(max(h, w) / 300))
+    scale = max(0.5, max(h, w) / 900)
+    labels = list(labels) if labels is not None else [str(i + 1) for i in range(len(boxes))]
+    if len(labels) != len(boxes):
+        raise ValueError(f"{len(labels)} labels for {len(boxes)} boxes")
+    for i, (box, text) in enumerate(zip(boxes, labels, strict=True)):
+        x, y, bw, bh = (int(round(v)) for v in box)
+        c = selected_color if i == selected else color
+        cv2.rectangle(rgb, (x, y), (x + bw, y + bh), c, thick, cv2.LINE_AA)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - base - thick if y - th - base - thick > 0 else y + bh + th + thick
+        cv2.rectangle(rgb, (x, ty - th - thick), (x + tw + 2 * thick, ty + base), c, -1)
+        cv2.putText(rgb, text, (x + thick, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return rgb

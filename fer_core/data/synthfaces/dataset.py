@@ -316,3 +316,73 @@ class SynthFaces(Dataset):
 def _split_metas(cfg: SynthConfig, split: str) -> tuple[SampleMeta, ...]:
     """Parameters of every sample of a split, computed once per (options, split) in a process."""
     return tuple(sample_meta(cfg, split, i) for i in range(cfg.size(split)))
+
+
+@dataclass(frozen=True, eq=False)
+class ComposedFace:
+    """A SynthFACS face drawn from hand-picked parameters (:func:`compose_face`).
+
+    Attributes:
+        image: RGB uint8 ``(size, size, 3)``.
+        mask: the ground-truth relevance mask, uint8 ``(size, size)`` in {0, 1}.
+        occluder_mask: pixels covered by the occluder, uint8 ``(size, size)`` in {0, 1}.
+        label_dist: the generator's soft label of the visible expression (``classes`` order, float32).
+        classes: the class names of ``label_dist``.
+        spec: everything that defines the image (render it again with :func:`render`).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    occluder_mask: np.ndarray
+    label_dist: np.ndarray
+    classes: tuple[str, ...]
+    spec: FaceSpec
+
+
+def compose_face(aus: dict[str, float] | None = None, *, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
+                 occluder: str = "none", subject: int = 0, seed: int = 0, image_size: int = 112,
+                 label_set: str = "basic7", occluder_seed: int = 0, unilateral_side: int = 1,
+                 nuisance: Nuisance | None = None) -> ComposedFace:
+    """Render one SynthFACS face from chosen action units, head pose and occluder (the app's playground).
+
+    The subject is a data set subject (its face, hair, colours and resting face, :func:`make_identity` of
+    ``(seed, subject)``); light and background are plain (``Nuisance()``) unless ``nuisance`` is given, so only
+    what was chosen changes the picture. The soft label is computed from the visible AUs (expression plus the
+    subject's resting face) exactly as for the data set's samples.
+
+    Args:
+        aus: AU name (as in ``aus.AUS``: ``"1"``, ``"12"``, ``"U14"``...) to intensity in [0, 1]; others are 0.
+        yaw, pitch, roll: head pose in degrees (the data set draws yaw in +-60, pitch +-20, roll +-15).
+        occluder: one of ``OCCLUDERS``.
+        subject: subject id (train 0-599, val 600-679, test 680-829; any non-negative id works).
+        seed: the data set seed the subject's identity comes from.
+        image_size: side of the square image, 16 to 512.
+        label_set: ``basic7`` or ``basic8``: the classes of the soft label.
+        occluder_seed: where a random occluder (hand, block) lands.
+        unilateral_side: side of the one-sided AUs (U12, U14): +1 the viewer's right, -1 the left.
+        nuisance: light, background and camera (default: neutral).
+
+    Raises:
+        ValueError: an unknown AU or occluder, an intensity outside [0, 1], or a bad size, label set or subject.
+    """
+    aus = dict(aus or {})
+    unknown = sorted(set(aus) - set(AU_INDEX))
+    if unknown:
+        raise ValueError(f"unknown action unit(s) {', '.join(unknown)}; valid: {', '.join(AUS)}")
+    bad = {k: v for k, v in aus.items() if not 0.0 <= float(v) <= 1.0}
+    if bad:
+        raise ValueError(f"action unit intensities must be in [0, 1]; got {bad}")
+    if occluder not in OCCLUDERS:
+        raise ValueError(f"unknown occluder {occluder!r}; valid: {', '.join(OCCLUDERS)}")
+    if subject < 0:
+        raise ValueError(f"subject must be a non-negative id, got {subject}")
+    classes = SynthConfig(image_size=image_size, label_set=label_set).classes  # validates size and label set
+    au = np.zeros(len(AUS), np.float32)
+    for name, value in aus.items():
+        au[AU_INDEX[name]] = float(value)
+    spec = FaceSpec(identity=_identity(int(seed), int(subject)), au=au, yaw=float(yaw), pitch=float(pitch),
+                    roll=float(roll), occluder=occluder, occluder_seed=int(occluder_seed),
+                    unilateral_side=1 if unilateral_side >= 0 else -1, nuisance=nuisance or Nuisance())
+    image, mask, occ = render(spec, int(image_size))
+    dist = label_distribution(np.clip(au + spec.identity.bias, 0, 1), classes)
+    return ComposedFace(image=image, mask=mask, occluder_mask=occ, label_dist=dist, classes=classes, spec=spec)

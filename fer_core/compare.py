@@ -1,0 +1,437 @@
+"""Comparing runs and drilling into their predictions: the logic behind the app's Compare and Confusion pages.
+
+Everything here works on plain data read through :mod:`fer_core.io` (configs, ``eval/`` results, prediction tables,
+run summaries), so the pages only draw::
+
+    from fer_core import compare, io
+    differing, equal = compare.config_differences({label: io.read_config(d) for label, d in runs.items()})
+    table = compare.metrics_table({label: io.read_eval(d) for label, d in runs.items()})     # runs x subsets
+    compare.best_per_column(table)                                                           # what to set in bold
+    keys = compare.swept_keys([r["tags"] for r in io.list_runs(group="my-sweep")])
+    faces = compare.cell_samples(io.read_predictions(run_dir, "test", "all"), true=4, pred=3)  # fear taken for surprise
+
+A *sweep group* is the set of runs sharing ``config.group`` (see :mod:`fer_core.sweep`); each run's ``tags`` hold the
+values it was started with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_core.sweep import format_value
+
+IGNORED_KEYS = ("name", "group", "tags")
+"""Config keys left out of :func:`config_differences`: they name a run rather than change what it trains."""
+
+MISSING = "(not set)"
+"""How :func:`config_differences` shows a key that one run's config does not have."""
+
+SEED_KEY = "seed"
+"""The tag that, when it varies within a group, means repeated runs to average over."""
+
+
+# --------------------------------------------------------------------------------------------- configs and tags
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{dotted key: value}``; lists and empty dicts are values, not descended into."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(configs: Mapping[str, Mapping[str, Any]], ignore: Iterable[str] = IGNORED_KEYS
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Which config keys differ between runs.
+
+    Args:
+        configs: ``{run label: config dict}`` (``io.read_config``), in display order.
+        ignore: top-level keys to leave out (with everything under them).
+
+    Returns:
+        ``(differing, equal)``: ``differing`` has one row per key whose value is not the same in every run (a key
+        that only some runs have counts as differing, shown as :data:`MISSING`), indexed by the dotted key, one
+        column per run, values as short text; ``equal`` has columns ``key`` and ``value`` for the rest. Both are
+        sorted by key.
+    """
+    ignored = tuple(ignore)
+    flat = {label: {k: v for k, v in flatten(cfg).items() if k.split(".", 1)[0] not in ignored}
+            for label, cfg in configs.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    differing, equal = {}, []
+    for key in keys:
+        values = [f.get(key, MISSING) for f in flat.values()]
+        shown = [v if v is MISSING else format_value(v) for v in values]
+        if len(set(shown)) > 1:
+            differing[key] = shown
+        else:
+            equal.append({"key": key, "value": shown[0]})
+    diff = pd.DataFrame.from_dict(differing, orient="index", columns=list(flat))
+    diff.index.name = "key"
+    return diff, pd.DataFrame(equal, columns=["key", "value"])
+
+
+def _tag_values(tags: Sequence[Mapping[str, Any]], key: str) -> list[str]:
+    return [format_value(t.get(key)) if key in t else MISSING for t in tags]
+
+
+def swept_keys(tags: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tag keys that vary within a group of runs, leaving out those another kept key already determines.
+
+    An ablation tags each run with ``variant`` and the variant's own overrides (``model.name``...), which change
+    exactly when the variant does; only ``variant`` is kept. A key missing from a run counts as a value of its own.
+
+    Args:
+        tags: each run's ``tags`` (``config.tags``), e.g. ``[{"variant": "scn", "model.name": "scn", "seed": 0}...]``.
+
+    Returns:
+        The varying keys in the order they first appear in the tags.
+    """
+    order: list[str] = []
+    for t in tags:
+        order += [k for k in t if k not in order]
+    kept: list[str] = []
+    for key in order:
+        values = _tag_values(tags, key)
+        if len(set(values)) < 2:
+            continue
+        determined = False
+        for other in kept:
+            mapping: dict[str, str] = {}
+            for o, v in zip(_tag_values(tags, other), values, strict=True):
+                if mapping.setdefault(o, v) != v:
+                    break
+            else:
+                determined = True
+                break
+        if not determined:
+            kept.append(key)
+    return kept
+
+
+def short_labels(runs: Sequence[Mapping[str, Any]], configs: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+    """Short, unique names for runs in legends and tables.
+
+    In order of preference: the swept tags that tell the runs apart (``scn, label_noise=0.1``; a ``variant`` is
+    shown by its value alone), the runs' config names when those are unique, the first two config values that
+    differ (``lr=0.01, epochs=4``), and else the run ids. Names still equal get the run id appended.
+
+    Args:
+        runs: run summaries (``io.list_runs`` rows: ``run_id``, ``name``, ``tags``).
+        configs: the runs' configs, for the third choice (optional).
+    """
+    if not runs:
+        return []
+    tags = [r.get("tags") or {} for r in runs]
+    keys = swept_keys(tags)
+    if keys:
+        labels = [", ".join(_short_pair(k, t.get(k), k in t) for k in keys) for t in tags]
+    elif len({r.get("name") for r in runs}) == len(runs) and all(r.get("name") for r in runs):
+        labels = [str(r["name"]) for r in runs]
+    elif configs is not None and len(configs) == len(runs) and len(runs) > 1:
+        differing, _ = config_differences({str(i): c for i, c in enumerate(configs)})
+        picked = list(differing.index[:2])
+        labels = [", ".join(f"{k.rsplit('.', 1)[-1]}={differing.loc[k, str(i)]}" for k in picked) or r["run_id"]
+                  for i, r in enumerate(runs)]
+    else:
+        labels = [r["run_id"] for r in runs]
+    counts = pd.Series(labels).value_counts()
+    return [f"{label} ({r['run_id']})" if counts[label] > 1 else label for label, r in zip(labels, runs, strict=True)]
+
+
+def _short_pair(key: str, value: Any, present: bool) -> str:
+    shown = format_value(value) if present else "-"
+    return shown if key == "variant" else f"{key.rsplit('.', 1)[-1]}={shown}"
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def metrics_table(evals: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str = "accuracy",
+                  split: str = "test") -> pd.DataFrame:
+    """One row per run, one column per subset of ``split``: a paper's ablation table.
+
+    Args:
+        evals: ``{run label: io.read_eval(run_dir)}``.
+        metric: a field of the eval results: ``accuracy``, ``mean_class_accuracy``, ``macro_f1``.
+        split: which split's subsets to tabulate.
+
+    Returns:
+        Fractions (0-1; NaN where a run lacks the subset), indexed by run label, columns in the order the subsets
+        first appear (``all`` first).
+    """
+    columns: list[str] = []
+    rows = {}
+    for label, results in evals.items():
+        row = {}
+        for key, result in results.items():
+            result_split, _, subset = key.partition("/")
+            if result_split != split:
+                continue
+            if subset not in columns:
+                columns.append(subset)
+            value = result.get(metric)
+            row[subset] = float(value) if isinstance(value, int | float) else math.nan
+        rows[label] = row
+    columns.sort(key=lambda s: s != "all")
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=float)
+    table.index.name = "run"
+    return table
+
+
+def best_per_column(table: pd.DataFrame, higher_is_better: bool = True) -> dict[str, list[Any]]:
+    """The row labels holding each column's best value (all of them on a tie; none for an all-NaN column)."""
+    best = {}
+    for col in table.columns:
+        values = table[col]
+        if values.notna().any():
+            target = values.max() if higher_is_better else values.min()
+            best[col] = list(values.index[np.isclose(values, target, rtol=0, atol=1e-12)])
+        else:
+            best[col] = []
+    return best
+
+
+def recall(confusion: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-class recall (the row-normalised diagonal) of a confusion matrix; NaN for a class with no faces."""
+    counts = np.asarray(confusion, dtype=float)
+    totals = counts.sum(axis=1)
+    return np.divide(np.diag(counts), totals, out=np.full(len(totals), np.nan), where=totals > 0)
+
+
+def row_shares(confusion: Sequence[Sequence[float]]) -> np.ndarray:
+    """A confusion matrix with each row divided by its total (empty rows stay 0)."""
+    counts = np.asarray(confusion, dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def confusion_difference(a: Mapping[str, Any], b: Mapping[str, Any], normalise: bool = True) -> np.ndarray:
+    """``B - A`` of two eval results' confusion matrices: in percentage points of each row, or in faces.
+
+    Raises:
+        ValueError: the two results have different class names (their matrices do not line up).
+    """
+    if list(a["class_names"]) != list(b["class_names"]):
+        raise ValueError(f"cannot subtract confusion matrices over different classes: {a['class_names']} vs "
+                         f"{b['class_names']}")
+    if normalise:
+        return 100.0 * (row_shares(b["confusion"]) - row_shares(a["confusion"]))
+    return np.asarray(b["confusion"], dtype=float) - np.asarray(a["confusion"], dtype=float)
+
+
+def class_accuracy_deltas(results: Mapping[str, Mapping[str, Any]], reference: str) -> pd.DataFrame:
+    """Per-class accuracy (recall) of each run minus the reference run's, in percentage points.
+
+    Args:
+        results: ``{run label: eval result}`` for one split/subset (each with ``confusion`` and ``class_names``).
+        reference: the label of the run to subtract.
+
+    Returns:
+        Indexed by class name (the reference's order), one column per other run; classes are matched by name and a
+        class a run lacks is NaN.
+    """
+    if reference not in results:
+        raise ValueError(f"reference run {reference!r} is not among {', '.join(results)}")
+    ref = results[reference]
+    names = list(ref["class_names"])
+    base = pd.Series(recall(ref["confusion"]), index=names)
+    columns = {}
+    for label, result in results.items():
+        if label == reference:
+            continue
+        other = pd.Series(recall(result["confusion"]), index=list(result["class_names"])).reindex(names)
+        columns[label] = 100.0 * (other - base)
+    frame = pd.DataFrame(columns, index=names, dtype=float)
+    frame.index.name = "class"
+    return frame
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+def sweep_frame(runs: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[str, Mapping[str, Any]]],
+                keys: Sequence[str] | None = None, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
+    """A long table of a group's results: one row per run and subset of ``split``.
+
+    Args:
+        runs: run summaries (``run_id``, ``tags``).
+        evals: each run's ``io.read_eval`` results, in the same order.
+        keys: the tag keys to put in columns (default :func:`swept_keys` of the runs' tags).
+        metric: which eval field goes in ``value``.
+        split: the split whose subsets are read.
+
+    Returns:
+        Columns ``run_id``, one per key (the tag's value, None where a run lacks it), ``subset``, ``value``.
+    """
+    tags = [r.get("tags") or {} for r in runs]
+    keys = list(swept_keys(tags) if keys is None else keys)
+    rows = []
+    for run, tag, results in zip(runs, tags, evals, strict=True):
+        for key, result in results.items():
+            result_split, _, subset = key.partition("/")
+            value = result.get(metric)
+            if result_split == split and isinstance(value, int | float):
+                rows.append({"run_id": run["run_id"], **{k: tag.get(k) for k in keys}, "subset": subset,
+                             "value": float(value)})
+    return pd.DataFrame(rows, columns=["run_id", *keys, "subset", "value"])
+
+
+def is_numeric(values: Iterable[Any]) -> bool:
+    """Whether every value is a number (bools are not), so a sweep over them can be drawn on a numeric axis."""
+    values = list(values)
+    return bool(values) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def default_sweep_axis(frame: pd.DataFrame, keys: Sequence[str]) -> str | None:
+    """The key to put on the x axis: the first numeric swept key that is not the seed, else the first non-seed key."""
+    candidates = [k for k in keys if k != SEED_KEY]
+    for key in candidates:
+        if is_numeric(frame[key].dropna()) and frame[key].notna().all():
+            return key
+    return candidates[0] if candidates else (keys[0] if keys else None)
+
+
+def accuracy_vs_swept(frame: pd.DataFrame, x: str, by: Sequence[str] = (), seed_key: str = SEED_KEY
+                      ) -> pd.DataFrame:
+    """Aggregate a :func:`sweep_frame` over repeated runs: mean, min and max per (``by``..., subset, x value).
+
+    Runs that differ only in ``seed_key`` (or in any key not named in ``x`` and ``by``) are the repeats.
+
+    Returns:
+        Columns ``*by``, ``subset``, ``x`` (the swept value), ``mean``, ``min``, ``max``, ``n`` (runs averaged),
+        sorted by ``by`` and subset, then by ``x`` (numerically when every value is a number, else in order of
+        first appearance).
+    """
+    del seed_key  # the seed is simply not a grouping key; named for readability of the calls
+    groups = [*by, "subset", x]
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, "subset", "x", "mean", "min", "max", "n"])
+    data = frame.copy()
+    for key in groups:  # None would be dropped by groupby; keep it as a value of its own
+        data[key] = data[key].astype(object).where(data[key].notna(), None)
+    order = {v: i for i, v in enumerate(dict.fromkeys(map(_hashable, data[x])))}
+    data["_x"] = data[x].map(_hashable)
+    agg = (data.groupby([*by, "subset", "_x"], dropna=False, sort=False)["value"]
+           .agg(mean="mean", min="min", max="max", n="count").reset_index())
+    agg = agg.rename(columns={"_x": "x"})
+    numeric = is_numeric(v for v in agg["x"] if v is not None)
+    agg["_order"] = agg["x"].map(lambda v: (v is None, v if numeric and v is not None else order.get(v, 0)))
+    subset_rank = {s: i for i, s in enumerate(dict.fromkeys(data["subset"]))}
+    subset_rank.setdefault("all", -1)
+    agg["_subset"] = agg["subset"].map(lambda s: subset_rank.get(s, 99) if s != "all" else -1)
+    agg = agg.sort_values([*by, "_subset", "_order"], kind="stable").drop(columns=["_order", "_subset"])
+    agg["n"] = agg["n"].astype(int)
+    return agg.reset_index(drop=True)
+
+
+def _hashable(value: Any) -> Any:
+    return format_value(value) if isinstance(value, list | dict) else value
+
+
+# --------------------------------------------------------------------------------------------- confusion drill-down
+def cell_samples(predictions: pd.DataFrame, true: int, pred: int) -> pd.DataFrame:
+    """The faces behind confusion cell (``true``, ``pred``), in the order to look at them.
+
+    A mistake (``true != pred``) lists the most confident first (the model was surest and wrong); a diagonal cell
+    the least confident first (right, but barely). Ties keep the data set's order.
+
+    Args:
+        predictions: ``io.read_predictions`` (``index``, ``label``, ``pred``, ``confidence``, ``prob_<class>``...).
+        true: the true class index (the matrix row).
+        pred: the predicted class index (the column).
+    """
+    rows = predictions[(predictions["label"] == true) & (predictions["pred"] == pred)]
+    return rows.sort_values("confidence", ascending=true == pred, kind="stable").reset_index(drop=True)
+
+
+def top_confusion(confusion: Sequence[Sequence[float]]) -> tuple[int, int]:
+    """``(true, predicted)`` of the largest off-diagonal cell (the most frequent mistake; the first on a tie), or of
+    the largest diagonal cell when there is no mistake."""
+    counts = np.asarray(confusion, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or not counts.size:
+        raise ValueError(f"a confusion matrix must be square and non-empty, got shape {counts.shape}")
+    off = counts.copy()
+    np.fill_diagonal(off, -1.0)
+    if off.max() > 0:
+        t, p = np.unravel_index(int(np.argmax(off)), off.shape)
+        return int(t), int(p)
+    t = int(np.argmax(np.diag(counts)))
+    return t, t
+
+
+def probabilities(row: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, float]:
+    """``{class: probability}`` of one predictions row (its ``prob_<class>`` columns), most probable first."""
+    probs = {name: float(row[f"prob_{name}"]) for name in class_names if f"prob_{name}" in row}
+    return dict(sorted(probs.items(), key=lambda kv: kv[1], reverse=True))
+
+
+def page_count(n: int, per_page: int) -> int:
+    """How many pages ``n`` items fill at ``per_page`` a page (at least 1)."""
+    return max(1, math.ceil(n / per_page))
+
+
+def run_dataset(run_dir: str | os.PathLike, split: str, subset: str = "all"):
+    """The data set a run was evaluated on, rebuilt from its ``config.yaml`` (the rows of its predictions CSV are
+    positions in it: ``predictions["index"]``)."""
+    from fer_core.config import load_config
+    from fer_core.data import build_dataset
+
+    data = load_config(Path(run_dir) / "config.yaml").data
+    return build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
+                         **data.options)
+
+
+def face_images(dataset: Any, indices: Iterable[int]) -> list[np.ndarray]:
+    """The faces at ``indices`` of a data set as RGB uint8 ``H x W x 3`` arrays (``ds[i]["image"]`` is C x H x W)."""
+    faces = []
+    for i in indices:
+        image = dataset[int(i)]["image"].numpy()
+        faces.append(np.ascontiguousarray(np.repeat(image, 3, 0) if image.shape[0] == 1 else image).transpose(1, 2, 0))
+    return faces
+
+
+def explain_faces(predictor: Any, faces: Sequence[np.ndarray], targets: Sequence[int], method: str = "gradcam"
+                  ) -> list[np.ndarray]:
+    """Each face with the explanation of its target class drawn over it (``fer_core.explain.overlay``).
+
+    Args:
+        predictor: a :class:`fer_core.predict.Predictor` (e.g. ``Predictor.from_run``); its ``explain_crop`` explains
+            the crop as it is (no face detection) and holds the predictor's lock, so a cached, shared model is safe.
+        faces: RGB uint8 face crops, as the data set has them.
+        targets: the class index to explain for each face (e.g. the predicted class).
+        method: an explanation method of :mod:`fer_core.explain`.
+    """
+    from fer_core.explain import overlay
+
+    return [overlay(face, predictor.explain_crop(face, method, target=int(target)).map)
+            for face, target in zip(faces, targets, strict=True)]
+
+
+def markdown_table(table: pd.DataFrame, best: Mapping[str, Sequence[Any]] | None = None, *, percent: bool = True,
+                   digits: int = 1) -> str:
+    """A :func:`metrics_table` as a Markdown table to paste into a paper or report, best values in bold.
+
+    Args:
+        table: runs x subsets, 0-1 fractions.
+        best: ``{column: [row labels]}`` to set in bold (default :func:`best_per_column`).
+        percent: print values as percentages.
+        digits: decimals.
+    """
+    best = best_per_column(table) if best is None else best
+    head = [str(table.index.name or "run"), *map(str, table.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * len(table.columns)) + "|"]
+    for label, row in table.iterrows():
+        cells = [str(label)]
+        for col in table.columns:
+            value = row[col]
+            text = "–" if pd.isna(value) else f"{100 * value if percent else value:.{digits}f}"
+            cells.append(f"**{text}**" if label in best.get(col, ()) else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
