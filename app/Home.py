@@ -18,9 +18,26 @@ if str(ROOT) not in sys.path:
 
 st.set_page_config(page_title="FER Lab", page_icon=":material/mood:", layout="wide")
 
+PAGES = ROOT / "pages"
 st.navigation(
-    [
-        st.Page(ROOT / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
-        st.Page(ROOT / "pages" / "run.py", title="Run", icon=":material/monitoring:", url_path="run"),
-    ]
+    {
+        "FER Lab": [
+            st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+            st.Page(PAGES / "datasets.py", title="Data sets", icon=":material/photo_library:", url_path="datasets"),
+        ],
+        "Train and compare": [
+            st.Page(PAGES / "train.py", title="Train", icon=":material/play_circle:", url_path="train"),
+            st.Page(PAGES / "run.py", title="Run", icon=":material/monitoring:", url_path="run"),
+            st.Page(PAGES / "compare.py", title="Compare runs", icon=":material/compare:", url_path="compare"),
+            st.Page(PAGES / "confusion.py", title="Confusion browser", icon=":material/grid_on:",
+                    url_path="confusion"),
+        ],
+        "Look inside": [
+            st.Page(PAGES / "explain.py", title="Explain a face", icon=":material/center_focus_strong:",
+                    url_path="explain"),
+            st.Page(PAGES / "filters.py", title="Filters and activations", icon=":material/filter:",
+                    url_path="filters"),
+            st.Page(PAGES / "scn.py", title="SCN attention", icon=":material/balance:", url_path="scn"),
+        ],
+    }
 ).run()

@@ -130,3 +130,253 @@ def per_class_recall(results: Mapping[str, tuple[Sequence[Sequence[float]], Sequ
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0.0},
     )
     return fig
+
+
+# --------------------------------------------------------------------------------------------- comparing runs
+RUN_PALETTE = ("#3b6fd8", "#e8710a", "#2a9d8f", "#8e44ad", "#c0392b", "#7f8c8d", "#b8860b", "#16a085", "#d35400",
+               "#2c3e50", "#e84393", "#6c5ce7")
+"""One colour per compared run (the first two match the single-run train/val colours)."""
+SUBSET_COLORS = {"all": "#202124", "clean": "#7f8c8d", "occlusion": "#c0392b", "pose30": "#3b6fd8",
+                 "pose45": "#8e44ad", "ambiguous": "#e8710a"}
+"""One colour per evaluation subset, the same on every sweep chart."""
+GAIN_COLOR, LOSS_COLOR = "#2a9d8f", "#c0392b"
+
+
+def run_colors(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per run label, in order, from :data:`RUN_PALETTE` (cycling after twelve runs)."""
+    return {label: RUN_PALETTE[i % len(RUN_PALETTE)] for i, label in enumerate(labels)}
+
+
+def overlaid_curves(metrics: Mapping[str, Sequence[Mapping[str, Any]]],
+                    colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Loss and accuracy per epoch of several runs in one figure: one colour per run, validation solid and
+    training dotted, one legend entry per run (clicking it hides both of its curves).
+
+    Args:
+        metrics: ``{run label: rows of metrics.jsonl}``.
+        colors: ``{run label: colour}`` (default :func:`run_colors`).
+    """
+    colors = colors or run_colors(list(metrics))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (solid: validation, dotted: training)",
+                                                        "Accuracy (solid: validation, dotted: training)"),
+                        horizontal_spacing=0.08)
+    longest = 0
+    for label, rows in metrics.items():
+        longest = max(longest, len(rows))
+        shown = False
+        for col, kind in ((1, "loss"), (2, "acc")):
+            for split, dash in (("val", "solid"), ("train", "dot")):
+                points = [(m["epoch"], m[f"{split}_{kind}"]) for m in rows
+                          if isinstance(m.get(f"{split}_{kind}"), int | float) and m.get("epoch") is not None]
+                if not points:
+                    continue
+                x, y = zip(*points, strict=True)
+                if kind == "acc":
+                    y = [100.0 * v for v in y]
+                fig.add_trace(go.Scatter(
+                    x=x, y=y, name=label, legendgroup=label, showlegend=not shown, mode="lines+markers",
+                    line={"color": colors.get(label, TRAIN_COLOR), "width": 2 if split == "val" else 1.5,
+                          "dash": dash},
+                    marker={"size": 5 if split == "val" else 3},
+                    hovertemplate=f"{label} · {split}<br>epoch %{{x}}: %{{y:.3f}}" + ("%" if kind == "acc" else "")
+                    + "<extra></extra>",
+                ), row=1, col=col)
+                shown = True
+    fig.update_xaxes(title_text="epoch", dtick=1 if longest <= 12 else None)
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", row=1, col=2)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(
+        height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="closest",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
+    )
+    return fig
+
+
+def confusion_difference(difference: Sequence[Sequence[float]], class_names: Sequence[str], *,
+                         normalised: bool = True, title: str | None = None) -> go.Figure:
+    """A ``B - A`` confusion-matrix heatmap on a diverging scale centred at 0 (red: B has more, blue: fewer).
+
+    Args:
+        difference: square matrix, ``difference[true][pred]`` (``fer_core.compare.confusion_difference``).
+        class_names: the classes in the matrix's order.
+        normalised: the values are percentage points of each true class (else numbers of faces).
+        title: figure title.
+    """
+    diff = np.asarray(difference, dtype=float)
+    names = list(class_names)
+    if diff.shape != (len(names), len(names)):
+        raise ValueError(f"difference matrix of shape {diff.shape} does not match {len(names)} class names")
+    limit = max(1.0, float(np.nanmax(np.abs(diff), initial=0.0)))
+    unit = "pp" if normalised else ""
+    text = [[(f"{v:+.0f}" if round(v) else "0") for v in row] for row in diff]
+    fig = go.Figure(go.Heatmap(
+        z=diff, x=names, y=names, text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0.0,
+        zmin=-limit, zmax=limit, xgap=1, ygap=1,
+        colorbar={"title": "B − A (pp of row)" if normalised else "B − A (faces)", "thickness": 12,
+                  "ticksuffix": unit},
+        hovertemplate="true %{y}, predicted %{x}<br>B − A: %{z:+.1f}" + (" pp" if normalised else " faces")
+        + "<extra></extra>",
+    ))
+    fig.update_yaxes(title_text="true class", autorange="reversed", tickmode="array", tickvals=names)
+    fig.update_xaxes(title_text="predicted class", tickmode="array", tickvals=names, tickangle=-35)
+    fig.update_layout(title=title, height=120 + 42 * len(names),
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10}, plot_bgcolor="white")
+    return fig
+
+
+def class_deltas(deltas: Any, colors: Mapping[str, str] | None = None, *, reference: str = "A") -> go.Figure:
+    """Per-class accuracy differences to a reference run as horizontal bars: one colour per compared run, or for a
+    single run green for gains and red for losses.
+
+    Args:
+        deltas: a DataFrame indexed by class name, one column per run, values in percentage points
+            (``fer_core.compare.class_accuracy_deltas``).
+        colors: ``{run label: colour}``.
+        reference: the reference run's label, for the axis title.
+    """
+    colors = colors or run_colors(list(deltas.columns))
+    classes = [str(c) for c in deltas.index]
+    fig = go.Figure()
+    single = len(deltas.columns) == 1
+    for label in deltas.columns:
+        values = np.asarray(deltas[label], dtype=float)
+        color = ([GAIN_COLOR if v >= 0 else LOSS_COLOR for v in np.nan_to_num(values)] if single
+                 else colors.get(label, TRAIN_COLOR))
+        fig.add_trace(go.Bar(
+            x=values, y=classes, orientation="h", name=str(label), marker_color=color,
+            text=[f"{v:+.1f}" if np.isfinite(v) else "n/a" for v in values], textposition="outside",
+            hovertemplate=f"{label}<br>%{{y}}: %{{x:+.1f}} pp<extra></extra>",
+        ))
+    span = float(np.nanmax(np.abs(deltas.to_numpy(dtype=float)), initial=0.0)) if deltas.size else 0.0
+    span = max(5.0, 1.25 * span)
+    fig.add_vline(x=0, line_color="#5f6368", line_width=1)
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=classes)
+    fig.update_xaxes(title_text=f"accuracy on the class minus {reference}'s (percentage points)", range=[-span, span],
+                     zeroline=False)
+    fig.update_layout(
+        barmode="group", height=110 + len(classes) * (16 + 14 * min(4, max(1, len(deltas.columns)))),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.25, showlegend=not single,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0},
+    )
+    return fig
+
+
+def sweep_lines(agg: Any, *, x_title: str, y_title: str = "accuracy (%)", numeric: bool = True,
+                facet: Sequence[str] = ()) -> go.Figure:
+    """A metric against a swept value, one line per subset; with repeated seeds the mean with min-max error bars.
+
+    Args:
+        agg: ``fer_core.compare.accuracy_vs_swept`` output (``subset``, ``x``, ``mean``, ``min``, ``max``, ``n`` and
+            the ``facet`` columns), values as 0-1 fractions.
+        x_title: the swept key, for the axis title.
+        y_title: the metric, for the axis title.
+        numeric: the swept values are numbers (lines); else categories (grouped bars).
+        facet: columns of ``agg`` whose value combinations get a panel each (one panel if empty).
+    """
+    facet = list(facet)
+    panels = [tuple(k) if isinstance(k, tuple) else (k,) for k in agg.groupby(facet, sort=False, dropna=False).groups
+              ] if facet and len(agg) else [()]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    titles = [", ".join(f"{k.rsplit('.', 1)[-1]}={v}" if k != "variant" else str(v)
+                        for k, v in zip(facet, p, strict=True)) for p in panels] if facet else None
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.05,
+                        vertical_spacing=0.18)
+    seen: set[str] = set()
+    for i, panel in enumerate(panels):
+        part = agg
+        for key, value in zip(facet, panel, strict=True):
+            part = part[part[key].isna()] if value is None or value != value else part[part[key] == value]
+        order = {s: i for i, s in enumerate(SUBSET_COLORS)}
+        for subset, rows_ in sorted(part.groupby("subset", sort=False), key=lambda kv: order.get(kv[0], 99)):
+            mean, lo, hi = (100.0 * rows_[c].to_numpy(dtype=float) for c in ("mean", "min", "max"))
+            repeated = bool((rows_["n"] > 1).any())
+            x = [str(v) if not numeric else v for v in rows_["x"]]
+            color = SUBSET_COLORS.get(subset, "#5f6368")
+            common = {
+                "x": x, "y": mean, "name": str(subset), "legendgroup": str(subset),
+                "showlegend": subset not in seen, "customdata": np.column_stack([lo, hi, rows_["n"].to_numpy()]),
+                "error_y": {"type": "data", "symmetric": False, "array": hi - mean, "arrayminus": mean - lo,
+                            "visible": repeated, "thickness": 1.5, "width": 4, "color": "#202124"},
+                "hovertemplate": f"{subset}<br>{x_title} = %{{x}}<br>%{{y:.1f}}%"
+                + (" (min %{customdata[0]:.1f}, max %{customdata[1]:.1f}, %{customdata[2]} runs)" if repeated else "")
+                + "<extra></extra>",
+            }
+            trace = (go.Scatter(mode="lines+markers", line={"color": color, "width": 2}, marker={"size": 8}, **common)
+                     if numeric else go.Bar(marker_color=color, **common))
+            fig.add_trace(trace, row=i // cols + 1, col=i % cols + 1)
+            seen.add(str(subset))
+    fig.update_xaxes(title_text=x_title, type="linear" if numeric else "category")
+    fig.update_yaxes(ticksuffix="%")
+    fig.update_yaxes(title_text=y_title, col=1)
+    fig.update_layout(height=90 + 300 * rows, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="closest",
+                      legend={"title": "subset", "orientation": "v"}, barmode="group", bargap=0.3)
+    if not numeric:  # bars start at 0: zoom on the range the values span
+        values = np.concatenate([agg["min"].to_numpy(dtype=float), agg["max"].to_numpy(dtype=float)]) * 100.0
+        if values.size and np.isfinite(values).any():
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            pad = max(2.0, 0.1 * (high - low))
+            fig.update_yaxes(range=[max(0.0, low - pad), min(100.0, high + pad)])
+    return fig
+
+
+def pickable_confusion_matrix(confusion: Sequence[Sequence[float]], class_names: Sequence[str], *,
+                              normalise: bool = False, title: str | None = None,
+                              selected: tuple[int, int] | None = None) -> go.Figure:
+    """:func:`confusion_matrix` with an invisible marker over each cell, so clicking a cell selects it in
+    ``st.plotly_chart(..., on_select="rerun", selection_mode="points")`` (plotly reports no selection on heatmaps);
+    the selection's points carry ``x`` (predicted class) and ``y`` (true class). ``selected`` = (true, predicted)
+    indices outlines that cell."""
+    fig = confusion_matrix(confusion, class_names, normalise=normalise, title=title)
+    counts = np.asarray(confusion, dtype=float)
+    names = list(class_names)
+    xs, ys, custom = [], [], []
+    shares = np.divide(counts, counts.sum(axis=1, keepdims=True), out=np.zeros_like(counts),
+                       where=counts.sum(axis=1, keepdims=True) > 0) * 100.0
+    for t, true_name in enumerate(names):
+        for p, pred_name in enumerate(names):
+            xs.append(pred_name)
+            ys.append(true_name)
+            custom.append((counts[t, p], shares[t, p]))
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", showlegend=False, customdata=custom, name="cells",
+        marker={"symbol": "square", "size": max(14, min(40, 280 // max(1, len(names)))), "color": "rgba(0,0,0,0)"},
+        selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 1.0}},
+        hovertemplate="true %{y}, predicted %{x}<br>%{customdata[0]:.0f} faces (%{customdata[1]:.1f}% of row)"
+        "<br>click to see the faces<extra></extra>",
+    ))
+    if selected is not None:
+        t, p = selected
+        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, xref="x", yref="y",
+                      line={"color": "#e8710a", "width": 3}, fillcolor="rgba(0,0,0,0)")
+    fig.update_layout(clickmode="event+select", dragmode=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- probabilities
+def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, truth: str | None = None,
+                  title: str | None = None) -> go.Figure:
+    """A model's class probabilities for one face as horizontal bars, in the model's class order (first on top).
+
+    Args:
+        probs: ``{class name: probability (0-1)}``.
+        highlight: a class drawn in the second colour (e.g. the class being explained).
+        truth: the face's true class, if known: its bar is outlined and its label says so.
+        title: figure title.
+    """
+    names = list(probs)
+    values = [100.0 * float(probs[c]) for c in names]
+    colors = [VAL_COLOR if c == highlight else TRAIN_COLOR for c in names]
+    fig = go.Figure(go.Bar(
+        x=values, y=names, orientation="h", marker={"color": colors, "line": {
+            "color": ["#202124" if c == truth else "rgba(0,0,0,0)" for c in names], "width": 2}},
+        text=[f"{v:.1f}%" + (" · true class" if c == truth else "") for v, c in zip(values, names, strict=True)],
+        textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x:.2f}%<extra></extra>", showlegend=False,
+    ))
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=names)
+    fig.update_xaxes(title_text="probability (%)", range=[0, 115], ticksuffix="%", dtick=25)
+    fig.update_layout(title=title, height=90 + 34 * len(names), bargap=0.3,
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return fig
