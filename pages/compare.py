@@ -1,0 +1,252 @@
+"""Compare runs: two to six finished runs, or a whole sweep or ablation group, side by side.
+
+What differs in their configs, a metrics table per test subset like a paper's ablation table, overlaid learning
+curves, two runs' confusion matrices with their difference, per-class accuracy changes, and for a group the metric
+against the swept value. ``/compare?runs=a,b`` or ``/compare?group=g`` opens a given comparison; the widgets keep the
+query parameters in step, so the URL can be shared.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, ui
+from fer_core import compare, io
+
+MODE_KEY = "compare.mode"
+RUNS_KEY = "compare.runs"
+GROUP_KEY = "compare.group"
+SYNCED_KEY = "compare.synced_query"  # the (group, runs) query this page last wrote
+METRIC_KEY = "compare.metric"
+A_KEY, B_KEY = "compare.a", "compare.b"
+PAIR_SUBSET_KEY = "compare.pair_subset"
+NORMALISE_KEY = "compare.normalise"
+SWEEP_X_KEY = "compare.sweep_x"
+
+MODES = ("Runs", "Sweep or ablation group")
+MAX_RUNS = 6
+METRICS = {"accuracy": "accuracy", "mean class accuracy": "mean_class_accuracy", "macro F1": "macro_f1"}
+SWEEP_EXAMPLE = ("python -m fer_core sweep --config configs/smoke.yaml "
+                 "--grid train.optimizer.lr=0.01,0.003 --grid seed=0,1 --parallel 2")
+
+root = io.runs_dir()
+runs, _skipped = ui.load_runs(root)
+st.title("Compare runs")
+
+# Runs that can be compared: done, with test results.
+finished = [r for r in runs if r["state"] == "done" and r.get("test_acc") is not None]
+if len(finished) < 2:
+    have = "no finished run" if not finished else "one finished run"
+    st.info(
+        f"Comparing needs at least two finished runs with test results; `{root}` has {have}. "
+        "Train a small sweep from a shell (each point is a run, tied together by a group you can compare here):\n\n"
+        f"`{SWEEP_EXAMPLE}`\n\nor start runs one by one on the Train page or with "
+        "`python -m fer_core train --config configs/smoke.yaml --set train.optimizer.lr=0.01`.",
+        icon=":material/compare:",
+    )
+    st.page_link(ui.HOME_PAGE, label="Home", icon=":material/home:")
+    st.stop()
+
+by_id = {r["run_id"]: r for r in finished}
+groups: dict[str, list[dict]] = {}
+for r in finished:
+    if r.get("group"):
+        groups.setdefault(r["group"], []).append(r)
+groups = {g: members for g, members in groups.items() if len(members) >= 2}
+
+
+# --------------------------------------------------------------------------------------------- what to compare
+def _from_query() -> None:
+    """Apply ``?group=`` / ``?runs=`` to the widgets when they changed since this page last wrote them."""
+    group, wanted = st.query_params.get("group"), st.query_params.get("runs")
+    if (group, wanted) == st.session_state.get(SYNCED_KEY):
+        return
+    if group:
+        if group in groups:
+            st.session_state[MODE_KEY], st.session_state[GROUP_KEY] = MODES[1], group
+            return
+        st.warning(f"There is no group `{group}` with two or more finished runs in `{root}`.")
+    if wanted:
+        ids = [i for i in dict.fromkeys(wanted.split(",")) if i]
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            st.warning(f"Not finished or not in `{root}`, left out: {', '.join(f'`{i}`' for i in missing)}.")
+        st.session_state[MODE_KEY] = MODES[0]
+        st.session_state[RUNS_KEY] = [i for i in ids if i in by_id][:MAX_RUNS]
+
+
+_from_query()
+st.session_state.setdefault(MODE_KEY, MODES[0])
+if st.session_state[MODE_KEY] == MODES[1] and not groups:
+    st.session_state[MODE_KEY] = MODES[0]
+if not [i for i in st.session_state.get(RUNS_KEY, []) if i in by_id]:
+    st.session_state[RUNS_KEY] = [r["run_id"] for r in finished[:2]]  # the two newest
+else:
+    st.session_state[RUNS_KEY] = [i for i in st.session_state[RUNS_KEY] if i in by_id]
+if st.session_state.get(GROUP_KEY) not in groups and groups:
+    st.session_state[GROUP_KEY] = next(iter(groups))
+
+if groups:
+    mode = st.segmented_control("Compare", MODES, key=MODE_KEY, label_visibility="collapsed") or MODES[0]
+else:
+    mode = MODES[0]
+    st.caption(f"No sweep or ablation group has two finished runs yet; make one with `{SWEEP_EXAMPLE}`.")
+
+if mode == MODES[1]:
+    group = st.selectbox("Sweep or ablation group", list(groups), key=GROUP_KEY,
+                         format_func=lambda g: f"{g}  ·  {len(groups[g])} finished runs")
+    chosen = sorted(groups[group], key=lambda r: (r.get("created") or 0, r["run_id"]))
+    st.query_params.pop("runs", None)
+    st.query_params["group"] = group
+    st.session_state[SYNCED_KEY] = (group, None)
+else:
+    group = None
+    ids = st.multiselect(f"Runs to compare (two to {MAX_RUNS})", list(by_id), key=RUNS_KEY,
+                         max_selections=MAX_RUNS, format_func=lambda i: ui.run_label(by_id[i]),
+                         placeholder="Pick finished runs")
+    chosen = [by_id[i] for i in ids]
+    st.query_params.pop("group", None)
+    st.query_params["runs"] = ",".join(ids)
+    st.session_state[SYNCED_KEY] = (None, ",".join(ids))
+    if len(chosen) < 2:
+        st.info("Pick at least two runs to compare.")
+        st.stop()
+
+configs = [ui.load_config(r["path"]) for r in chosen]
+labels = compare.short_labels(chosen, configs)
+evals = {label: ui.load_eval(r["path"]) for label, r in zip(labels, chosen, strict=True)}
+colors = charts.run_colors(labels)
+
+overview = pd.DataFrame({
+    "label": labels,
+    "run": [ui.run_link(r["run_id"]) for r in chosen],
+    "model": [r.get("model") or "" for r in chosen],
+    "data": [r.get("dataset") or "" for r in chosen],
+    "epochs": [str(r.get("epoch") or "") for r in chosen],
+})
+st.dataframe(
+    overview, hide_index=True, width="stretch",
+    column_config={"run": st.column_config.LinkColumn("run", display_text=r"run\?run=(.*)",
+                                                      help="Open the run's page"),
+                   "label": st.column_config.TextColumn("label", help="how the charts below name the run")},
+)
+
+# --------------------------------------------------------------------------------------------- config differences
+st.subheader("Config differences")
+differing, equal = compare.config_differences(dict(zip(labels, configs, strict=True)))
+if differing.empty:
+    st.info("The configs are the same (apart from the runs' names and tags): any difference comes from chance.")
+else:
+    reference = differing.columns[0]
+
+    def _highlight(row: pd.Series) -> list[str]:
+        return ["" if v == row[reference] else "background-color: rgba(232, 113, 10, 0.22); font-weight: 600"
+                for v in row]
+
+    st.dataframe(differing.style.apply(_highlight, axis=1), width="stretch")
+    st.caption(f"Only the keys that differ; a highlighted value differs from the first run's ({reference}).")
+with st.expander(f"{len(equal)} keys are the same in every run"):
+    st.dataframe(equal, hide_index=True, width="stretch")
+
+# --------------------------------------------------------------------------------------------- metrics table
+st.subheader("Metrics per test subset")
+st.session_state.setdefault(METRIC_KEY, "accuracy")
+metric_name = st.segmented_control("Metric", list(METRICS), key=METRIC_KEY) or "accuracy"
+metric = METRICS[metric_name]
+table = compare.metrics_table(evals, metric=metric)
+if table.empty or table.isna().all().all():
+    st.info("These runs have no test results; evaluate them with `python -m fer_core evaluate <run id>`.")
+else:
+    table = table[ui.ordered_subsets(table.columns)]
+    best = compare.best_per_column(table)
+
+    def _bold(column: pd.Series) -> list[str]:
+        return ["font-weight: 700; background-color: rgba(42, 157, 143, 0.18)" if i in best.get(column.name, ())
+                else "" for i in column.index]
+
+    shown = (100.0 * table).style.apply(_bold, axis=0).format("{:.1f}%", na_rep="–")
+    st.dataframe(shown, width="stretch")
+    st.caption(f"Test {metric_name} per subset (all test faces, then the challenge subsets); the best of each "
+               "column in bold.")
+    with st.expander("As a Markdown table"):
+        st.code(compare.markdown_table(table, best), language="markdown")
+
+# --------------------------------------------------------------------------------------------- learning curves
+st.subheader("Learning curves")
+metrics = {label: ui.load_metrics(r["path"]) for label, r in zip(labels, chosen, strict=True)}
+if any(metrics.values()):
+    st.plotly_chart(charts.overlaid_curves({k: v for k, v in metrics.items() if v}, colors), width="stretch",
+                    key="compare.curves")
+else:
+    st.info("None of these runs has a metrics.jsonl with finished epochs.")
+
+# --------------------------------------------------------------------------------------------- a pair of runs
+st.subheader("Two runs in detail")
+if st.session_state.get(A_KEY) not in labels:
+    st.session_state[A_KEY] = labels[0]
+if st.session_state.get(B_KEY) not in labels:
+    st.session_state[B_KEY] = labels[1]
+left, mid, right = st.columns([2, 2, 2])
+a = left.selectbox("Run A (the reference)", labels, key=A_KEY)
+b = mid.selectbox("Run B", labels, key=B_KEY)
+pair_keys = ui.ordered_eval_keys(set(evals[a]) & set(evals[b]))
+if not pair_keys:
+    st.info(f"{a} and {b} have no evaluated split and subset in common.")
+    st.stop()
+if st.session_state.get(PAIR_SUBSET_KEY) not in pair_keys:
+    st.session_state[PAIR_SUBSET_KEY] = pair_keys[0]
+key = right.selectbox("Split / subset", pair_keys, key=PAIR_SUBSET_KEY)
+st.session_state.setdefault(NORMALISE_KEY, True)
+normalise = st.toggle("Normalise rows (share of each true class)", key=NORMALISE_KEY)
+result_a, result_b = evals[a][key], evals[b][key]
+col_a, col_b = st.columns(2)
+for col, label, result in ((col_a, "A", result_a), (col_b, "B", result_b)):
+    name = a if label == "A" else b
+    fig = charts.confusion_matrix(result["confusion"], result["class_names"], normalise=normalise,
+                                  title=f"{label}: {name} ({ui.pct(result.get('accuracy')) or 0:.1f}%)")
+    col.plotly_chart(fig, width="stretch", key=f"compare.confusion.{label}")
+col_diff, col_delta = st.columns(2)
+try:
+    diff = compare.confusion_difference(result_a, result_b, normalise=normalise)
+except ValueError as err:
+    col_diff.error(str(err))
+else:
+    col_diff.plotly_chart(charts.confusion_difference(diff, result_a["class_names"], normalised=normalise,
+                                                          title="Difference B − A"),
+                          width="stretch", key="compare.difference")
+    col_diff.caption("Red: B puts more faces in the cell than A; blue: fewer. On the diagonal, red is better.")
+if a == b:
+    col_delta.info("Pick a run B different from A to see per-class changes.")
+else:
+    deltas = compare.class_accuracy_deltas({a: result_a, b: result_b}, reference=a)
+    col_delta.markdown(f"**Per-class accuracy, B − A** ({key})")
+    col_delta.plotly_chart(charts.class_deltas(deltas, colors, reference="A"), width="stretch",
+                           key="compare.deltas")
+    col_delta.caption(f"Recall of {b} on each class minus {a}'s, in percentage points (green: B is better).")
+
+# --------------------------------------------------------------------------------------------- sweep
+if group is not None:
+    st.subheader("Against the swept value")
+    tags = [r.get("tags") or {} for r in chosen]
+    keys = compare.swept_keys(tags)
+    axes = [k for k in keys if k != compare.SEED_KEY]
+    if not axes:
+        st.info(f"The runs of `{group}` do not differ in a swept value (their config tags are "
+                f"{'the same' if tags[0] else 'empty'}), so there is nothing to plot against.")
+    else:
+        frame = compare.sweep_frame(chosen, [evals[label] for label in labels], keys, metric=metric)
+        default = compare.default_sweep_axis(frame, keys)
+        if st.session_state.get(SWEEP_X_KEY) not in axes:
+            st.session_state[SWEEP_X_KEY] = default
+        x = st.selectbox("Swept value on the x axis", axes, key=SWEEP_X_KEY) if len(axes) > 1 else axes[0]
+        facet = [k for k in axes if k != x]
+        agg = compare.accuracy_vs_swept(frame, x, by=facet)
+        numeric = compare.is_numeric(frame[x].dropna()) and frame[x].notna().all()
+        st.plotly_chart(charts.sweep_lines(agg, x_title=x, y_title=f"test {metric_name} (%)", numeric=numeric,
+                                               facet=facet),
+                        width="stretch", key="compare.sweep")
+        panels = f"; one panel per {', '.join(facet)}" if facet else ""
+        repeats = ("Each value is the mean over seeds; the error bars span the lowest and highest run."
+                   if compare.SEED_KEY in keys else "One run per value (no seed was swept).")
+        st.caption(f"One {'line' if numeric else 'bar'} per test subset{panels}. {repeats}")

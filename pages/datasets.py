@@ -1,0 +1,384 @@
+"""Data sets: what is in each registered data set, and a SynthFACS playground.
+
+Browse: faces per class and split, a few faces of each class, and the challenge subsets (occlusion, pose, ambiguous)
+page by page, with SynthFACS's ground-truth relevance masks over the faces. Playground: action units, head pose and
+an occluder chosen by hand, the face re-rendered at once, and a model's prediction for it beside the generator's own
+soft label. ``/datasets?dataset=<name>`` opens a given data set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import ui
+from fer_core import io
+from fer_core.data import browse, build_dataset
+from fer_core.data.sheet import mask_overlay
+from fer_core.data.synthfaces import OCCLUDERS
+from fer_core.data.synthfaces.aus import AU_DESCRIPTIONS, AUS, PROTOTYPES, prototype_vector
+from fer_core.data.synthfaces.dataset import DEFAULT_SIZES, compose_face
+from fer_core.labels import CLASSES
+
+NAME_KEY = "datasets.name"
+ROOT_KEY = "datasets.root"
+MASKS_KEY = "datasets.masks"
+PER_CLASS_KEY = "datasets.per_class"
+GRID_SPLIT_KEY = "datasets.grid_split"
+SUBSET_KEY = "datasets.subset"
+SUBSET_SPLIT_KEY = "datasets.subset_split"
+PAGE_KEY = "datasets.subset_page"
+SYNTH_KEYS = {  # SynthFACS options on this page: session_state key -> default
+    "datasets.label_set": "basic7", "datasets.seed": 0, "datasets.image_size": 112,
+    **{f"datasets.{split}_size": n for split, n in DEFAULT_SIZES.items()},
+}
+PRESET_KEY = "datasets.play.preset"
+POSE_KEYS = {"datasets.play.yaw": 0.0, "datasets.play.pitch": 0.0, "datasets.play.roll": 0.0}
+OCCLUDER_KEY = "datasets.play.occluder"
+SUBJECT_KEY = "datasets.play.subject"
+PLAY_MASK_KEY = "datasets.play.mask"
+MODEL_KEY = "datasets.play.model"
+PRETRAINED = "mini_xception_fer2013"
+UPPER_FACE = ("1", "2", "4", "5", "6", "7")  # brows, lids, cheeks; the rest are nose, lips and jaw
+SPLIT_COLORS = {"train": "#3b6fd8", "val": "#e8710a", "test": "#2a9d8f"}
+FACES_PER_PAGE = 24
+MODEL_COLOR, TRUTH_COLOR = "#3b6fd8", "#9aa0a6"
+
+
+def au_key(au: str) -> str:
+    return f"datasets.play.au.{au}"
+
+
+for key, default in {**SYNTH_KEYS, **POSE_KEYS, PRESET_KEY: "happy", OCCLUDER_KEY: "none", SUBJECT_KEY: 700,
+                     PLAY_MASK_KEY: False, MASKS_KEY: False, PER_CLASS_KEY: 6, PAGE_KEY: 1,
+                     **{au_key(au): float(v) for au, v in zip(AUS, prototype_vector("happy"), strict=True)}}.items():
+    st.session_state.setdefault(key, default)
+
+
+# --------------------------------------------------------------------------------------------- cached data
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _splits(name: str, root: str | None, options_json: str) -> dict[str, Any]:
+    """Every split of a data set, ``{split: data set}``; raises the loader's own error."""
+    options = json.loads(options_json)
+    first = build_dataset(name, root=root, split="train", **options)
+    out = {"train": first}
+    for split in getattr(first, "splits", ("train", "val", "test")):
+        if split not in out:
+            out[split] = build_dataset(name, root=root, split=split, **options)
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _subset(name: str, root: str | None, options_json: str, split: str, subset: str) -> Any:
+    return build_dataset(name, root=root, split=split, subset=subset, **json.loads(options_json))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _faces(name: str, root: str | None, options_json: str, split: str, subset: str | None,
+           indices: tuple[int, ...]) -> list[dict]:
+    """The faces at ``indices`` of a split (or subset), rendered or read once and kept."""
+    ds = _splits(name, root, options_json)[split] if subset is None else _subset(name, root, options_json, split,
+                                                                                  subset)
+    return browse.faces(ds, indices)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _compose(aus: tuple[tuple[str, float], ...], yaw: float, pitch: float, roll: float, occluder: str, subject: int,
+             seed: int, label_set: str) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    face = compose_face(dict(aus), yaw=yaw, pitch=pitch, roll=roll, occluder=occluder, subject=subject, seed=seed,
+                        label_set=label_set)
+    return face.image, face.mask, dict(zip(face.classes, map(float, face.label_dist), strict=True))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _predictor(run_dir: str | None, stamp: tuple) -> Any:
+    """The pretrained mini-Xception (``run_dir`` None) or a run's best weights; shared by every session."""
+    from fer_core.predict import Predictor
+
+    return Predictor.from_model(PRETRAINED) if run_dir is None else Predictor.from_run(run_dir)
+
+
+# --------------------------------------------------------------------------------------------- figures
+def _counts_figure(counts: dict[str, np.ndarray], classes: tuple[str, ...]) -> go.Figure:
+    fig = go.Figure()
+    for split, values in counts.items():
+        total = max(1, int(values.sum()))
+        fig.add_trace(go.Bar(
+            x=list(classes), y=values.tolist(), name=f"{split} ({int(values.sum()):,})",
+            marker_color=SPLIT_COLORS.get(split), text=[f"{v:,}" for v in values], textposition="outside",
+            customdata=100.0 * values / total,
+            hovertemplate=f"{split}<br>%{{x}}: %{{y:,}} faces (%{{customdata:.1f}}% of the split)<extra></extra>",
+        ))
+    fig.update_layout(
+        barmode="group", height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title="Faces per class and split",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0},
+    )
+    fig.update_yaxes(title_text="faces")
+    fig.update_xaxes(title_text="class")
+    return fig
+
+
+def _probability_figure(probs: dict[str, float], truth: dict[str, float], model_name: str) -> go.Figure:
+    """The model's probabilities beside the generator's soft label, classes in the canonical order."""
+    names = [c for c in CLASSES if c in probs or c in truth] + [c for c in probs if c not in CLASSES]
+    fig = go.Figure()
+    for label, values, color in ((model_name, probs, MODEL_COLOR), ("SynthFACS soft label", truth, TRUTH_COLOR)):
+        x = [100.0 * values[c] if c in values else None for c in names]
+        fig.add_trace(go.Bar(
+            y=names, x=x, orientation="h", name=label, marker_color=color,
+            text=[f"{v:.0f}%" if v is not None else "—" for v in x], textposition="outside",
+            hovertemplate=f"{label}<br>%{{y}}: %{{x:.1f}}%<extra></extra>",
+        ))
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=names)
+    fig.update_xaxes(title_text="probability (%)", range=[0, 115], ticksuffix="%", dtick=25)
+    fig.update_layout(
+        barmode="group", height=140 + 40 * len(names), margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.2,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0},
+    )
+    return fig
+
+
+def _show_faces(faces: list[dict], classes: tuple[str, ...], masks: bool, width: int = 96,
+                details: bool = False) -> None:
+    """A row of faces (wrapping), each with its class under it; masks tinted over the faces when asked."""
+    images, captions = [], []
+    for f in faces:
+        show_mask = masks and "mask" in f
+        images.append(mask_overlay(f["image"], f["mask"]) if show_mask else f["image"])
+        caption = f["class_name"]
+        if "clean_label" in f and f["clean_label"] != f["label"]:
+            caption += f" (clean: {classes[f['clean_label']]})"
+        if details and "pose" in f:
+            caption += f" · yaw {round(f['pose'][0]):+d}°"
+        if details and f.get("occluder") not in (None, "none"):
+            caption += f" · {f['occluder']}"
+        captions.append(caption)
+    st.image(images, caption=captions, width=width, output_format="PNG")
+
+
+# --------------------------------------------------------------------------------------------- data set choice
+st.title("Data sets")
+catalogue = {d["name"]: d for d in ui.dataset_list()}
+wanted = st.query_params.get("dataset")
+if wanted in catalogue and st.session_state.get(NAME_KEY) is None:
+    st.session_state[NAME_KEY] = wanted
+elif st.session_state.get(NAME_KEY) not in catalogue:
+    st.session_state[NAME_KEY] = "synthfaces" if "synthfaces" in catalogue else next(iter(catalogue))
+name = st.selectbox("Data set", list(catalogue), key=NAME_KEY,
+                    format_func=lambda n: n + ("" if catalogue[n]["needs_root"] else "  (built in)"))
+st.query_params["dataset"] = name
+info = catalogue[name]
+if info["description"]:
+    st.caption(info["description"])
+is_synth = name == "synthfaces"
+
+browse_tab, play_tab = st.tabs(["Browse the data set", "SynthFACS playground"])
+
+
+def _synth_options() -> dict[str, Any]:
+    """SynthFACS options from the widgets (an expander), as build_dataset keywords."""
+    with st.expander("SynthFACS options (the data set's defaults mirror RAF-DB's sizes)"):
+        c1, c2, c3 = st.columns(3)
+        c1.selectbox("Label set", ["basic7", "basic8"], key="datasets.label_set",
+                     help="basic8 adds contempt, as FERPlus and AffectNet-8 have")
+        c2.number_input("Seed", min_value=0, max_value=10_000, step=1, key="datasets.seed")
+        c3.number_input("Image size (pixels)", min_value=16, max_value=512, step=16, key="datasets.image_size")
+        for col, split in zip(st.columns(3), DEFAULT_SIZES, strict=True):
+            col.number_input(f"{split} faces", min_value=1, max_value=100_000, step=100, key=f"datasets.{split}_size")
+    options = {key.removeprefix("datasets."): st.session_state[key] for key in SYNTH_KEYS}
+    return {k: (v if isinstance(v, str) else int(v)) for k, v in options.items()}
+
+
+def _browse() -> None:
+    root: str | None = None
+    options: dict[str, Any] = {}
+    if info["needs_root"]:
+        root = st.text_input(
+            "Folder with the data set's files (`data.root`)", key=ROOT_KEY, placeholder=f"/data/{name}",
+            help="The folder you would give as data.root in a config; the files stay where they are.",
+        ).strip() or None
+        if root is None:
+            st.info(f"**{name}** is licence-gated: FER Lab reads your own copy of its published files and never "
+                    "downloads them. Type the folder that holds them above (the same path as `data.root` in a "
+                    "config); the loader then checks that the expected files are there and says what is missing.",
+                    icon=":material/folder_open:")
+            return
+        if not Path(root).expanduser().exists():
+            st.error(f"The folder `{root}` does not exist on this machine. Give the folder that holds the "
+                     f"{name} files.", icon=":material/error:")
+            return
+        root = str(Path(root).expanduser())
+    elif is_synth:
+        options = _synth_options()
+    options_json = json.dumps(options, sort_keys=True)
+    try:
+        with st.spinner(f"Reading {name}" + (" (rendering parameters of every face once)" if is_synth else "")):
+            splits = _splits(name, root, options_json)
+    except Exception as err:  # noqa: BLE001 - the loader's own message says what is wrong; never a traceback
+        st.error(f"Could not read **{name}**" + (f" from `{root}`" if root else "") + f": {err}",
+                 icon=":material/error:")
+        if root:
+            st.info("Check the folder against the data set's expected layout (the message above names the missing "
+                    "or unexpected file), or pick another folder.")
+        return
+    first = next(iter(splits.values()))
+    classes = tuple(first.classes)
+
+    # ------------------------------------------------------------------- class distribution
+    st.subheader("Classes")
+    counts = {split: browse.class_counts(ds) for split, ds in splits.items()}
+    st.plotly_chart(_counts_figure(counts, classes), width="stretch", key="datasets.counts")
+    st.caption(f"{len(classes)} classes · " + " · ".join(f"{s}: {int(c.sum()):,} faces" for s, c in counts.items())
+               + ". Hover a bar for its share of the split.")
+
+    has_masks = is_synth
+    if has_masks:
+        st.toggle("Show the ground-truth relevance masks over the faces (red: where the expression is)",
+                  key=MASKS_KEY)
+    masks = has_masks and st.session_state[MASKS_KEY]
+
+    # ------------------------------------------------------------------- faces per class
+    st.subheader("Faces per class")
+    left, right = st.columns(2)
+    split_names = list(splits)
+    st.session_state.setdefault(GRID_SPLIT_KEY, "train" if "train" in splits else split_names[0])
+    grid_split = left.selectbox("Split", split_names, key=GRID_SPLIT_KEY)
+    per_class = right.slider("Faces per class", 1, 12, key=PER_CLASS_KEY)
+    picks = browse.per_class_indices(splits[grid_split], per_class, seed=0)
+    with st.spinner("Rendering faces" if is_synth else "Reading faces"):
+        for k, cls in enumerate(classes):
+            st.markdown(f"**{cls}** · {int(counts[grid_split][k]):,} faces in {grid_split}")
+            if picks[k]:
+                _show_faces(_faces(name, root, options_json, grid_split, None, tuple(picks[k])), classes, masks)
+            else:
+                st.caption("No faces of this class in this split.")
+
+    # ------------------------------------------------------------------- challenge subsets
+    st.subheader("Challenge subsets")
+    subsets = [s for s in getattr(first, "subsets", ()) if s]
+    if not subsets:
+        st.info(f"{name} defines no challenge subsets (occlusion, pose, ambiguous).")
+        return
+    descriptions = {"clean": "no occluder, |yaw| ≤ 30°", "occlusion": "any occluder", "pose30": "|yaw| > 30°",
+                    "pose45": "|yaw| > 45°", "ambiguous": "top soft-label probability below 0.6"}
+    left, right = st.columns([3, 1])
+    st.session_state.setdefault(SUBSET_KEY, "occlusion" if "occlusion" in subsets else subsets[0])
+    subset = left.radio("Subset", ui.ordered_subsets(subsets), key=SUBSET_KEY, horizontal=True)
+    st.session_state.setdefault(SUBSET_SPLIT_KEY, "test" if "test" in splits else split_names[0])
+    subset_split = right.selectbox("Split", split_names, key=SUBSET_SPLIT_KEY)
+    with st.spinner(f"Selecting the {subset} faces"):
+        sub = _subset(name, root, options_json, subset_split, subset)
+    total = len(splits[subset_split])
+    st.caption(f"**{subset}**" + (f" ({descriptions[subset]})" if subset in descriptions else "")
+               + f": {len(sub):,} of {total:,} {subset_split} faces ({100 * len(sub) / max(1, total):.1f}%).")
+    if not len(sub):
+        st.info("No faces in this subset.")
+        return
+    pages = max(1, -(-len(sub) // FACES_PER_PAGE))
+    st.session_state[PAGE_KEY] = min(int(st.session_state[PAGE_KEY]), pages)
+    page = st.columns([1, 3])[0].number_input(f"Page (of {pages}, {FACES_PER_PAGE} faces each)", min_value=1,
+                                              max_value=pages, step=1, key=PAGE_KEY)
+    start = (int(page) - 1) * FACES_PER_PAGE
+    indices = tuple(range(start, min(len(sub), start + FACES_PER_PAGE)))
+    with st.spinner("Rendering faces" if is_synth else "Reading faces"):
+        _show_faces(_faces(name, root, options_json, subset_split, subset, indices), classes, masks, width=112,
+                    details=True)
+
+
+with browse_tab:
+    _browse()
+
+
+# --------------------------------------------------------------------------------------------- playground
+def _set_preset() -> None:
+    """Move every AU slider to the chosen class's prototype (at full intensity)."""
+    vec = prototype_vector(st.session_state[PRESET_KEY])
+    for au, value in zip(AUS, vec, strict=True):
+        st.session_state[au_key(au)] = round(float(value), 2)
+
+
+def _au_slider(au: str) -> None:
+    st.slider(f"AU {au} · {AU_DESCRIPTIONS[au]}", 0.0, 1.0, step=0.05, key=au_key(au))
+
+
+def _models() -> dict[str, str | None]:
+    """Models to ask: label -> run folder (None for the pretrained mini-Xception). Finished SynthFACS runs only."""
+    out: dict[str, str | None] = {f"{PRETRAINED} (pretrained on FER2013 photos)": None}
+    runs, _ = ui.load_runs(io.runs_dir())
+    for r in runs:
+        if r["state"] == "done" and r.get("dataset") == "synthfaces" \
+                and (Path(r["path"]) / "checkpoints" / "best.safetensors").exists():
+            out[f"{r['run_id']} · {r.get('model') or '?'}"] = r["path"]
+    return out
+
+
+def _playground() -> None:
+    st.markdown("Move the facial **action units** (FACS), turn the head and add an occluder: the face is redrawn "
+                "by the SynthFACS generator, and a model says what it sees. The grey bars are the generator's own "
+                "soft label for these action units (the ground truth a model should learn).")
+    controls, face_col, pred_col = st.columns([5, 4, 5], gap="medium")
+    with controls:
+        st.selectbox("Start from a class prototype", list(PROTOTYPES), key=PRESET_KEY, on_change=_set_preset,
+                     help="Sets every AU slider to the class's EMFACS prototype at full intensity.")
+        with st.expander("Upper face: brows, lids, cheeks", expanded=True):
+            for au in UPPER_FACE:
+                _au_slider(au)
+        with st.expander("Lower face: nose, lips, jaw", expanded=False):
+            for au in AUS:
+                if au not in UPPER_FACE:
+                    _au_slider(au)
+        with st.expander("Head pose, occluder and subject", expanded=True):
+            st.slider("Yaw (°, turn left/right)", -60.0, 60.0, step=5.0, key="datasets.play.yaw")
+            st.slider("Pitch (°, nod)", -30.0, 30.0, step=5.0, key="datasets.play.pitch")
+            st.slider("Roll (°, tilt)", -30.0, 30.0, step=5.0, key="datasets.play.roll")
+            st.selectbox("Occluder", OCCLUDERS, key=OCCLUDER_KEY)
+            st.number_input("Subject (face, hair and resting expression)", min_value=0, max_value=829, step=1,
+                            key=SUBJECT_KEY, help="Train subjects are 0-599, validation 600-679, test 680-829.")
+    aus = tuple((au, float(st.session_state[au_key(au)])) for au in AUS if st.session_state[au_key(au)] > 0)
+    label_set = st.session_state["datasets.label_set"]
+    try:
+        image, mask, truth = _compose(aus, float(st.session_state["datasets.play.yaw"]),
+                                      float(st.session_state["datasets.play.pitch"]),
+                                      float(st.session_state["datasets.play.roll"]), st.session_state[OCCLUDER_KEY],
+                                      int(st.session_state[SUBJECT_KEY]), int(st.session_state["datasets.seed"]),
+                                      label_set)
+    except ValueError as err:
+        st.error(f"Could not draw this face: {err}")
+        return
+    with face_col:
+        st.image(mask_overlay(image, mask) if st.session_state[PLAY_MASK_KEY] else image, width="stretch",
+                 output_format="PNG",
+                 caption=", ".join(f"AU {au} {v:.2f}" for au, v in aus) or "no action unit: a resting face")
+        st.toggle("Show the relevance mask", key=PLAY_MASK_KEY,
+                  help="Where the rendered face differs from the same face at rest, minus occluded pixels.")
+    with pred_col:
+        models = _models()
+        if st.session_state.get(MODEL_KEY) not in models:
+            st.session_state[MODEL_KEY] = next(iter(models))
+        label = st.selectbox("Model", list(models), key=MODEL_KEY,
+                             help="The pretrained mini-Xception, or any finished run trained on SynthFACS.")
+        run_dir = models[label]
+        weights = Path(run_dir) / "checkpoints" / "best.safetensors" if run_dir else None
+        stamp = (weights.stat().st_mtime_ns,) if weights and weights.exists() else ()
+        try:
+            with st.spinner("Loading the model"):
+                predictor = _predictor(run_dir, stamp)
+            prediction = predictor.predict_crop(image)
+        except Exception as err:  # noqa: BLE001 - a broken checkpoint is a message, not a traceback
+            st.error(f"Could not run {label}: {err}")
+            return
+        st.metric("Prediction", prediction.top, f"{100 * prediction.score:.0f}% probability", delta_color="off",
+                  delta_arrow="off")
+        st.plotly_chart(_probability_figure(prediction.probs, truth, predictor.name),
+                        width="stretch", key="datasets.play.probs")
+        st.caption(f"Model: {predictor.name}. The face goes in whole (no face detection), resized to the model's "
+                   "input.")
+
+
+with play_tab:
+    _playground()
