@@ -11,48 +11,65 @@ from plotly.subplots import make_subplots
 
 TRAIN_COLOR = "#3b6fd8"
 VAL_COLOR = "#e8710a"
+REFERENCE_COLOR = "#9aa0a6"
 
 
 def learning_curves(metrics: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Loss and accuracy per epoch, train and validation, side by side.
+    """Loss and accuracy per epoch, train and validation, side by side (legend below the plots).
 
     Args:
         metrics: rows of ``metrics.jsonl`` (``epoch``, ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``).
             Missing values are skipped, so a run without validation still plots its training curve.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
+    fig = _curve_panels(("Loss", "Accuracy"))
     for col, kind in ((1, "loss"), (2, "acc")):
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-            points = [(m["epoch"], m[f"{split}_{kind}"]) for m in metrics
-                      if isinstance(m.get(f"{split}_{kind}"), int | float) and m.get("epoch") is not None]
-            if not points:
+            points = _curve_points(metrics, split, kind)
+            if points is None:
                 continue
-            x, y = zip(*points, strict=True)
-            if kind == "acc":
-                y = [100.0 * v for v in y]
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=y, name=split, legendgroup=split, showlegend=col == 1,
+                    x=points[0], y=points[1], name=split, legendgroup=split, showlegend=col == 1,
                     mode="lines+markers", line={"color": color, "width": 2}, marker={"size": 6},
                     hovertemplate=f"{split} epoch %{{x}}<br>{kind} %{{y:.3f}}" + ("%" if kind == "acc" else "")
                     + "<extra></extra>",
                 ),
                 row=1, col=col,
             )
-    fig.update_xaxes(title_text="epoch", dtick=_epoch_dtick(metrics))
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", row=1, col=2)
-    fig.update_layout(
-        height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "right", "x": 1.0},
-        hovermode="x unified",
-    )
+    _curve_axes(fig, len(metrics))
+    fig.update_layout(height=360, hovermode="x unified")
     return fig
 
 
-def _epoch_dtick(metrics: Sequence[Mapping[str, Any]]) -> int | None:
+def _curve_panels(titles: tuple[str, str]) -> go.Figure:
+    """Two side-by-side panels, loss then accuracy."""
+    return make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+
+
+def _curve_points(rows: Sequence[Mapping[str, Any]], split: str, kind: str) -> tuple[list, list] | None:
+    """``(epochs, values)`` of ``{split}_{kind}`` (accuracy in percent) from metrics rows, skipping rows without
+    the value; None if no row has it."""
+    points = [(m["epoch"], m[f"{split}_{kind}"]) for m in rows
+              if isinstance(m.get(f"{split}_{kind}"), int | float) and m.get("epoch") is not None]
+    if not points:
+        return None
+    x, y = (list(v) for v in zip(*points, strict=True))
+    return x, [100.0 * v for v in y] if kind == "acc" else y
+
+
+def _curve_axes(fig: go.Figure, epochs: int) -> None:
+    """Axis titles of :func:`_curve_panels`, whole-epoch ticks for short runs, the legend below the plots and room
+    above the panel titles for plotly's mode bar (so nothing covers the titles or the lines on hover)."""
+    fig.update_xaxes(title_text="epoch", dtick=epoch_dtick(epochs))
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", row=1, col=2)
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 64, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0})
+
+
+def epoch_dtick(epochs: int) -> int | None:
     """Whole-epoch ticks for short runs (plotly would otherwise label 0.5 epochs); automatic for long ones."""
-    return 1 if len(metrics) <= 12 else None
+    return 1 if epochs <= 12 else None
 
 
 def confusion_matrix(
@@ -157,24 +174,17 @@ def overlaid_curves(metrics: Mapping[str, Sequence[Mapping[str, Any]]],
         colors: ``{run label: colour}`` (default :func:`run_colors`).
     """
     colors = colors or run_colors(list(metrics))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (solid: validation, dotted: training)",
-                                                        "Accuracy (solid: validation, dotted: training)"),
-                        horizontal_spacing=0.08)
-    longest = 0
+    fig = _curve_panels(tuple(f"{what} (solid: validation, dotted: training)" for what in ("Loss", "Accuracy")))
     for label, rows in metrics.items():
-        longest = max(longest, len(rows))
         shown = False
         for col, kind in ((1, "loss"), (2, "acc")):
             for split, dash in (("val", "solid"), ("train", "dot")):
-                points = [(m["epoch"], m[f"{split}_{kind}"]) for m in rows
-                          if isinstance(m.get(f"{split}_{kind}"), int | float) and m.get("epoch") is not None]
-                if not points:
+                points = _curve_points(rows, split, kind)
+                if points is None:
                     continue
-                x, y = zip(*points, strict=True)
-                if kind == "acc":
-                    y = [100.0 * v for v in y]
                 fig.add_trace(go.Scatter(
-                    x=x, y=y, name=label, legendgroup=label, showlegend=not shown, mode="lines+markers",
+                    x=points[0], y=points[1], name=label, legendgroup=label, showlegend=not shown,
+                    mode="lines+markers",
                     line={"color": colors.get(label, TRAIN_COLOR), "width": 2 if split == "val" else 1.5,
                           "dash": dash},
                     marker={"size": 5 if split == "val" else 3},
@@ -182,14 +192,9 @@ def overlaid_curves(metrics: Mapping[str, Sequence[Mapping[str, Any]]],
                     + "<extra></extra>",
                 ), row=1, col=col)
                 shown = True
-    fig.update_xaxes(title_text="epoch", dtick=1 if longest <= 12 else None)
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", row=1, col=2)
+    _curve_axes(fig, max((len(rows) for rows in metrics.values()), default=0))
     fig.update_annotations(font_size=13)
-    fig.update_layout(
-        height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="closest",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
-    )
+    fig.update_layout(height=380, hovermode="closest")
     return fig
 
 
@@ -357,7 +362,8 @@ def pickable_confusion_matrix(confusion: Sequence[Sequence[float]], class_names:
 
 # --------------------------------------------------------------------------------------------- probabilities
 def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, truth: str | None = None,
-                  title: str | None = None) -> go.Figure:
+                  title: str | None = None, name: str = "model", reference: Mapping[str, float] | None = None,
+                  reference_name: str = "reference") -> go.Figure:
     """A model's class probabilities for one face as horizontal bars, in the model's class order (first on top).
 
     Args:
@@ -365,18 +371,36 @@ def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, t
         highlight: a class drawn in the second colour (e.g. the class being explained).
         truth: the face's true class, if known: its bar is outlined and its label says so.
         title: figure title.
+        name: the model's name (the legend's, when there is a reference).
+        reference: another distribution to draw beside the model's, in grey (e.g. a generator's soft label);
+            its classes the model lacks follow the model's.
+        reference_name: its name in the legend.
     """
-    names = list(probs)
-    values = [100.0 * float(probs[c]) for c in names]
+    names = list(probs) + [c for c in reference or {} if c not in probs]
+    values = [100.0 * float(probs[c]) if c in probs else None for c in names]
     colors = [VAL_COLOR if c == highlight else TRAIN_COLOR for c in names]
     fig = go.Figure(go.Bar(
-        x=values, y=names, orientation="h", marker={"color": colors, "line": {
+        x=values, y=names, orientation="h", name=name, marker={"color": colors, "line": {
             "color": ["#202124" if c == truth else "rgba(0,0,0,0)" for c in names], "width": 2}},
-        text=[f"{v:.1f}%" + (" · true class" if c == truth else "") for v, c in zip(values, names, strict=True)],
-        textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x:.2f}%<extra></extra>", showlegend=False,
+        text=[_percent(v) + (" · true class" if c == truth else "") for v, c in zip(values, names, strict=True)],
+        textposition="outside", cliponaxis=False, hovertemplate=f"{name}<br>%{{y}}: %{{x:.2f}}%<extra></extra>",
+        showlegend=reference is not None,
     ))
+    if reference is not None:
+        ref = [100.0 * float(reference[c]) if c in reference else None for c in names]
+        fig.add_trace(go.Bar(
+            x=ref, y=names, orientation="h", name=reference_name, marker_color=REFERENCE_COLOR,
+            text=[_percent(v) for v in ref], textposition="outside", cliponaxis=False,
+            hovertemplate=f"{reference_name}<br>%{{y}}: %{{x:.2f}}%<extra></extra>",
+        ))
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=names)
     fig.update_xaxes(title_text="probability (%)", range=[0, 115], ticksuffix="%", dtick=25)
-    fig.update_layout(title=title, height=90 + 34 * len(names), bargap=0.3,
-                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    fig.update_layout(title=title, height=(90 + 34 * len(names)) if reference is None else (140 + 40 * len(names)),
+                      bargap=0.3 if reference is None else 0.2, barmode="group",
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0})
     return fig
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fer_core import io
+from fer_core import io, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME_PAGE = ROOT / "pages" / "home.py"
@@ -35,7 +35,7 @@ STATE_COLORS = {
     "cancelled": "gray",
     "unknown": "gray",
 }
-SUBSET_ORDER = ("all", "occlusion", "pose30", "pose45", "ambiguous")
+SUBSET_ORDER = ("all", "clean", "occlusion", "pose30", "pose45", "ambiguous")
 """Display order of evaluation subsets; others follow alphabetically."""
 
 
@@ -60,18 +60,25 @@ def progress_text(run_id: str | None, state: str, status: Mapping[str, Any], met
 
 
 # --------------------------------------------------------------------------------------------- cache keys
-def _stat(path: Path) -> tuple[int, int]:
-    """(mtime_ns, size) of ``path``, or (0, 0) if it does not exist."""
+def file_stamp(path: str | os.PathLike) -> tuple[int, int]:
+    """(mtime_ns, size) of ``path``, or (0, 0) if it does not exist: a cache key that changes with the file."""
     try:
-        st_ = path.stat()
+        st_ = Path(path).stat()
     except OSError:
         return (0, 0)
     return (st_.st_mtime_ns, st_.st_size)
 
 
+def folder_stamp(folder: str | os.PathLike, pattern: str = "*") -> tuple:
+    """``(name, mtime_ns, size)`` of each file in ``folder`` matching ``pattern``, sorted; () if there is no such
+    folder. A cache key that changes whenever one of those files is written."""
+    folder = Path(folder)
+    return tuple(sorted((p.name, *file_stamp(p)) for p in folder.glob(pattern))) if folder.is_dir() else ()
+
+
 def _run_stamp(run_dir: Path) -> tuple:
     """Changes whenever a file of the run changes: atomic writes touch the folder, metrics.jsonl is appended."""
-    return (_stat(run_dir), _stat(run_dir / "status.json"), _stat(run_dir / "metrics.jsonl"), _stat(run_dir / "eval"))
+    return tuple(file_stamp(run_dir / name) for name in ("", "status.json", "metrics.jsonl", "eval"))
 
 
 def _root_stamp(root: Path) -> tuple:
@@ -80,7 +87,7 @@ def _root_stamp(root: Path) -> tuple:
         entries = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
         return ()
-    return (_stat(root), *((p.name, *_run_stamp(p)) for p in entries))
+    return (file_stamp(root), *((p.name, *_run_stamp(p)) for p in entries))
 
 
 # --------------------------------------------------------------------------------------------- cached reads
@@ -111,7 +118,7 @@ def _cached_metrics(run_dir: str, stamp: tuple) -> list[dict]:
 
 def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """``fer_core.io.read_metrics``, cached until ``metrics.jsonl`` changes."""
-    return _cached_metrics(str(run_dir), _stat(Path(run_dir) / "metrics.jsonl"))
+    return _cached_metrics(str(run_dir), file_stamp(Path(run_dir) / "metrics.jsonl"))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -121,9 +128,7 @@ def _cached_eval(run_dir: str, stamp: tuple) -> dict[str, dict]:
 
 def load_eval(run_dir: str | os.PathLike) -> dict[str, dict]:
     """``fer_core.io.read_eval``, cached until a file in ``eval/`` is written."""
-    folder = Path(run_dir) / "eval"
-    stamp = tuple(sorted((p.name, *_stat(p)) for p in folder.glob("*.json"))) if folder.is_dir() else ()
-    return _cached_eval(str(run_dir), stamp)
+    return _cached_eval(str(run_dir), folder_stamp(Path(run_dir) / "eval", "*.json"))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -134,7 +139,7 @@ def _cached_config(run_dir: str, stamp: tuple) -> dict:
 def load_config(run_dir: str | os.PathLike) -> dict:
     """``fer_core.io.read_config`` (empty dict if the run has no config yet), cached until it changes."""
     path = Path(run_dir) / "config.yaml"
-    return _cached_config(str(run_dir), _stat(path)) if path.exists() else {}
+    return _cached_config(str(run_dir), file_stamp(path)) if path.exists() else {}
 
 
 def log_tail(run_dir: str | os.PathLike, lines: int = 40) -> tuple[str, str]:
@@ -278,6 +283,53 @@ def run_label(run: Mapping[str, Any]) -> str:
     return f"{run['run_id']}  ·  {run.get('state', 'unknown')}" + (f"  ·  {what}" if what else "")
 
 
+def run_select(runs_by_id: Mapping[str, Mapping[str, Any]], key: str, label: str = "Choose a run", *,
+               what: str = "run", container: Any = st) -> str:
+    """A select box of runs kept in step with ``?run=``, so the URL can be shared; returns the chosen run id.
+
+    ``?run=`` wins when it changed since this select box last wrote it (a link was followed), otherwise the select
+    box does; an unknown ``?run=`` is a warning (``what`` names the kind of run the page lists) and the first run
+    (the newest) is shown instead.
+
+    Args:
+        runs_by_id: the runs to offer, ``{run_id: summary}`` in display order (``load_runs`` rows).
+        key: the select box's session_state key (``<page>.<name>``).
+        label: the select box's label.
+        what: the kind of run listed, for the warning (e.g. ``"SCN run"``).
+        container: where to draw the select box (e.g. a column).
+    """
+    synced = f"{key}.synced_query"  # the ?run= value this select box last wrote
+    wanted = st.query_params.get("run")
+    if wanted and wanted not in runs_by_id:
+        st.warning(f"There is no {what} `{wanted}` in `{io.runs_dir()}`; showing the newest one instead.")
+    if wanted in runs_by_id and wanted != st.session_state.get(synced):
+        st.session_state[key] = wanted
+    elif st.session_state.get(key) not in runs_by_id:  # first visit, or the run folder was deleted meanwhile
+        st.session_state[key] = next(iter(runs_by_id))
+    run_id = container.selectbox(label, list(runs_by_id), key=key, format_func=lambda i: run_label(runs_by_id[i]))
+    st.query_params["run"] = st.session_state[synced] = run_id
+    return run_id
+
+
+def stopped_run_tools(run_dir: Path, state: str, page: str) -> None:
+    """For a run that stopped early: a button that resumes a cancelled or interrupted run from its last checkpoint
+    (``fer_core.launch.launch_resume``, a child process; the page reruns), and the last lines of its log (open for
+    a failed run). Nothing for other states."""
+    if state in ("interrupted", "cancelled") and launch.resumable(run_dir):
+        if st.button("Resume from the last checkpoint", icon=":material/play_arrow:", key=f"{page}.resume"):
+            try:
+                launch.launch_resume(run_dir)
+            except (RuntimeError, FileNotFoundError) as err:
+                st.error(f"Could not resume: {err}")
+            else:
+                st.rerun()
+    if state in ("failed", "interrupted", "cancelled"):
+        name, tail = log_tail(run_dir)
+        if tail:
+            with st.expander(f"Last lines of {name}", expanded=state == "failed"):
+                st.code(tail, language="text")
+
+
 def progress_of(status: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], epochs: int | None) -> float:
     """Fraction of planned epochs finished (0..1) from status.json and metrics.jsonl."""
     epoch = status.get("epoch") or (metrics[-1].get("epoch") if metrics else 0) or 0
@@ -343,8 +395,6 @@ def torch_threads() -> int:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _predictor(source: str, stamp: tuple) -> Any:
-    """A :class:`fer_core.predict.Predictor`, shared by every session (it is thread-safe: explanations lock the
-    model). ``source`` is a registered model name or ``run:<folder>``; ``stamp`` changes with the weights file."""
     import torch
 
     from fer_core.predict import Predictor
@@ -353,6 +403,15 @@ def _predictor(source: str, stamp: tuple) -> Any:
     if source.startswith("run:"):
         return Predictor.from_run(source.removeprefix("run:"))
     return Predictor.from_model(source)
+
+
+def load_predictor(run_dir: str | os.PathLike | None = None, model: str = PRETRAINED_MODEL) -> Any:
+    """A :class:`fer_core.predict.Predictor` of a run's best weights, or (``run_dir`` None) of a registered
+    pretrained ``model``; loaded once per process and shared by every session (it is thread-safe: explanations
+    lock the model) until the weights file changes. Raises what loading raises."""
+    if run_dir is None:
+        return _predictor(model, ())
+    return _predictor(f"run:{run_dir}", file_stamp(Path(run_dir) / "checkpoints" / "best.safetensors"))
 
 
 class ModelChoice:
@@ -373,11 +432,12 @@ def _run_weights(run: dict) -> Path:
     return Path(run["path"]) / "checkpoints" / "best.safetensors"
 
 
-def model_picker(page: str) -> ModelChoice | None:
+def model_picker(page: str, *, dataset: str | None = None, help: str | None = None) -> ModelChoice | None:
     """A select box of models: the pretrained mini-Xception, then every finished run with best weights (newest
-    first; ``?run=<id>`` preselects one). Loads the choice (cached) and returns it; None, with an error on the page,
-    when it cannot be loaded."""
-    runs = [r for r in load_runs()[0] if r.get("state") == "done" and _run_weights(r).exists()]
+    first; ``?run=<id>`` preselects one; with ``dataset``, only runs trained on that data set). Loads the choice
+    (cached, :func:`load_predictor`) and returns it; None, with an error on the page, when it cannot be loaded."""
+    runs = [r for r in load_runs()[0] if r.get("state") == "done" and _run_weights(r).exists()
+            and (dataset is None or r.get("dataset") == dataset)]
     by_key = {f"run:{r['run_id']}": r for r in runs}
     keys = [f"model:{PRETRAINED_MODEL}", *by_key]
     select_key = f"{page}.model"
@@ -395,19 +455,18 @@ def model_picker(page: str) -> ModelChoice | None:
         return f"{PRETRAINED_MODEL} (pretrained on FER2013, works on photos)"
 
     key = st.selectbox("Model", keys, key=select_key, format_func=label,
-                       help="The pretrained mini-Xception classifies real photos out of the box; a finished run "
-                            "knows the data it was trained on (train one on the Train page).")
+                       help=help or "The pretrained mini-Xception classifies real photos out of the box; a finished "
+                                    "run knows the data it was trained on (train one on the Train page).")
     if key in by_key:
         run = by_key[key]
-        source, weights = f"run:{run['path']}", _run_weights(run)
+        run_dir, weights = run["path"], _run_weights(run)
         data = load_config(run["path"]).get("data") or {}
         synth = dict(data.get("options") or {}) if data.get("name") == "synthfaces" else {}
     else:
-        source, weights, synth = PRETRAINED_MODEL, None, {}
-    stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights is not None else ()
+        run_dir, weights, synth = None, None, {}
     try:
         with st.spinner(f"Loading {label(key)}…"):
-            predictor = _predictor(source, stamp)
+            predictor = load_predictor(run_dir)
     except Exception as err:  # noqa: BLE001 - a broken checkpoint is a message on the page, not a traceback
         st.error(f"Could not load {label(key)}: {err}", icon=":material/error:")
         return None
@@ -415,7 +474,8 @@ def model_picker(page: str) -> ModelChoice | None:
     c, h, w = cfg.input_size
     st.caption(f"{cfg.name}: {'grey' if c == 1 else 'RGB'} {h}×{w} input, {len(predictor.class_names)} classes "
                f"({', '.join(predictor.class_names)})")
-    return ModelChoice(f"{source}@{stamp}", label(key), predictor, synth)
+    stamp = file_stamp(weights) if weights is not None else ()
+    return ModelChoice(f"{run_dir or PRETRAINED_MODEL}@{stamp}", label(key), predictor, synth)
 
 
 class PickedFace:

@@ -87,13 +87,18 @@ def launch_resume(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -> 
     state = io.run_state(run_dir)
     if state in ("queued", "running"):
         raise RuntimeError(f"run {run_dir.name} is {state}; cancel it before resuming")
-    if not (run_dir / "checkpoints" / "last_state.pt").exists():
+    if not resumable(run_dir):
         raise FileNotFoundError(f"run {run_dir.name} has no checkpoint to resume from (it never finished an epoch)")
     io.write_status(run_dir, state="queued", error=None)
     args = ["train", "--resume", str(run_dir)]
     for item in overrides:
         args += ["--set", item]
     return _start(run_dir, args)
+
+
+def resumable(run_dir: str | os.PathLike) -> bool:
+    """Whether the run has a checkpoint :func:`launch_resume` can continue from (it finished an epoch)."""
+    return (Path(run_dir) / "checkpoints" / "last_state.pt").exists()
 
 
 def _signal_run(pid: int, sig: int) -> None:
@@ -104,6 +109,17 @@ def _signal_run(pid: int, sig: int) -> None:
             os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _stop(pid: int, start: Any, sig: int, wait: float) -> None:
+    """Send ``sig`` to a run's (or sweep's) process group, and SIGKILL if it is still alive ``wait`` seconds later."""
+    _signal_run(pid, sig)
+    deadline = time.monotonic() + wait
+    while io.pid_alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if io.pid_alive(pid, start):
+        _signal_run(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def cancel_run(run_dir: str | os.PathLike, wait: float = 10.0) -> str:
@@ -121,13 +137,7 @@ def cancel_run(run_dir: str | os.PathLike, wait: float = 10.0) -> str:
         raise RuntimeError(f"run {run_dir.name} runs on host {host}; cancel it there")
     pid, start = status.get("pid"), status.get("pid_start")
     if pid and io.pid_alive(pid, start):
-        _signal_run(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while io.pid_alive(pid, start) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if io.pid_alive(pid, start):
-            _signal_run(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        _stop(pid, start, signal.SIGTERM, wait)
     if io.read_status(run_dir).get("state") in ("queued", "running"):
         io.write_status(run_dir, state="cancelled", finished=time.time())
     return io.run_state(run_dir)
@@ -268,13 +278,7 @@ def cancel_sweep(group: str, root: str | os.PathLike | None = None, wait: float 
     """
     info = read_sweep(group, root)
     if info and info["running"]:
-        pid, start = info["pid"], info.get("pid_start")
-        _signal_run(pid, signal.SIGINT)
-        deadline = time.monotonic() + wait
-        while io.pid_alive(pid, start) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if io.pid_alive(pid, start):
-            _signal_run(pid, signal.SIGKILL)
+        _stop(info["pid"], info.get("pid_start"), signal.SIGINT, wait)
     states = {}
     for run in io.list_runs(root, group=group):
         if run["state"] in ("queued", "running"):

@@ -274,101 +274,14 @@ class Predictor:
             return explain(self.model, rgb, method, target=index, **options)
 
     # ----------------------------------------------------------------------------------------- layers
-    def layers(self) -> list[LayerInfo]:
-        """The model's layers with channel-map outputs (:func:`feature_layers`)."""
+    def layers(self) -> list[Any]:
+        """The model's layers with channel-map outputs (``fer_core.explain.feature_layers``)."""
+        from fer_core.explain import feature_layers
+
         return feature_layers(self.model)
 
-    def stage_layers(self) -> list[LayerInfo]:
-        """The model's stages (:func:`stage_layers`)."""
+    def stage_layers(self) -> list[Any]:
+        """The model's stages (``fer_core.explain.stage_layers``)."""
+        from fer_core.explain import stage_layers
+
         return stage_layers(self.model)
-
-
-# --------------------------------------------------------------------------------------------- layers
-@dataclass(frozen=True)
-class LayerInfo:
-    """A layer whose output is a stack of channel maps.
-
-    Attributes:
-        name: dotted module path (``model.get_submodule(name)``; the ``layer`` argument of ``fer_core.explain``).
-        channels: channels of its output.
-        height: height of its output maps for the model's input size.
-        width: width of its output maps.
-        depth: how deep the module sits (1 for the model's own children).
-    """
-
-    name: str
-    channels: int
-    height: int
-    width: int
-    depth: int
-
-    @property
-    def label(self) -> str:
-        """E.g. ``stages.1 (32 channels, 15x15)``."""
-        return f"{self.name} ({self.channels} channels, {self.height}x{self.width})"
-
-
-def feature_layers(model: nn.Module) -> list[LayerInfo]:
-    """Every module of the model whose output is a ``B x C x H x W`` map with more than one pixel, in the order the
-    forward pass starts them (a container before its children), found by one forward pass on a blank input of the
-    model's input size (``model.cfg.input_size``). A module that runs several times is listed once (its first call).
-    The model is left as it was (mode, gradients, no hooks)."""
-    from fer_core.explain.core import frozen_eval, model_device
-
-    started: list[str] = []
-    shapes: dict[str, tuple[int, ...]] = {}
-    names = {m: n for n, m in model.named_modules() if n}
-    handles = []
-
-    def before(module: nn.Module, _args: Any) -> None:
-        name = names[module]
-        if name not in shapes and name not in started:
-            started.append(name)
-
-    def after(module: nn.Module, _args: Any, output: Any) -> None:
-        out = output[0] if isinstance(output, tuple | list) and output else output
-        name = names[module]
-        if name not in shapes:
-            shapes[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-
-    for module in names:
-        handles.append(module.register_forward_pre_hook(before))
-        handles.append(module.register_forward_hook(after))
-    try:
-        with frozen_eval(model), torch.no_grad():
-            model(torch.zeros(1, *model.cfg.input_size, device=model_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
-    return [LayerInfo(name, s[1], s[2], s[3], name.count(".") + 1) for name in started
-            if len(s := shapes.get(name, ())) == 4 and s[2] * s[3] > 1]
-
-
-def stage_layers(model: nn.Module) -> list[LayerInfo]:
-    """The model's stages, for looking at its features stage by stage (e.g. ``layer1``-``layer4`` of a ResNet).
-
-    From the backbone modules the model declares (``model.cfg.backbone``; all its children if it declares none), in
-    forward order: a container whose children change the resolution at least twice (a ``stages`` or ``features``
-    sequence) stands for its children; then of consecutive layers with the same output shape only the last is kept
-    (``conv1``, ``bn1`` -> ``bn1``).
-    """
-    layers = feature_layers(model)
-    by_name = {layer.name: layer for layer in layers}
-    tops = list(getattr(model.cfg, "backbone", ()) or [n for n, _ in model.named_children()])
-    picked: list[LayerInfo] = []
-    for top in tops:
-        children = [layer for layer in layers if layer.name.startswith(top + ".") and layer.depth == 2]
-        if len({(c.height, c.width) for c in children}) >= 3:
-            picked += children
-        elif top in by_name:
-            picked.append(by_name[top])
-    picked.sort(key=layers.index)
-    stages: list[LayerInfo] = []
-    for layer in picked:
-        if stages and (stages[-1].channels, stages[-1].height, stages[-1].width) == (layer.channels, layer.height,
-                                                                                  layer.width):
-            stages[-1] = layer
-        else:
-            stages.append(layer)
-    return stages
-

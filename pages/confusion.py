@@ -19,7 +19,6 @@ from app import charts, ui
 from fer_core import compare, io
 
 RUN_KEY = "confusion.run"
-SYNCED_KEY = "confusion.synced_query"  # the ?run= value this page last wrote
 SUBSET_KEY = "confusion.subset"
 NORMALISE_KEY = "confusion.normalise"
 TRUE_KEY, PRED_KEY = "confusion.true", "confusion.pred"
@@ -41,26 +40,11 @@ def _dataset(run_dir: str, split: str, subset: str, stamp: tuple):
     return compare.run_dataset(run_dir, split, subset)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _predictor(run_dir: str, stamp: tuple):
-    from fer_core.predict import Predictor
-
-    return Predictor.from_run(run_dir)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _overlays(run_dir: str, split: str, subset: str, indices: tuple[int, ...], targets: tuple[int, ...],
               stamp: tuple) -> list[np.ndarray]:
     faces = compare.face_images(_dataset(run_dir, split, subset, stamp[:1]), indices)
-    return compare.explain_faces(_predictor(run_dir, stamp[1:]), faces, targets, method="gradcam")
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        s = path.stat()
-    except OSError:
-        return (0, 0)
-    return (s.st_mtime_ns, s.st_size)
+    return compare.explain_faces(ui.load_predictor(run_dir), faces, targets, method="gradcam")
 
 
 def _enlarge(image: np.ndarray) -> np.ndarray:
@@ -81,17 +65,8 @@ if not evaluated:
     st.stop()
 
 by_id = {r["run_id"]: r for r in evaluated}
-wanted = st.query_params.get("run")
-if wanted and wanted not in by_id:
-    st.warning(f"There is no finished, evaluated run `{wanted}` in `{root}`; showing the newest one instead.")
-if wanted in by_id and wanted != st.session_state.get(SYNCED_KEY):
-    st.session_state[RUN_KEY] = wanted
-elif st.session_state.get(RUN_KEY) not in by_id:
-    st.session_state[RUN_KEY] = next(iter(by_id))
-
 top = st.columns([3, 2, 2])
-run_id = top[0].selectbox("Run", list(by_id), key=RUN_KEY, format_func=lambda i: ui.run_label(by_id[i]))
-st.query_params["run"] = st.session_state[SYNCED_KEY] = run_id
+run_id = ui.run_select(by_id, RUN_KEY, "Run", what="finished, evaluated run", container=top[0])
 run_dir = Path(by_id[run_id]["path"])
 evals = ui.load_eval(run_dir)
 keys = ui.ordered_eval_keys(evals)
@@ -142,7 +117,7 @@ with left:
 
 # --------------------------------------------------------------------------------------------- the faces
 try:
-    predictions = _predictions(str(run_dir), split, subset, _stat(io.eval_paths(run_dir, split, subset)[1]))
+    predictions = _predictions(str(run_dir), split, subset, ui.file_stamp(io.eval_paths(run_dir, split, subset)[1]))
 except (FileNotFoundError, ValueError, KeyError) as err:
     st.error(f"Could not read the per-face predictions of `{key}`: {err}")
     st.stop()
@@ -165,7 +140,7 @@ else:
 shown = samples.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
 indices = tuple(int(i) for i in shown["index"])
 
-config_stamp = (_stat(run_dir / "config.yaml"),)
+config_stamp = (ui.file_stamp(run_dir / "config.yaml"),)
 try:
     faces = compare.face_images(_dataset(str(run_dir), split, subset, config_stamp), indices)
 except Exception as err:  # noqa: BLE001 - a data set that cannot be rebuilt (moved files, changed code): say so
@@ -175,7 +150,7 @@ overlays: list[np.ndarray | None] = [None] * len(faces)
 try:
     with st.spinner(f"Grad-CAM for {len(faces)} faces..."):
         overlays = _overlays(str(run_dir), split, subset, indices, tuple(int(p) for p in shown["pred"]),
-                             config_stamp + (_stat(run_dir / "checkpoints" / "best.safetensors"),))
+                             config_stamp + (ui.file_stamp(run_dir / "checkpoints" / "best.safetensors"),))
 except Exception as err:  # noqa: BLE001 - show the faces anyway, and why there is no overlay
     st.warning(f"No Grad-CAM overlays: {err}")
 

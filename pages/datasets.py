@@ -16,8 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import ui
-from fer_core import io
+from app import charts, ui
 from fer_core.data import browse, build_dataset
 from fer_core.data.sheet import mask_overlay
 from fer_core.data.synthfaces import OCCLUDERS
@@ -42,12 +41,9 @@ POSE_KEYS = {"datasets.play.yaw": 0.0, "datasets.play.pitch": 0.0, "datasets.pla
 OCCLUDER_KEY = "datasets.play.occluder"
 SUBJECT_KEY = "datasets.play.subject"
 PLAY_MASK_KEY = "datasets.play.mask"
-MODEL_KEY = "datasets.play.model"
-PRETRAINED = "mini_xception_fer2013"
 UPPER_FACE = ("1", "2", "4", "5", "6", "7")  # brows, lids, cheeks; the rest are nose, lips and jaw
 SPLIT_COLORS = {"train": "#3b6fd8", "val": "#e8710a", "test": "#2a9d8f"}
 FACES_PER_PAGE = 24
-MODEL_COLOR, TRUTH_COLOR = "#3b6fd8", "#9aa0a6"
 
 
 def au_key(au: str) -> str:
@@ -95,14 +91,6 @@ def _compose(aus: tuple[tuple[str, float], ...], yaw: float, pitch: float, roll:
     return face.image, face.mask, dict(zip(face.classes, map(float, face.label_dist), strict=True))
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _predictor(run_dir: str | None, stamp: tuple) -> Any:
-    """The pretrained mini-Xception (``run_dir`` None) or a run's best weights; shared by every session."""
-    from fer_core.predict import Predictor
-
-    return Predictor.from_model(PRETRAINED) if run_dir is None else Predictor.from_run(run_dir)
-
-
 # --------------------------------------------------------------------------------------------- figures
 def _counts_figure(counts: dict[str, np.ndarray], classes: tuple[str, ...]) -> go.Figure:
     fig = go.Figure()
@@ -120,26 +108,6 @@ def _counts_figure(counts: dict[str, np.ndarray], classes: tuple[str, ...]) -> g
     )
     fig.update_yaxes(title_text="faces")
     fig.update_xaxes(title_text="class")
-    return fig
-
-
-def _probability_figure(probs: dict[str, float], truth: dict[str, float], model_name: str) -> go.Figure:
-    """The model's probabilities beside the generator's soft label, classes in the canonical order."""
-    names = [c for c in CLASSES if c in probs or c in truth] + [c for c in probs if c not in CLASSES]
-    fig = go.Figure()
-    for label, values, color in ((model_name, probs, MODEL_COLOR), ("SynthFACS soft label", truth, TRUTH_COLOR)):
-        x = [100.0 * values[c] if c in values else None for c in names]
-        fig.add_trace(go.Bar(
-            y=names, x=x, orientation="h", name=label, marker_color=color,
-            text=[f"{v:.0f}%" if v is not None else "—" for v in x], textposition="outside",
-            hovertemplate=f"{label}<br>%{{y}}: %{{x:.1f}}%<extra></extra>",
-        ))
-    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=names)
-    fig.update_xaxes(title_text="probability (%)", range=[0, 115], ticksuffix="%", dtick=25)
-    fig.update_layout(
-        barmode="group", height=140 + 40 * len(names), margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.2,
-        legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0},
-    )
     return fig
 
 
@@ -306,17 +274,6 @@ def _au_slider(au: str) -> None:
     st.slider(f"AU {au} · {AU_DESCRIPTIONS[au]}", 0.0, 1.0, step=0.05, key=au_key(au))
 
 
-def _models() -> dict[str, str | None]:
-    """Models to ask: label -> run folder (None for the pretrained mini-Xception). Finished SynthFACS runs only."""
-    out: dict[str, str | None] = {f"{PRETRAINED} (pretrained on FER2013 photos)": None}
-    runs, _ = ui.load_runs(io.runs_dir())
-    for r in runs:
-        if r["state"] == "done" and r.get("dataset") == "synthfaces" \
-                and (Path(r["path"]) / "checkpoints" / "best.safetensors").exists():
-            out[f"{r['run_id']} · {r.get('model') or '?'}"] = r["path"]
-    return out
-
-
 def _playground() -> None:
     st.markdown("Move the facial **action units** (FACS), turn the head and add an occluder: the face is redrawn "
                 "by the SynthFACS generator, and a model says what it sees. The grey bars are the generator's own "
@@ -357,27 +314,24 @@ def _playground() -> None:
         st.toggle("Show the relevance mask", key=PLAY_MASK_KEY,
                   help="Where the rendered face differs from the same face at rest, minus occluded pixels.")
     with pred_col:
-        models = _models()
-        if st.session_state.get(MODEL_KEY) not in models:
-            st.session_state[MODEL_KEY] = next(iter(models))
-        label = st.selectbox("Model", list(models), key=MODEL_KEY,
-                             help="The pretrained mini-Xception, or any finished run trained on SynthFACS.")
-        run_dir = models[label]
-        weights = Path(run_dir) / "checkpoints" / "best.safetensors" if run_dir else None
-        stamp = (weights.stat().st_mtime_ns,) if weights and weights.exists() else ()
+        model = ui.model_picker("datasets.play", dataset="synthfaces",
+                                help="The pretrained mini-Xception, or any finished run trained on SynthFACS.")
+        if model is None:
+            return
         try:
-            with st.spinner("Loading the model"):
-                predictor = _predictor(run_dir, stamp)
-            prediction = predictor.predict_crop(image)
-        except Exception as err:  # noqa: BLE001 - a broken checkpoint is a message, not a traceback
-            st.error(f"Could not run {label}: {err}")
+            prediction = model.predictor.predict_crop(image)
+        except Exception as err:  # noqa: BLE001 - a model that fails on this face is a message, not a traceback
+            st.error(f"Could not run {model.label}: {err}")
             return
         st.metric("Prediction", prediction.top, f"{100 * prediction.score:.0f}% probability", delta_color="off",
                   delta_arrow="off")
-        st.plotly_chart(_probability_figure(prediction.probs, truth, predictor.name),
+        rank = {c: i for i, c in enumerate(CLASSES)}  # the generator's class order, as the soft label's
+        probs = dict(sorted(prediction.probs.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        st.plotly_chart(charts.probabilities(probs, name=model.predictor.name, reference=truth,
+                                             reference_name="SynthFACS soft label"),
                         width="stretch", key="datasets.play.probs")
-        st.caption(f"Model: {predictor.name}. The face goes in whole (no face detection), resized to the model's "
-                   "input.")
+        st.caption(f"Model: {model.predictor.name}. The face goes in whole (no face detection), resized to the "
+                   "model's input.")
 
 
 with play_tab:

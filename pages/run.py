@@ -15,7 +15,6 @@ from app import charts, ui
 from fer_core import io, launch
 
 SELECT_KEY = "run.selected"
-SYNCED_KEY = "run.synced_query"  # the ?run= value this page last wrote
 NORMALISE_KEY = "run.normalise"
 POLL_SECONDS = 2.0
 
@@ -28,19 +27,8 @@ if not runs:
     st.page_link(ui.HOME_PAGE, label="Home", icon=":material/home:")
     st.stop()
 
-by_id = {r["run_id"]: r for r in runs}
-ids = list(by_id)  # newest first
-wanted = st.query_params.get("run")
-if wanted and wanted not in by_id:
-    st.warning(f"There is no run `{wanted}` in `{root}`; showing the newest run instead.")
-# ?run= wins when it changed since this page last wrote it (a link was followed); otherwise the select box does.
-if wanted in by_id and wanted != st.session_state.get(SYNCED_KEY):
-    st.session_state[SELECT_KEY] = wanted
-elif st.session_state.get(SELECT_KEY) not in by_id:  # first visit, or the run folder was deleted meanwhile
-    st.session_state[SELECT_KEY] = ids[0]
-run_id = st.selectbox("Choose a run", ids, key=SELECT_KEY, format_func=lambda i: ui.run_label(by_id[i]))
-st.query_params["run"] = st.session_state[SYNCED_KEY] = run_id
-
+by_id = {r["run_id"]: r for r in runs}  # newest first
+run_id = ui.run_select(by_id, SELECT_KEY)
 run = by_id[run_id]
 run_dir = Path(run["path"])
 config = ui.load_config(run_dir)
@@ -93,19 +81,7 @@ def _state_notice(state: str, status: dict) -> None:
         st.info("This run was cancelled." + (f" {error}" if error else ""), icon=":material/cancel:")
     elif state == "unknown":
         st.info("This run has no status.json yet.")
-    if state in ("interrupted", "cancelled") and (run_dir / "checkpoints" / "last_state.pt").exists():
-        if st.button("Resume from the last checkpoint", icon=":material/play_arrow:", key="run.resume"):
-            try:
-                launch.launch_resume(run_dir)
-            except (RuntimeError, FileNotFoundError) as err:
-                st.error(f"Could not resume: {err}")
-            else:
-                st.rerun()
-    if state in ("failed", "interrupted", "cancelled"):
-        name, tail = ui.log_tail(run_dir)
-        if tail:
-            with st.expander(f"Last lines of {name}", expanded=state == "failed"):
-                st.code(tail, language="text")
+    ui.stopped_run_tools(run_dir, state, "run")
 
 
 def _live(initial_state: str) -> None:

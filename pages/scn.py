@@ -20,14 +20,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app import ui
+from app import charts, ui
 from fer_core import io
 from fer_core.data import browse, build_dataset
 from fer_core.explain import attention
 from fer_core.labels import CLASSES
 
 SELECT_KEY = "scn.selected"
-SYNCED_KEY = "scn.synced_query"
 EPOCH_KEY = "scn.epoch"
 COLOUR_KEY = "scn.colour_by"
 EXTREMES_KEY = "scn.extremes"
@@ -38,14 +37,6 @@ TRAIN_COMMAND = "python -m fer_core train --config configs/synth/scn.yaml"
 
 
 # --------------------------------------------------------------------------------------------- cached reads
-def _scn_stamp(run_dir: Path) -> tuple:
-    """Changes whenever the trainer writes (or rewrites) a file under ``scn/``."""
-    folder = run_dir / "scn"
-    if not folder.is_dir():
-        return ()
-    return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*.csv")))
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _summary(run_dir: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     return attention.scn_epoch_summary(run_dir), attention.read_scn_relabels(run_dir)
@@ -127,7 +118,7 @@ def _weight_curves(summary: pd.DataFrame, noisy: bool) -> go.Figure:
             line={"color": color, "dash": dash, "width": 2}, marker={"size": 6},
             hovertemplate=f"{name}<br>epoch %{{x}}: mean weight %{{y:.3f}}<extra></extra>",
         ))
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(summary) <= 12 else None)
+    fig.update_xaxes(title_text="epoch", dtick=charts.epoch_dtick(len(summary)))
     fig.update_yaxes(title_text="mean importance weight", range=[0, 1])
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",
                       title="Mean importance weight per epoch",
@@ -142,7 +133,7 @@ def _relabel_bars(summary: pd.DataFrame) -> go.Figure:
     for name, values in (("fixed", summary["fixed"]), ("broke", summary["broke"]), ("still wrong", other)):
         fig.add_trace(go.Bar(x=summary["epoch"], y=values, name=name, marker_color=RESULT_COLORS[name],
                              hovertemplate=f"epoch %{{x}}: %{{y}} relabels {name}<extra></extra>"))
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(summary) <= 12 else None)
+    fig.update_xaxes(title_text="epoch", dtick=charts.epoch_dtick(len(summary)))
     fig.update_yaxes(title_text="relabelled faces")
     fig.update_layout(barmode="stack", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       title="Relabel events per epoch",
@@ -166,16 +157,7 @@ if not scn_runs:
     st.page_link(ui.ROOT / "pages" / "train.py", label="Train", icon=":material/play_circle:")
     st.stop()
 
-ids = list(scn_runs)
-wanted = st.query_params.get("run")
-if wanted and wanted not in scn_runs:
-    st.warning(f"`{wanted}` is not an SCN run in `{root}`; showing the newest SCN run instead.")
-if wanted in scn_runs and wanted != st.session_state.get(SYNCED_KEY):
-    st.session_state[SELECT_KEY] = wanted
-elif st.session_state.get(SELECT_KEY) not in scn_runs:
-    st.session_state[SELECT_KEY] = ids[0]
-run_id = st.selectbox("Choose an SCN run", ids, key=SELECT_KEY, format_func=lambda i: ui.run_label(scn_runs[i]))
-st.query_params["run"] = st.session_state[SYNCED_KEY] = run_id
+run_id = ui.run_select(scn_runs, SELECT_KEY, "Choose an SCN run", what="SCN run")
 run = scn_runs[run_id]
 run_dir = Path(run["path"])
 config = ui.load_config(run_dir)
@@ -192,7 +174,7 @@ st.markdown(
 st.page_link(ui.RUN_PAGE, label="Learning curves and evaluation of this run", query_params={"run": run_id},
              icon=":material/monitoring:")
 
-stamp = _scn_stamp(run_dir)
+stamp = ui.folder_stamp(run_dir / "scn", "*.csv")  # changes when the trainer writes scn/
 epochs = attention.scn_epochs(run_dir)
 if not epochs:
     if run["state"] in ui.ACTIVE_STATES:

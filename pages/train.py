@@ -256,19 +256,7 @@ def _run_panel(run_id: str, initial: str) -> None:
         st.error(f"Training failed: {status.get('error') or 'no error message recorded'}", icon=":material/error:")
     else:
         st.info(f"This run is {state} after epoch {status.get('epoch') or 0}/{epochs or '?'}.")
-    if state in ("cancelled", "interrupted") and (run_dir / "checkpoints" / "last_state.pt").exists():
-        if st.button("Resume from the last checkpoint", icon=":material/play_arrow:", key="train.resume"):
-            try:
-                launch.launch_resume(run_dir)
-            except (RuntimeError, FileNotFoundError) as err:
-                st.error(f"Could not resume: {err}")
-            else:
-                st.rerun()
-    if state in ("failed", "interrupted"):
-        name, tail = ui.log_tail(run_dir)
-        if tail:
-            with st.expander(f"Last lines of {name}", expanded=state == "failed"):
-                st.code(tail, language="text")
+    ui.stopped_run_tools(run_dir, state, "train")
     if metrics:
         st.plotly_chart(charts.learning_curves(metrics), width="stretch", key="train.curves")
     elif state in ui.ACTIVE_STATES:
@@ -410,17 +398,13 @@ with st.container(border=True):
     if "teacher_run" in names and not finished:
         st.info("A teacher is a finished run: train one first (e.g. a resnet50 recipe), then pick it here.")
 
-optim_col, sched_col = st.columns(2)
-with optim_col.container(border=True):
-    section = TrainConfig.model_fields["optimizer"].annotation
-    st.markdown("**Optimiser**", help=_doc(section))
-    train["optimizer"] = _fields("train.optimizer", section, train_in.get("optimizer") or {},
-                                 list(section.model_fields), columns=3)
-with sched_col.container(border=True):
-    section = TrainConfig.model_fields["scheduler"].annotation
-    st.markdown("**Learning-rate schedule**", help=_doc(section))
-    train["scheduler"] = _fields("train.scheduler", section, train_in.get("scheduler") or {},
-                                 list(section.model_fields), columns=3)
+for column, (name, title) in zip(st.columns(2), (("optimizer", "Optimiser"), ("scheduler", "Learning-rate schedule")),
+                                  strict=True):
+    with column.container(border=True):
+        section = TrainConfig.model_fields[name].annotation
+        st.markdown(f"**{title}**", help=_doc(section))
+        train[name] = _fields(f"train.{name}", section, train_in.get(name) or {}, list(section.model_fields),
+                              columns=3)
 
 with st.expander("More training options: augmentation, early stopping, stages, evaluation"):
     st.caption(_doc(TrainConfig))

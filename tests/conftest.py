@@ -1,12 +1,20 @@
-"""Shared fixtures: an isolated runs folder, and one tiny finished training run shared by the engine tests."""
+"""Shared fixtures: an isolated runs folder, and one tiny finished training run shared by the engine and app tests.
+
+Plain helpers of the app tests are in apphelpers.py."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# The app's package (app/) sits at the repository root, which `python -m pytest` puts on sys.path and a plain
+# `pytest` does not; the app tests import it either way.
+if str(Path(__file__).resolve().parent.parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Rendered SynthFACS splits go to a cache folder private to this test session, so tests never read a cache left
 # by other code (or another version of it) and never write into the user's ~/.cache. Child processes inherit it.
@@ -37,3 +45,14 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     result = train(SMOKE, run_dir, progress=events.append)
     result["events"] = events
     return run_dir, result
+
+
+@pytest.fixture(scope="session")
+def finished_run(smoke_run: tuple[Path, dict]) -> Path:
+    """The session's tiny finished training run (``smoke_run``: configs/smoke.yaml, 2 epochs), checked to be done."""
+    run_dir, result = smoke_run
+    if result["state"] != "done":
+        from app.ui import log_tail
+
+        pytest.fail(f"the smoke run ended {result['state']}:\n{log_tail(run_dir)[1]}")
+    return run_dir

@@ -8,49 +8,20 @@ see exactly the files the trainer writes.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from apphelpers import ROOT, SUBSETS, TINY, app, array, charts_on, copy_run, texts, wait_until_stopped
 
 from app import charts, ui
 from fer_core import io
 from fer_core.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "app" / "Home.py")
 RUN_PAGE = "../pages/run.py"  # relative to app/Home.py, as AppTest.switch_page wants it
-TIMEOUT = 60
-# The smallest run that still has two epochs (two points per curve) and every test subset.
-TINY = ("data.options.image_size=32", "data.options.train_size=64", "data.options.val_size=32",
-        "data.options.test_size=96", "model.input_size=32", "train.epochs=2", "train.batch_size=32")
-SUBSETS = ["all", "occlusion", "pose30", "pose45", "ambiguous"]
-
-
-def wait_until_stopped(run_dir: Path, timeout: float = 120.0) -> str:
-    """Poll a run folder until its state is no longer queued/running; return the final state."""
-    deadline = time.monotonic() + timeout
-    while (state := io.run_state(run_dir)) in ui.ACTIVE_STATES:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_dir.name} still {state} after {timeout:.0f} s; see {run_dir / 'log.txt'}")
-        time.sleep(0.25)
-    return state
-
-
-@pytest.fixture(scope="session")
-def finished_run(smoke_run: tuple[Path, dict]) -> Path:
-    """The session's tiny finished training run (``smoke_run`` in conftest.py: configs/smoke.yaml, 2 epochs)."""
-    run_dir, result = smoke_run
-    assert result["state"] == "done", f"the smoke run ended {result['state']}:\n{ui.log_tail(run_dir)[1]}"
-    return run_dir
 
 
 @pytest.fixture
@@ -60,18 +31,6 @@ def tiny_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.write_text(load_config(ROOT / "configs" / "smoke.yaml", TINY).to_yaml())
     monkeypatch.setenv("FER_DEMO_CONFIG", str(path))
     return path
-
-
-def copy_run(source: Path, root: Path, run_id: str, **status: object) -> Path:
-    """Copy a run folder under a new id; with ``status``, merge it into status.json (as a newer run) and drop
-    eval/ unless the state is done."""
-    target = root / run_id
-    shutil.copytree(source, target)
-    if status:
-        io.write_status(target, created=time.time(), **status)
-        if status.get("state") != "done":
-            shutil.rmtree(target / "eval")
-    return target
 
 
 @pytest.fixture
@@ -89,37 +48,6 @@ def live_pid():
     yield proc.pid
     proc.kill()
     proc.wait()
-
-
-def app(page: str | None = None, **query: str) -> AppTest:
-    """Run the app (optionally switched to ``page`` with query parameters) and return the AppTest."""
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.query_params.update(query)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts_on(at: AppTest) -> list[dict]:
-    """The plotly figures on the page, as dicts."""
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def array(value: object) -> np.ndarray:
-    """A plotly JSON array: a plain list, or a typed array ``{"dtype", "bdata" (base64), "shape"}``."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
-    return np.asarray(value)
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 # --------------------------------------------------------------------------------------------- Home
@@ -263,8 +191,9 @@ def test_confusion_matrix_normalises_rows_and_checks_shape():
 
 
 def test_eval_keys_and_subsets_are_ordered():
-    keys = ["val/all", "test/pose45", "test/all", "test/zzz", "test/occlusion"]
-    assert ui.ordered_eval_keys(keys) == ["test/all", "test/occlusion", "test/pose45", "test/zzz", "val/all"]
+    keys = ["val/all", "test/pose45", "test/all", "test/zzz", "test/occlusion", "test/clean"]
+    assert ui.ordered_eval_keys(keys) == ["test/all", "test/clean", "test/occlusion", "test/pose45", "test/zzz",
+                                          "val/all"]
     assert ui.ordered_subsets({"ambiguous", "mine", "pose30"}) == ["pose30", "ambiguous", "mine"]
 
 

@@ -13,20 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from apphelpers import SUBSETS, app, array, charts_on, copy_run, texts
 
 from fer_core import compare, io
-from tests.test_app import SUBSETS, app, array, charts_on, copy_run, texts
 
 COMPARE_PAGE = "../pages/compare.py"
 CONFUSION_PAGE = "../pages/confusion.py"
-
-
-@pytest.fixture(scope="session")
-def finished_run(smoke_run: tuple[Path, dict]) -> Path:
-    """The session's tiny finished run (as in tests/test_app.py; conftest.py's ``smoke_run``)."""
-    run_dir, result = smoke_run
-    assert result["state"] == "done", f"the smoke run ended {result['state']}"
-    return run_dir
 
 
 def set_config(run_dir: Path, **changes: object) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import ROOT, app, array, charts_on, copy_run
 from streamlit.testing.v1 import AppTest
 
 from app import ui
@@ -23,10 +24,7 @@ from fer_core.data.synthfaces.aus import AU_INDEX, AUS, prototype_vector
 from fer_core.data.synthfaces.dataset import compose_face
 from fer_core.explain import attention
 from fer_core.labels import label_set
-from tests.test_app import TIMEOUT, array, charts_on, copy_run
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "app" / "Home.py")
 DATASETS = "../pages/datasets.py"
 SCN = "../pages/scn.py"
 SYNTH = {"train_size": 120, "val_size": 40, "test_size": 120, "image_size": 32}
@@ -37,19 +35,6 @@ SCN_OVERRIDES = ("data.options.image_size=32", "data.options.train_size=64", "da
                  "model.name=scn", "model.options.backbone=small_cnn", "train.method.name=scn",
                  "train.method.relabel_epoch=1", "train.method.margin_2=0.0", "data.label_noise=0.3",
                  "name=tiny-scn")
-
-
-def page(path: str, query: dict[str, str] | None = None, **state: object) -> AppTest:
-    """The app switched to ``path`` with ``state`` preset in session_state (as if the user had set the widgets)."""
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(path)
-    at.query_params.update(query or {})
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def image_element(at: AppTest, caption_start: str):
@@ -89,7 +74,7 @@ def gated_dataset():
 
 # --------------------------------------------------------------------------------------------- Data sets page
 def test_datasets_page_shows_class_counts_faces_and_subsets(runs_root: Path):
-    at = page(DATASETS, **SMALL)
+    at = app(DATASETS, SMALL)
     assert [t.value for t in at.title] == ["Data sets"] and at.selectbox[0].value == "synthfaces"
     assert [s.value for s in at.subheader] == ["Classes", "Faces per class", "Challenge subsets"]
     assert not at.error
@@ -124,7 +109,7 @@ def test_datasets_page_shows_class_counts_faces_and_subsets(runs_root: Path):
 def test_playground_renders_a_face_and_a_slider_changes_it(runs_root: Path, smoke_run: tuple[Path, dict]):
     run_id = "20260101-000000-synth-run-0003"
     copy_run(smoke_run[0], runs_root, run_id)  # a finished SynthFACS run: offered as a model beside mini-Xception
-    at = page(DATASETS, **SMALL)
+    at = app(DATASETS, SMALL)
     face = image_element(at, "AU ")
     assert face.captions == ["AU 6 0.80, AU 12 1.00"]  # the happy prototype, the default start
     assert at.slider(key="datasets.play.au.12").value == 1.0
@@ -149,15 +134,15 @@ def test_playground_renders_a_face_and_a_slider_changes_it(runs_root: Path, smok
     assert [at.slider(key=f"datasets.play.au.{au}").value for au in AUS] == [round(float(v), 2) for v in vec]
 
     models = at.selectbox(key="datasets.play.model")
-    assert models.options[0].startswith("mini_xception_fer2013") and models.options[1].startswith(run_id)
-    models.set_value(models.options[1]).run()
+    assert models.options[0].startswith("mini_xception_fer2013") and models.options[1].startswith(f"run {run_id}")
+    models.set_value(f"run:{run_id}").run()
     assert not at.exception and not at.error
     model = next(f for f in charts_on(at) if f["data"][0].get("orientation") == "h")["data"][0]
     assert model["name"].startswith(run_id) and list(model["y"]) == list(label_set("basic7"))
 
 
 def test_real_dataset_without_root_says_where_the_files_go(runs_root: Path, gated_dataset: str, tmp_path: Path):
-    at = page(DATASETS, query={"dataset": gated_dataset}, **SMALL)
+    at = app(DATASETS, SMALL, dataset=gated_dataset)
     assert at.selectbox[0].value == gated_dataset
     assert any("data.root" in i.value for i in at.info) and not at.error
     assert "Classes" not in [s.value for s in at.subheader]
@@ -176,7 +161,7 @@ def test_real_dataset_without_root_says_where_the_files_go(runs_root: Path, gate
 # --------------------------------------------------------------------------------------------- SCN page
 def test_scn_page_shows_weights_faces_and_relabels(runs_root: Path, scn_run: Path):
     copy_run(scn_run, runs_root, SCN_RUN_ID)
-    at = page(SCN)
+    at = app(SCN)
     assert at.selectbox[0].value == SCN_RUN_ID and not at.error and not at.warning
     assert [s.value for s in at.subheader] == ["Importance weights", "Faces SCN trusts least and most",
                                                "Relabel events"]
@@ -218,7 +203,7 @@ def test_scn_page_shows_weights_faces_and_relabels(runs_root: Path, scn_run: Pat
 
 def test_scn_page_without_scn_runs_says_how_to_train_one(runs_root: Path, smoke_run: tuple[Path, dict]):
     copy_run(smoke_run[0], runs_root, "20260101-000000-smoke-0002")  # a small CNN run (configs/smoke.yaml): not SCN
-    at = page(SCN)
+    at = app(SCN)
     assert not at.selectbox
     assert any("configs/synth/scn.yaml" in i.value and "No Self-Cure Network runs" in i.value for i in at.info)
     assert (ROOT / "configs" / "synth" / "scn.yaml").exists()

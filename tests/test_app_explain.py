@@ -13,31 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import app, array, charts_on, copy_run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fer_core.explain import explain, method_info
+from fer_core.explain import explain, feature_layers, method_info, stage_layers
 from fer_core.explain.render import draw_boxes, enlarge, mask_tile, outline, overlay_tile
 from fer_core.models import create_model
-from fer_core.predict import Predictor, feature_layers, stage_layers
-from tests.test_app import TIMEOUT, array, charts_on, copy_run, finished_run  # noqa: F401, F811 (a fixture)
+from fer_core.predict import Predictor
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "app" / "Home.py")
 EXPLAIN = "../pages/explain.py"
 FILTERS = "../pages/filters.py"
 MINI_CLASSES = ["anger", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-def page(path: str, **state: object) -> AppTest:
-    """The app switched to ``path`` with ``state`` preset in session_state (as if the user had set the widgets)."""
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(path).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def images(at: AppTest) -> list[tuple[int, list[str]]]:
@@ -53,7 +40,7 @@ def png(array_: np.ndarray) -> bytes:
 
 # --------------------------------------------------------------------------------------------- Explain page
 def test_explain_page_without_a_face_says_what_to_do(runs_root: Path):
-    at = page(EXPLAIN)
+    at = app(EXPLAIN)
     assert [t.value for t in at.title] == ["Explain a face"]
     assert at.selectbox[0].value == "model:mini_xception_fer2013"
     assert at.radio[0].value == "Upload a photo" and len(at.file_uploader) == 1
@@ -63,7 +50,7 @@ def test_explain_page_without_a_face_says_what_to_do(runs_root: Path):
 
 def test_explain_page_on_a_synthfaces_face(runs_root: Path):
     methods = ["saliency", "gradcam", "scorecam_fast"]
-    at = page(EXPLAIN, **{"explain.source": "SynthFACS test face", "explain.subset": "occlusion",
+    at = app(EXPLAIN, {"explain.source": "SynthFACS test face", "explain.subset": "occlusion",
                           "explain.index": 2, "explain.methods": methods})
     assert not at.error, [e.value for e in at.error]
     (chart,) = charts_on(at)
@@ -94,7 +81,7 @@ def test_explain_page_on_a_synthfaces_face(runs_root: Path):
 
 
 def test_explain_page_reports_a_corrupt_upload(runs_root: Path):
-    at = page(EXPLAIN)
+    at = app(EXPLAIN)
     at.file_uploader[0].set_value(("holiday.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG", "image/jpeg")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and "holiday.jpg" in at.error[0].value and "Upload a JPEG" in at.error[0].value
@@ -103,7 +90,7 @@ def test_explain_page_reports_a_corrupt_upload(runs_root: Path):
 
 def test_explain_page_offers_the_whole_image_when_there_is_no_face(runs_root: Path):
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    at = page(EXPLAIN, **{"explain.methods": ["gradcam"]})
+    at = app(EXPLAIN, {"explain.methods": ["gradcam"]})
     at.file_uploader[0].set_value(("noise.png", png(noise), "image/png")).run()
     assert not at.exception and not at.error
     assert any("No face found" in w.value and "noise.png" in w.value for w in at.warning)
@@ -121,7 +108,7 @@ def test_explain_page_offers_the_whole_image_when_there_is_no_face(runs_root: Pa
 
 def test_explain_page_finds_the_face_in_a_photo(runs_root: Path):
     skimage_data = pytest.importorskip("skimage.data")
-    at = page(EXPLAIN, **{"explain.methods": ["gradcam"]})
+    at = app(EXPLAIN, {"explain.methods": ["gradcam"]})
     at.file_uploader[0].set_value(("astronaut.png", png(skimage_data.astronaut()), "image/png")).run()
     assert not at.exception and not at.error and not at.warning
     captions = [c for _n, caps in images(at) for c in caps]
@@ -131,9 +118,9 @@ def test_explain_page_finds_the_face_in_a_photo(runs_root: Path):
     assert sum(c.startswith("gradcam · happy") for c in captions) == 1
 
 
-def test_explain_page_with_a_finished_run_uses_its_own_test_faces(runs_root: Path, finished_run: Path):  # noqa: F811
+def test_explain_page_with_a_finished_run_uses_its_own_test_faces(runs_root: Path, finished_run: Path):
     copy_run(finished_run, runs_root, finished_run.name)
-    at = page(EXPLAIN, **{"explain.source": "SynthFACS test face", "explain.methods": ["gradcam"]})
+    at = app(EXPLAIN, {"explain.source": "SynthFACS test face", "explain.methods": ["gradcam"]})
     models = at.selectbox(key="explain.model")
     assert models.options[1:] and finished_run.name in models.options[1]
     models.select(f"run:{finished_run.name}").run()
@@ -148,7 +135,7 @@ def test_explain_page_with_a_finished_run_uses_its_own_test_faces(runs_root: Pat
 
 # --------------------------------------------------------------------------------------------- Filters page
 def test_filters_page_draws_the_requested_channels(runs_root: Path):
-    at = page(FILTERS, **{"filters.layers": ["stages.0", "stages.2"], "filters.channels": 3, "filters.first": 1,
+    at = app(FILTERS, {"filters.layers": ["stages.0", "stages.2"], "filters.channels": 3, "filters.first": 1,
                           "filters.steps": 2, "filters.size": 32})
     assert not at.error, [e.value for e in at.error]
     assert [t.value for t in at.title] == ["Filters and activations"]
@@ -162,7 +149,7 @@ def test_filters_page_draws_the_requested_channels(runs_root: Path):
 
 
 def test_filters_page_defaults_to_the_stages_and_shows_activations(runs_root: Path):
-    at = page(FILTERS, **{"filters.steps": 2, "filters.size": 32, "filters.channels": 1,
+    at = app(FILTERS, {"filters.steps": 2, "filters.size": 32, "filters.channels": 1,
                           "filters.source": "SynthFACS test face", "filters.top_k": 4})
     assert at.multiselect(key="filters.layers").value == ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]
     activation = [caps[0] for n, caps in images(at) if caps and "most active" in caps[0]]

@@ -1,45 +1,29 @@
 """The Train page (AppTest) and the sweep launcher behind it, over real tiny runs trained in child processes.
 
 Every run here is configs/smoke.yaml made smaller through the page's own form (32x32 faces, 64/32/96 samples, as
-TINY in test_app.py), so all of them share one rendered copy of the data (conftest's session cache folder).
+apphelpers.TINY), so all of them share one rendered copy of the data (conftest's session cache folder).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+from apphelpers import ROOT, TINY, app, charts_on, ok, wait_for, wait_until_stopped
 from streamlit.testing.v1 import AppTest
 
-from app import ui
 from fer_core import io, launch
 from fer_core.config import ConfigError, load_config
 from fer_core.data import list_datasets
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "app" / "Home.py")
 TRAIN_PAGE = "../pages/train.py"  # relative to app/Home.py, as AppTest.switch_page wants it
 FORM = "train.form."
-TIMEOUT = 60
-TINY = ("data.options.image_size=32", "data.options.train_size=64", "data.options.val_size=32",
-        "data.options.test_size=96", "model.input_size=32", "train.epochs=2", "train.batch_size=32")
 
 
 def page(**query: str) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(TRAIN_PAGE)
-    at.query_params.update(query)
-    at.run()
-    ok(at)
-    return at
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    """The Train page, with query parameters ``query``."""
+    return app(TRAIN_PAGE, **query)
 
 
 def tiny_form(epochs: int = 2, batch_size: int = 32) -> AppTest:
@@ -59,26 +43,6 @@ def button(at: AppTest, label: str):
     matches = [b for b in at.button if b.label == label]
     assert matches, f"no button {label!r} among {[b.label for b in at.button]}"
     return matches[0]
-
-
-def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.2)
-    return value
-
-
-def stopped(run_dir: Path, timeout: float = 90.0) -> str:
-    wait_for(lambda: io.run_state(run_dir) not in ui.ACTIVE_STATES, timeout, f"run {run_dir.name} to stop")
-    return io.run_state(run_dir)
-
-
-def curves(at: AppTest) -> list[dict]:
-    import json
-
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
 # --------------------------------------------------------------------------------------------- the form
@@ -163,12 +127,12 @@ def test_launch_trains_in_a_child_and_the_page_follows_it(runs_root: Path):
     cfg = io.read_config(run_dir)
     assert cfg["train"]["epochs"] == 2 and cfg["data"]["options"]["train_size"] == 64
     assert any(run_id in m.value for m in at.markdown)
-    assert stopped(run_dir) == "done"
+    assert wait_until_stopped(run_dir) == "done"
 
     at.run()  # what the fragment's timer does in a browser
     ok(at)
     assert any("Finished 2 epochs" in s.value and "test accuracy" in s.value for s in at.success)
-    figure = curves(at)[0]
+    figure = charts_on(at)[0]
     assert {t["name"] for t in figure["data"]} == {"train", "val"} and len(figure["data"]) == 4
     assert all(len(t["x"]) == 2 for t in figure["data"])
 
@@ -196,14 +160,14 @@ def test_cancel_then_resume_to_done(runs_root: Path):
     wait_for(lambda: (io.read_status(run_dir).get("epoch") or 0) >= 1, what="the first epoch")
     button(at, "Cancel").click().run()
     ok(at)
-    assert stopped(run_dir) == "cancelled"
+    assert wait_until_stopped(run_dir) == "cancelled"
     done_epochs = io.read_status(run_dir)["epoch"]
     assert 1 <= done_epochs < 10
     assert any("cancelled" in i.value for i in at.info)
 
     button(at, "Resume from the last checkpoint").click().run()
     ok(at)
-    assert stopped(run_dir) == "done"
+    assert wait_until_stopped(run_dir) == "done"
     epochs = [m["epoch"] for m in io.read_metrics(run_dir)]
     assert epochs == list(range(1, 11)), "resumed after the last finished epoch, no epoch twice"
     at.run()
