@@ -384,22 +384,11 @@ IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 FACE_SOURCES = ("Upload a photo", "Camera", "SynthFACS test face")
 
 
-def torch_threads() -> int:
-    """Threads for torch in the app's process: ``$OMP_NUM_THREADS`` when set, else the CPU count, at most 4 (the
-    models are small, and every session shares the process)."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return max(1, min(4, os.cpu_count() or 1))
-
-
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _predictor(source: str, stamp: tuple) -> Any:
-    import torch
+    from fer_core.predict import Predictor, use_app_threads
 
-    from fer_core.predict import Predictor
-
-    torch.set_num_threads(torch_threads())
+    use_app_threads()
     if source.startswith("run:"):
         return Predictor.from_run(source.removeprefix("run:"))
     return Predictor.from_model(source)

@@ -144,6 +144,14 @@ def cancel_run(run_dir: str | os.PathLike, wait: float = 10.0) -> str:
 
 
 # --------------------------------------------------------------------------------------------- checks
+def available_devices() -> list[str]:
+    """The training devices this machine has: ``cpu``, then ``cuda`` and ``cuda:N`` for each GPU torch sees."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu"] + (["cuda"] if count else []) + [f"cuda:{i}" for i in range(count)]
+
+
 def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str]:
     """What would make ``cfg`` fail at once although the schema accepts it, one line per problem naming the key.
 
@@ -174,14 +182,10 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
             if state != "done":
                 problems.append(f"train.method.teacher_run: run {teacher_dir.name} is {state}; a teacher must be a "
                                 "finished (done) run")
-    if cfg.train.device.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(cfg.train.device.partition(":")[2] or 0)
-        if index >= count:
-            problems.append(f"train.device: {cfg.train.device} is not available here (torch sees {count} GPU(s)); "
-                            "use cpu")
+    if cfg.train.device not in available_devices():
+        count = len(available_devices()) - 1
+        problems.append(f"train.device: {cfg.train.device} is not available here (torch sees {count} GPU(s)); "
+                        "use cpu")
     model_problem = check_model(cfg)
     if model_problem:
         problems.append(f"model.options: {model_problem}")

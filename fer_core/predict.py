@@ -38,6 +38,18 @@ from fer_core.face import faces as find_faces
 from fer_core.transforms import BatchTransform
 
 
+def use_app_threads() -> int:
+    """Set torch's thread count for a long-lived process that serves several users (the app): ``$OMP_NUM_THREADS``
+    when set, else the CPU count, at most 4 (the models are small and the sessions share the process).
+    Returns the count set."""
+    try:
+        threads = max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        threads = max(1, min(4, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 @dataclass(frozen=True, eq=False)
 class FacePrediction:
     """A model's prediction for one face.

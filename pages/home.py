@@ -16,12 +16,12 @@ st.session_state.setdefault(DEMO_KEY, None)
 st.title("FER Lab")
 st.markdown(
     "A toolkit for **facial expression recognition** research: `fer_core` trains, evaluates and explains FER "
-    "models (the architectures of the founding papers, listed below, with their training methods; this app's "
-    "training, comparison and explanation pages are on the roadmap), and "
-    "this app launches runs, follows them and shows how they do on the hard cases: occluded faces, turned heads "
-    "and ambiguous expressions. Everything runs on a CPU with **SynthFACS**, a procedural face data set built from "
-    "facial action units, so you can try it without a licence-gated download. Every run is a folder on disk, so "
-    "the command line (`python -m fer_core ...`) and this app always agree."
+    "models (the architectures of the founding papers, listed below, with their training methods), and this app "
+    "launches runs, follows and compares them, shows how they do on the hard cases (occluded faces, turned heads, "
+    "ambiguous expressions) and looks inside them: explanation maps, filters, SCN's attention. Everything runs on "
+    "a CPU with **SynthFACS**, a procedural face data set built from facial action units, so you can try it "
+    "without a licence-gated download. Every run is a folder on disk, so the command line "
+    "(`python -m fer_core ...`) and this app always agree."
 )
 
 root = io.runs_dir()

@@ -56,14 +56,6 @@ def _recipe(name: str, mtime: float) -> tuple[dict, str, list[str]]:
 
 
 @st.cache_data(show_spinner=False)
-def _devices() -> list[str]:
-    """cpu, and cuda / cuda:N for each GPU torch sees here."""
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return ["cpu"] + (["cuda"] if count else []) + [f"cuda:{i}" for i in range(count if count > 1 else 0)]
-
-
 def _reset_form() -> None:
     """A new recipe: forget every edited value, so the form starts from the recipe again."""
     for key in [k for k in st.session_state if str(k).startswith(FORM)]:
@@ -364,7 +356,7 @@ with st.container(border=True):
     st.markdown("**Run**", help=_doc(Config))
     top = _fields("", Config, recipe, ["name", "seed"], columns=2, labels={"name": "run name"})
     train = _fields("train", TrainConfig, train_in, ["epochs", "batch_size", "device", "precision"], columns=4,
-                    choices={"device": _devices()})
+                    choices={"device": launch.available_devices()})
 
 left, right = st.columns(2)
 with left.container(border=True):
