@@ -14,8 +14,9 @@ TORCH_PINS = $$(grep -E '^(torch|torchvision)==' requirements.txt)
 
 help:
 	@echo "make run          install what is missing, then start the app (streamlit run app/Home.py)"
-	@echo "make test         install what is missing, then ruff check . and pytest"
-	@echo "make screenshots  drive Chromium through the app, PNGs in screenshots/ (needs /usr/bin/chromium)"
+	@echo "make test         install what is missing (dev tools too), then ruff check . and pytest, the browser test included"
+	@echo "make screenshots  drive Chromium through every page, PNGs in docs/screenshots/ (needs /usr/bin/chromium"
+	@echo "                  and the runs exp-base-s0 and group e1-scn-noise in runs/, copied, never modified)"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make clean        remove caches (keeps .venv and runs/)"
 
@@ -37,7 +38,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m streamlit run app/Home.py
 
-test: $(STAMP)
+# The dev requirements bring playwright for tests/test_browser.py (Chromium itself: .ci/run or apt-get).
+test: $(STAMP) $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -48,8 +50,12 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# The README's screenshots: the browser tour (scripts/screenshots.py) over a temporary copy of these runs.
+SHOT_RUNS ?= runs
 screenshots: $(DEV_STAMP)
-	$(PY) scripts/screenshots.py --out screenshots
+	$(PY) scripts/screenshots.py --out docs/screenshots --compact --from-runs $(SHOT_RUNS) \
+		--copy exp-base-s0 --copy e1-scn-noise --run exp-base-s0 \
+		--compare exp-base-baseline-label_noise0.3,exp-base-scn-label_noise0.3 --filters 6,32
 
 clean:
 	rm -rf .pytest_cache .ruff_cache *.egg-info

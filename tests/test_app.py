@@ -195,18 +195,3 @@ def test_eval_keys_and_subsets_are_ordered():
     assert ui.ordered_eval_keys(keys) == ["test/all", "test/clean", "test/occlusion", "test/pose45", "test/zzz",
                                           "val/all"]
     assert ui.ordered_subsets({"ambiguous", "mine", "pose30"}) == ["pose30", "ambiguous", "mine"]
-
-
-# --------------------------------------------------------------------------------------------- browser
-@pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
-def test_pages_render_in_chromium(tmp_path: Path, finished_run: Path):
-    pytest.importorskip("playwright")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import screenshots
-
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    copy_run(finished_run, runs, finished_run.name)
-    assert screenshots.main(["--out", str(tmp_path / "png"), "--runs", str(runs)]) == 0
-    assert {p.name for p in (tmp_path / "png").glob("*.png")} >= {"home.png", "run_done.png"}
