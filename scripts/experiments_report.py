@@ -266,7 +266,9 @@ def e6() -> str:
            "F1: the whole face's softmax; F2: the attention-weighted mean of the quadrants' softmaxes "
            "(`model.options.fusion=two_branch`, `branch_weight=a`). Same network and data as 5a, cross-entropy "
            "on the hard labels, the paper's values of a.\n",
-           "Command: `bash scripts/run_experiments.sh e6`. " + status_line(name, runs)]
+           "Command: `bash scripts/run_experiments.sh e6` (both seeds at every a; the table below ran "
+           "`SEEDS=0 bash scripts/run_experiments.sh e6` and `A=0.2:0.6:0.2 SEEDS=1 bash scripts/run_experiments.sh "
+           "e6`, for CPU time). " + status_line(name, runs)]
     rows = []
     for a in sorted({r["tags"].get("model.options.branch_weight") for r in runs}):
         rs = sorted((r for r in runs if r["tags"].get("model.options.branch_weight") == a), key=seed_of)
