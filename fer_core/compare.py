@@ -123,8 +123,9 @@ def short_labels(runs: Sequence[Mapping[str, Any]], configs: Sequence[Mapping[st
     """Short, unique names for runs in legends and tables.
 
     In order of preference: the swept tags that tell the runs apart (``scn, label_noise=0.1``; a ``variant`` is
-    shown by its value alone), the runs' config names when those are unique, the first two config values that
-    differ (``lr=0.01, epochs=4``), and else the run ids. Names still equal get the run id appended.
+    shown by its value alone; a run with none of them goes by its id), the runs' config names when those are
+    unique, the first two config values that differ (``lr=0.01, epochs=4``), and else the run ids. Names still
+    equal get the run id appended.
 
     Args:
         runs: run summaries (``io.list_runs`` rows: ``run_id``, ``name``, ``tags``).
@@ -135,7 +136,9 @@ def short_labels(runs: Sequence[Mapping[str, Any]], configs: Sequence[Mapping[st
     tags = [r.get("tags") or {} for r in runs]
     keys = swept_keys(tags)
     if keys:
-        labels = [", ".join(_short_pair(k, t.get(k), k in t) for k in keys) for t in tags]
+        # a run with none of the swept tags (e.g. one trained alone, compared with a sweep's) goes by its id
+        labels = [", ".join(_short_pair(k, t.get(k), k in t) for k in keys) if any(k in t for k in keys)
+                  else str(r["run_id"]) for t, r in zip(tags, runs, strict=True)]
     elif len({r.get("name") for r in runs}) == len(runs) and all(r.get("name") for r in runs):
         labels = [str(r["name"]) for r in runs]
     elif configs is not None and len(configs) == len(runs) and len(runs) > 1:

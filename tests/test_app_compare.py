@@ -76,6 +76,9 @@ def test_short_labels_prefer_swept_tags_then_names_then_config():
     assert compare.short_labels(runs) == ["r1", "r2"]
     same = [{"run_id": "r1", "name": "s", "tags": {}}, {"run_id": "r2", "name": "s", "tags": {}}]
     assert compare.short_labels(same, [{}, {}]) == ["r1", "r2"]
+    # a run trained alone beside a sweep's run: the sweep's run by its tag, the other by its id, never "-"
+    mixed = [{"run_id": "r1", "name": "s", "tags": {}}, {"run_id": "r2", "name": "s", "tags": {"variant": "base"}}]
+    assert compare.short_labels(mixed) == ["r1", "base"]
 
 
 # --------------------------------------------------------------------------------------------- metrics
