@@ -55,7 +55,6 @@ def _recipe(name: str, mtime: float) -> tuple[dict, str, list[str]]:
         return (raw if isinstance(raw, dict) else {}), comment, err.problems
 
 
-@st.cache_data(show_spinner=False)
 def _reset_form() -> None:
     """A new recipe: forget every edited value, so the form starts from the recipe again."""
     for key in [k for k in st.session_state if str(k).startswith(FORM)]:
