@@ -81,3 +81,7 @@ def _synthfaces(root=None, split="train", subset=None, **options):
     if root is not None:
         raise ValueError("synthfaces needs no root (it is generated); remove data.root")
     return SynthFaces(split=split, subset=subset, **options)
+
+
+# The real data sets' loaders register themselves on import (they import register_dataset from this package).
+from . import fer2013, ferplus, imagefolder, rafdb  # noqa: E402,F401

@@ -1,0 +1,191 @@
+"""FER2013 (Kaggle ICML 2013 challenge): 48x48 grey faces in one CSV, ``emotion,pixels,Usage``.
+
+Splits: ``train`` = Training, ``val`` = PublicTest, ``test`` = PrivateTest. Labels are mapped from FER2013's own
+order (0 angry ... 6 neutral) into :data:`fer_core.labels.CLASSES` (``basic7``). The pixel strings are parsed once
+into an uncompressed ``.npz`` beside the CSV (or in the ``cache_dir`` option, or in ``$FER_CACHE_DIR`` when the
+folder is read-only), keyed by the CSV's size and content hash, so later loads skip the parsing. Malformed rows are
+errors naming the file and line; nothing is dropped silently. :mod:`fer_core.data.ferplus` reuses this pixel cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..labels import DATASET_ORDERS, LABEL_SETS, mapping_from
+from . import register_dataset
+
+__all__ = ["FER2013", "load_fer2013_csv", "SPLIT_USAGE", "IMAGE_SIZE"]
+
+IMAGE_SIZE = 48
+SPLIT_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+USAGES = tuple(SPLIT_USAGE.values())  # usage code = index in this tuple
+KAGGLE = ("https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge"
+          " (file fer2013.csv, from fer2013.tar.gz)")
+_CACHE_VERSION = 1
+
+
+def csv_path(root, filename: str = "fer2013.csv") -> Path:
+    """The CSV inside ``root``; FileNotFoundError naming the expected path and where FER2013 is obtained."""
+    path = Path(root).expanduser() / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"FER2013 file not found: expected {path}. Download fer2013.csv from the Kaggle "
+                                f"challenge {KAGGLE} and give its folder as root")
+    return path
+
+
+def _file_key(path: Path) -> str:
+    """Size and content hash of a file: a replaced or edited CSV never reuses a stale cache."""
+    digest = hashlib.blake2b(digest_size=8)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return f"{path.stat().st_size}-{digest.hexdigest()}"
+
+
+def parse_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ``fer2013.csv``: pixels uint8 (N, 48, 48), emotion int64 (N,) in FER2013's own codes, usage int64 (N,)
+    as indices into ``USAGES``. ValueError naming the file and line for any malformed row."""
+    npix = IMAGE_SIZE * IMAGE_SIZE
+    pixels, emotions, usages = [], [], []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if header[:3] != ["emotion", "pixels", "Usage"]:
+            raise ValueError(f"{path}: line 1: expected header 'emotion,pixels,Usage', got {','.join(header)!r}")
+        for row in reader:
+            where = f"{path}: line {reader.line_num}"
+            if not row:
+                continue  # a trailing blank line is not a sample
+            if len(row) != 3:
+                raise ValueError(f"{where}: expected 3 fields (emotion,pixels,Usage), got {len(row)}")
+            emotion, pix, usage = (f.strip() for f in row)
+            if emotion not in {str(c) for c in range(7)}:
+                raise ValueError(f"{where}: bad emotion {emotion!r} (expected an integer 0-6)")
+            if usage not in USAGES:
+                raise ValueError(f"{where}: unknown Usage {usage!r} (expected one of {', '.join(USAGES)})")
+            tokens = pix.split()
+            if len(tokens) != npix:
+                raise ValueError(f"{where}: expected {npix} pixel values (48x48), got {len(tokens)}")
+            try:
+                values = np.array(tokens, dtype=np.int64)
+            except ValueError:
+                raise ValueError(f"{where}: pixel values must be integers 0-255") from None
+            if values.min() < 0 or values.max() > 255:
+                raise ValueError(f"{where}: pixel values must be integers 0-255")
+            pixels.append(values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
+            emotions.append(int(emotion))
+            usages.append(USAGES.index(usage))
+    if not pixels:
+        raise ValueError(f"{path}: no samples")
+    return np.stack(pixels), np.asarray(emotions, np.int64), np.asarray(usages, np.int64)
+
+
+def _default_cache_dir() -> Path:
+    from .cache import cache_dir
+
+    return cache_dir() / "fer2013"
+
+
+def _try_save(target: Path, arrays: dict) -> bool:
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        return False
+
+
+def load_fer2013_csv(path, cache_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`parse_fer2013_csv` with an on-disk cache (see the module docstring); same return values."""
+    path = Path(path)
+    name = f"{path.stem}.v{_CACHE_VERSION}.{_file_key(path)}.npz"
+    places = [Path(cache_dir)] if cache_dir is not None else [path.parent, _default_cache_dir()]
+    for place in places:
+        target = place / name
+        if target.is_file():
+            try:
+                with np.load(target) as z:
+                    return z["pixels"], z["emotion"], z["usage"]
+            except (OSError, ValueError, KeyError):
+                pass  # corrupt cache: parse again and overwrite it
+    pixels, emotion, usage = parse_fer2013_csv(path)
+    arrays = {"pixels": pixels, "emotion": emotion, "usage": usage}
+    for place in places:
+        if _try_save(place / name, arrays):
+            break
+    return pixels, emotion, usage
+
+
+def _check_split(name: str, split: str, subset) -> None:
+    if split not in SPLIT_USAGE:
+        raise ValueError(f"{name}: unknown split {split!r}; valid: {', '.join(SPLIT_USAGE)}")
+    if subset not in (None, "all"):
+        raise ValueError(f"{name}: unknown subset {subset!r}; this data set defines none (use None or 'all')")
+
+
+class GreyFaces(Dataset):
+    """Shared item logic for the 48x48 grey FER2013 family: images served as RGB uint8 (3, 48, 48)."""
+
+    name = "fer2013"
+    splits = tuple(SPLIT_USAGE)
+    subsets: tuple[str, ...] = ()
+    channels = 3
+    image_size = IMAGE_SIZE
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        i = i % len(self)
+        grey = self._pixels[i]
+        image = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(grey, (3, *grey.shape))))
+        item = {"image": image, "label": int(self.labels[i]), "index": i}
+        dists = getattr(self, "label_dists", None)
+        if dists is not None:
+            item["label_dist"] = torch.from_numpy(dists[i].copy())
+        return item
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(split={self.split!r}, n={len(self)}, classes={len(self.classes)})"
+
+
+class FER2013(GreyFaces):
+    """One split of FER2013 read from ``root/fer2013.csv``; 7 classes in canonical (``basic7``) order."""
+
+    def __init__(self, root, split: str = "train", subset=None, cache_dir=None):
+        _check_split("fer2013", split, subset)
+        path = csv_path(root)
+        pixels, emotion, usage = load_fer2013_csv(path, cache_dir)
+        keep = usage == USAGES.index(SPLIT_USAGE[split])
+        mapping = np.asarray(mapping_from(DATASET_ORDERS["fer2013"]), np.int64)
+        self.split, self.subset = split, subset
+        self.classes = LABEL_SETS["basic7"]
+        self.num_classes = len(self.classes)
+        self._pixels = pixels[keep]
+        self.labels = mapping[emotion[keep]]
+        self.config = {"root": str(root), "cache_dir": None if cache_dir is None else str(cache_dir)}
+
+
+@register_dataset("fer2013", description="FER2013 (Kaggle 2013): 48x48 grey faces, 7 classes; train=Training, "
+                  "val=PublicTest, test=PrivateTest; root holds fer2013.csv", needs_root=True)
+def _fer2013(root=None, split="train", subset=None, **options):
+    unknown = set(options) - {"cache_dir"}
+    if unknown:
+        raise ValueError(f"fer2013: unknown options {sorted(unknown)}; valid: cache_dir")
+    return FER2013(root, split=split, subset=subset, **options)

@@ -1,0 +1,122 @@
+"""RAF-DB basic emotions (aligned 100 x 100 faces) and RAN's challenge-condition subsets.
+
+Layout under ``root``: ``EmoLabel/list_patition_label.txt`` (lines ``train_00001.jpg 5``; codes 1-7 = surprise,
+fear, disgust, happiness, sadness, anger, neutral, mapped to the canonical order of :mod:`fer_core.labels`) and
+``Image/aligned/<stem>_aligned.jpg``. Splits ``train`` and ``test`` come from the name prefix. RAF-DB has no
+validation split: ``val`` is a deterministic held-out share of ``train`` (``val_fraction``, default 0.1, chosen
+by a permutation seeded with ``seed``), and ``train`` is the rest, so the two never overlap.
+RAF-DB is obtained by request from its authors: http://www.whdeng.cn/raf/model1.html.
+
+Subsets ``occlusion``, ``pose30``, ``pose45`` are read from RAN's list files given as options (``occlusion_list``:
+lines ``test_0003_aligned 3 4``; ``pose30_list`` / ``pose45_list``: lines ``0/test_0004_aligned.jpg``), matched on
+the image stem (``test_0003``). Entries that match no image of the split are kept in ``unmatched``; repeated
+entries are counted in ``duplicates``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
+
+from . import register_dataset
+from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask
+
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+IMAGE_DIR = Path("Image") / "aligned"
+SUBSET_OPTIONS = {"occlusion": "occlusion_list", "pose30": "pose30_list", "pose45": "pose45_list"}
+OBTAIN = "RAF-DB is obtained by request from its authors: http://www.whdeng.cn/raf/model1.html"
+_CODE_TO_CLASS = mapping_from(DATASET_ORDERS["rafdb"])  # code c (1..7) -> canonical _CODE_TO_CLASS[c - 1]
+_LINE = re.compile(r"^(?P<name>(?P<split>train|test)_\d+\.(?:jpg|jpeg|png))\s+(?P<code>[1-7])$", re.IGNORECASE)
+
+
+def image_stem(entry: str) -> str:
+    """``0/test_0004_aligned.jpg`` / ``test_0003_aligned`` / ``test_0003.jpg`` -> ``test_0003`` style stem."""
+    name = entry.replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"\.(jpg|jpeg|png)$", "", name, flags=re.IGNORECASE)
+    return re.sub(r"_aligned$", "", name)
+
+
+def read_labels(path: Path) -> list[tuple[str, str, int]]:
+    """``(stem, split, canonical label)`` of every line of the RAF-DB label file; ValueError naming a bad line."""
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            m = _LINE.match(line)
+            if m is None:
+                raise ValueError(f"{path} line {n}: expected '<train|test>_<number>.jpg <label 1-7>', got {line!r}")
+            out.append((image_stem(m["name"]), m["split"].lower(), _CODE_TO_CLASS[int(m["code"]) - 1]))
+    return out
+
+
+def read_subset_list(path: Path) -> list[str]:
+    """Image stems of a RAN subset list (first field of each line; CRLF and blank lines tolerated), in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such subset list file: {path}")
+    with open(path, encoding="utf-8-sig") as f:
+        return [image_stem(line.split()[0]) for line in f if line.strip()]
+
+
+class RAFDB(FileFaceDataset):
+    """RAF-DB basic (see the module docstring). Options: ``val_fraction`` (0.1), ``seed`` (0),
+    ``occlusion_list``, ``pose30_list``, ``pose45_list`` (paths of RAN's list files, enabling those subsets)."""
+
+    name = "rafdb"
+
+    def __init__(self, root, split: str = "train", subset: str | None = None, *, val_fraction: float = 0.1,
+                 seed: int = 0, occlusion_list=None, pose30_list=None, pose45_list=None):
+        check_split(self.name, split)
+        root = Path(root)
+        lists = {"occlusion": occlusion_list, "pose30": pose30_list, "pose45": pose45_list}
+        self.subsets = tuple(s for s, p in lists.items() if p is not None)
+        subset = None if subset in (None, "all") else subset
+        if subset is not None and subset not in SUBSET_OPTIONS:
+            raise ValueError(f"unknown subset {subset!r} for rafdb; valid: all, {', '.join(SUBSET_OPTIONS)}")
+        if subset is not None and lists[subset] is None:
+            raise ValueError(f"subset {subset!r} needs RAN's list file: give the option {SUBSET_OPTIONS[subset]}")
+        label_path, image_dir = root / LABEL_FILE, root / IMAGE_DIR
+        missing = [str(p) for p in (label_path, image_dir) if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"RAF-DB not found under {root}: missing {' and '.join(missing)}; expected "
+                                    f"{LABEL_FILE} and {IMAGE_DIR}/<name>_aligned.jpg. {OBTAIN}")
+        rows = [r for r in read_labels(label_path) if r[1] == ("train" if split == "val" else split)]
+        if split != "test":
+            held = holdout_mask(len(rows), check_fraction(val_fraction), seed)
+            rows = [r for r, h in zip(rows, held, strict=True) if h == (split == "val")]
+        on_disk = set(os.listdir(image_dir))
+        absent = [f"{stem}_aligned.jpg" for stem, _, _ in rows if f"{stem}_aligned.jpg" not in on_disk]
+        if absent:
+            raise FileNotFoundError(f"{len(absent)} image(s) listed in {label_path} are missing from {image_dir}, "
+                                    f"e.g. {', '.join(absent[:5])}")
+        self.unmatched: list[str] = []
+        self.duplicates = 0
+        if subset is not None:
+            entries = read_subset_list(lists[subset])
+            self.duplicates = len(entries) - len(set(entries))
+            stems = {r[0] for r in rows}
+            self.unmatched = sorted({e for e in entries if e not in stems})
+            wanted = set(entries)
+            rows = [r for r in rows if r[0] in wanted]
+        config = {"root": str(root), "val_fraction": val_fraction, "seed": seed,
+                  **{SUBSET_OPTIONS[s]: None if p is None else str(p) for s, p in lists.items()}}
+        super().__init__([image_dir / f"{stem}_aligned.jpg" for stem, _, _ in rows], [r[2] for r in rows],
+                         split=split, subset=subset, classes=label_set("basic7"), config=config)
+
+
+_OPTIONS = ("val_fraction", "seed", "occlusion_list", "pose30_list", "pose45_list")
+
+
+@register_dataset("rafdb", description="RAF-DB basic: 15,339 aligned 100x100 in-the-wild faces, 7 classes (train/"
+                  "test; val held out of train); subsets occlusion/pose30/pose45 from RAN's lists. "
+                  + OBTAIN, needs_root=True)
+def build_rafdb(root=None, split="train", subset=None, **options):
+    unknown = sorted(k for k in options if k not in _OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for rafdb; valid: {', '.join(_OPTIONS)}")
+    return RAFDB(root, split, subset, **options)
