@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -95,18 +94,17 @@ def _default_cache_dir() -> Path:
 
 
 def _try_save(target: Path, arrays: dict) -> bool:
-    tmp = None
+    """Write the arrays as an .npz atomically (:func:`fer_core.io.atomic_write_bytes`); False where the folder
+    cannot be written."""
+    from fer_core.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-        return True
+        atomic_write_bytes(target, buffer.getvalue())
     except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         return False
+    return True
 
 
 def load_fer2013_csv(path, cache_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
