@@ -17,6 +17,7 @@ import streamlit as st
 
 from app import charts, ui
 from fer_core import compare, io
+from fer_core.explain import render
 
 RUN_KEY = "confusion.run"
 SUBSET_KEY = "confusion.subset"
@@ -27,7 +28,7 @@ CELL_KEY = "confusion.cell"  # (run, subset, true, pred) the page number belongs
 PAGE_KEY = "confusion.page"
 PER_PAGE = 12
 COLUMNS = 4
-FACE_PIXELS = 112  # faces are enlarged (nearest neighbour) to about this size, so 32-pixel faces stay readable
+FACE_PIXELS = 112  # faces are shown at this size (fer_core.explain.render.enlarge), so 32-pixel faces stay readable
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -45,11 +46,6 @@ def _overlays(run_dir: str, split: str, subset: str, indices: tuple[int, ...], t
               stamp: tuple) -> list[np.ndarray]:
     faces = compare.face_images(_dataset(run_dir, split, subset, stamp[:1]), indices)
     return compare.explain_faces(ui.load_predictor(run_dir), faces, targets, method="gradcam")
-
-
-def _enlarge(image: np.ndarray) -> np.ndarray:
-    factor = max(1, round(FACE_PIXELS / max(image.shape[:2])))
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
 # --------------------------------------------------------------------------------------------- run and subset
@@ -157,9 +153,10 @@ except Exception as err:  # noqa: BLE001 - show the faces anyway, and why there 
 cols = st.columns(COLUMNS)
 for i, (row, face, heat) in enumerate(zip(shown.to_dict("records"), faces, overlays, strict=True)):
     with cols[i % COLUMNS].container(border=True):
-        gap = np.full((face.shape[0], max(1, face.shape[1] // 16), 3), 255, dtype=np.uint8)
+        face, heat = (None if a is None else render.enlarge(a, FACE_PIXELS) for a in (face, heat))
+        gap = np.full((FACE_PIXELS, FACE_PIXELS // 16, 3), 255, dtype=np.uint8)
         image = face if heat is None else np.hstack([face, gap, heat])
-        st.image(_enlarge(image), width="stretch",
+        st.image(image, width="stretch",
                  caption="face" if heat is None else f"face · Grad-CAM of {names[int(row['pred'])]}")
         probs = compare.probabilities(row, names)
         ranked = list(probs.items())[:3]
