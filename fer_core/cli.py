@@ -9,6 +9,7 @@ Commands::
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
+    data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
     predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--json]   expressions of the faces
@@ -274,6 +275,38 @@ def cmd_explain_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from fer_core.data.browse import summary
+
+    options = apply_overrides({}, args.set)
+    info = summary(args.name, root=args.root, **options)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    columns = {**{s: r for s, r in info["splits"].items()}, **{f"{info['subset_split']}/{s}": r
+                                                              for s, r in info["subsets"].items()}}
+    rows = [[c, *(f"{r['counts'][c]:,}" for r in columns.values())] for c in info["classes"]]
+    rows.append(["total", *(f"{r['n']:,}" for r in columns.values())])
+    print(f"{info['name']}" + (f" from {info['root']}" if info["root"] else "") + f": {len(info['classes'])} classes")
+    print(_table(rows, ["class", *columns]))
+    for label, report in columns.items():
+        notes = []
+        if report.get("dropped"):
+            notes.append("skipped by the published rule: " + ", ".join(f"{k} {v:,}" for k, v in
+                                                                         report["dropped"].items()))
+        if report.get("unmatched_total"):
+            notes.append(f"{report['unmatched_total']:,} list entries match no image (e.g. "
+                         f"{', '.join(report['unmatched'][:3])})")
+        if report.get("duplicates"):
+            notes.append(f"{report['duplicates']:,} repeated list entries")
+        if notes:
+            print(f"{label}: " + "; ".join(notes))
+    if not info["subsets"]:
+        print("no challenge subsets (give RAN's lists as occlusion_list / pose30_list / pose45_list, or put them in "
+              "<root>/subsets/) " if info["root"] else "no challenge subsets")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     options = apply_overrides({}, args.set)
     if args.data_command == "sheet":
@@ -419,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="look at data sets")
     dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("info", help="faces per split, class and challenge subset, and the rows a loader skipped")
+    d.add_argument("name", help="data set name, e.g. rafdb")
+    d.add_argument("--root", help="the data set's folder (default: $FER_DATA/<name>)")
+    d.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="data set option")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.set_defaults(func=cmd_data_info)
     for name, help_text in (("sheet", "contact sheet PNG of a data set"), ("export", "export images to folders")):
         d = dsub.add_parser(name, help=help_text)
         d.add_argument("name", help="data set name, e.g. synthfaces")

@@ -159,15 +159,17 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
     label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, and
     that the model accepts its ``model.options`` (built on the ``meta`` device, as a sweep's plan does).
     """
-    from fer_core.data import dataset_info
+    from fer_core.data import dataset_info, resolve_root
     from fer_core.sweep import check_model
 
     problems = []
     if dataset_info(cfg.data.name)["needs_root"]:
-        if not cfg.data.root:
-            problems.append(f"data.root: {cfg.data.name} reads its files from disk; give the folder that holds them")
-        elif not Path(cfg.data.root).expanduser().is_dir():
-            problems.append(f"data.root: the folder {cfg.data.root} does not exist")
+        folder = resolve_root(cfg.data.name, cfg.data.root)
+        if folder is None:
+            problems.append(f"data.root: {cfg.data.name} reads its files from disk; give the folder that holds them "
+                            f"(or set FER_DATA to a folder with a {cfg.data.name}/ sub-folder)")
+        elif not folder.is_dir():
+            problems.append(f"data.root: the folder {folder} does not exist")
     method = cfg.train.method
     teacher = getattr(method, "teacher_run", None)
     if getattr(method, "source", None) == "teacher" and not teacher:

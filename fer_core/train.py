@@ -381,6 +381,11 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                 io.atomic_write_text(run_dir / "metrics.jsonl", "")
     stages = cfg.train.resolved_stages()
     epochs = sum(st.epochs for st in stages)
+    if cfg.data.root is None:  # record the folder actually read ($FER_DATA/<name>), so the run says what it used
+        from fer_core.data import resolve_root
+
+        found = resolve_root(cfg.data.name)
+        cfg.data.root = None if found is None else str(found)
     if main:
         io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         io.write_status(run_dir, state="running", pid=os.getpid(), epochs=epochs, error=None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,61 @@ def test_config_json_and_materialize(raf_root):
     images, labels = materialize(ds)
     assert images.shape == (2, 3, 100, 100) and images.dtype == torch.uint8
     assert labels.tolist() == ds.labels.tolist()
+
+
+def test_mixed_sizes_need_image_size(tmp_path):
+    root = tmp_path / "mixed"
+    _jpeg(root / "train" / "Happy" / "a.jpg", 50, size=64)
+    _jpeg(root / "train" / "Happy" / "b.jpg", 90, size=80)
+    two = imagefolder_mod.ImageFolderFaces(root, "train")  # both images
+    with pytest.raises(ValueError, match=r"b\.jpg is 80x80 but the first image .* is 64x64: give the option"):
+        two[1]
+    sized = imagefolder_mod.ImageFolderFaces(root, "train", image_size=48)
+    assert sized.image_size == 48 and sized.config["image_size"] == 48
+    assert [tuple(sized[i]["image"].shape) for i in range(2)] == [(3, 48, 48), (3, 48, 48)]
+    assert abs(float(sized[1]["image"].float().mean()) - 90) <= 3  # resized, not re-coloured
+    with pytest.raises(ValueError, match="image_size must be an integer"):
+        imagefolder_mod.ImageFolderFaces(root, "train", image_size=3)
+
+
+def test_fer_data_folder_and_subset_lists_found_in_root(raf_root, tmp_path, monkeypatch):
+    from fer_core.data import configured_datasets, resolve_root
+
+    root, lists = raf_root
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("FER_DATA", str(home))
+    assert configured_datasets() == {} and resolve_root("rafdb") is None
+    with pytest.raises(ValueError, match=r"put it in .*home.rafdb"):
+        build_dataset("rafdb", split="test")
+    (home / "rafdb").symlink_to(root, target_is_directory=True)
+    assert configured_datasets() == {"rafdb": home / "rafdb"}
+    assert resolve_root("synthfaces") is None and resolve_root("rafdb", "/x") == Path("/x")
+    assert len(build_dataset("rafdb", split="test")) == 4  # no root: $FER_DATA/rafdb
+    # RAN's lists in <root>/subsets/ are used when no option names them
+    (root / "subsets").mkdir()
+    (root / "subsets" / "pose30.txt").write_bytes((lists / "pose30.txt").read_bytes())
+    ds = build_dataset("rafdb", split="test")
+    assert ds.subsets == ("pose30",)
+    assert len(build_dataset("rafdb", split="test", subset="pose30")) == 2
+
+
+def test_data_info_counts_and_reports(raf_root, capsys):
+    from fer_core.cli import main
+    from fer_core.data.browse import summary
+
+    root, lists = raf_root
+    info = summary("rafdb", root=root, occlusion_list=str(lists / "occlusion.txt"))
+    assert info["classes"] == list(CLASSES[:7]) and set(info["splits"]) == {"train", "val", "test"}
+    assert sum(info["splits"][s]["n"] for s in ("train", "val")) == 10 and info["splits"]["test"]["n"] == 4
+    test_counts = info["splits"]["test"]["counts"]
+    assert test_counts["surprise"] == test_counts["neutral"] == test_counts["anger"] == test_counts["happy"] == 1
+    occ = info["subsets"]["occlusion"]
+    assert occ["n"] == 2 and occ["unmatched"] == ["test_0999"] and occ["duplicates"] == 1
+    occlusion = f"occlusion_list={lists / 'occlusion.txt'}"
+    assert main(["data", "info", "rafdb", "--root", str(root), "--set", occlusion]) == 0
+    out = capsys.readouterr().out
+    assert "test/occlusion" in out and "1 list entries match no image (e.g. test_0999)" in out
+    assert "1 repeated list entries" in out
+    assert main(["data", "info", "rafdb", "--root", str(root), "--json"]) == 0
+    assert '"subsets": {}' in capsys.readouterr().out

@@ -3,16 +3,25 @@
 ``build_dataset(name, root=None, split="train", subset=None, **options)`` returns a torch Dataset whose
 samples are dicts (see docs/CONTRACTS.md): ``image`` (uint8 C x H x W), ``label``, ``index`` and, where the
 data set has them, ``label_dist``, ``clean_label``, ``mask``, ``subject``, ``pose``, ``occluder``.
+
+Where the files are: a data set's folder is ``data.root`` when given, else ``$FER_DATA/<name>`` (``FER_DATA`` names
+one folder holding a sub-folder per data set, e.g. ``$FER_DATA/rafdb``, ``$FER_DATA/fer2013``).
+:func:`configured_datasets` lists those found there; the app offers only them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .cache import materialize
 
-__all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "materialize"]
+__all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "materialize", "data_home",
+           "resolve_root", "configured_datasets"]
+
+DATA_ENV = "FER_DATA"
 
 
 @dataclass(frozen=True)
@@ -56,19 +65,50 @@ def _entry(name: str) -> DatasetEntry:
         raise ValueError(f"unknown data set {name!r}; valid: {', '.join(list_datasets())}") from None
 
 
+def data_home() -> Path | None:
+    """``$FER_DATA`` (the folder of configured data sets), or None when it is not set."""
+    value = os.environ.get(DATA_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def resolve_root(name: str, root=None) -> Path | None:
+    """The folder a data set is read from: ``root`` when given, else ``$FER_DATA/<name>`` if that folder exists,
+    else None (and always None for data sets that need no files)."""
+    if root is not None and str(root).strip():
+        return Path(root).expanduser()
+    home = data_home()
+    if not _entry(name).needs_root or home is None or not (home / name).is_dir():
+        return None
+    return home / name
+
+
+def configured_datasets() -> dict[str, Path]:
+    """``{name: folder}`` of the registered data sets that have a folder under ``$FER_DATA`` (empty when unset)."""
+    home = data_home()
+    if home is None:
+        return {}
+    return {n: home / n for n in list_datasets() if _REGISTRY[n].needs_root and (home / n).is_dir()}
+
+
 def build_dataset(name: str, root=None, split: str = "train", subset: str | None = None, **options):
     """Build a registered data set.
 
     Args:
         name: a name from :func:`list_datasets`.
-        root: folder holding the data set's files (None for data sets that need none, like ``synthfaces``).
+        root: folder holding the data set's files; None: ``$FER_DATA/<name>`` for data sets read from disk, nothing
+            for those that need no files (``synthfaces``).
         split: ``train``, ``val`` or ``test``.
         subset: None or ``all`` for the whole split, else a challenge-condition subset the data set defines.
         **options: data-set specific options (for SynthFACS, the fields of ``SynthConfig``).
     """
     entry = _entry(name)
-    if entry.needs_root and root is None:
-        raise ValueError(f"data set {name!r} reads files from disk: give its folder as root (data.root)")
+    if entry.needs_root:
+        root = resolve_root(name, root)
+        if root is None:
+            home = data_home()
+            where = (f"or put it in {home / name} (FER_DATA is {home})" if home is not None else
+                     f"or set {DATA_ENV} to a folder holding a {name}/ sub-folder")
+            raise ValueError(f"data set {name!r} reads files from disk: give its folder as root (data.root), {where}")
     return entry.builder(root=root, split=split, subset=subset, **options)
 
 
@@ -84,4 +124,4 @@ def _synthfaces(root=None, split="train", subset=None, **options):
 
 
 # The real data sets' loaders register themselves on import (they import register_dataset from this package).
-from . import fer2013, ferplus, imagefolder, rafdb  # noqa: E402,F401
+from . import affectnet, ckplus, fer2013, ferplus, imagefolder, rafdb  # noqa: E402,F401

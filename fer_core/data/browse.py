@@ -1,4 +1,5 @@
-"""Looking at a data set: class counts, a few faces per class, and one face with what the data set knows about it.
+"""Looking at a data set: class counts, a few faces per class, one face with what the data set knows about it, and
+a summary of every split and challenge subset (``python -m fer_core data info``, the app's Data sets page).
 
 Works on any registered data set (see docs/CONTRACTS.md): counts come from ``ds.labels`` without reading a single
 image; faces are read (or, for SynthFACS, rendered) one by one, so showing a sample of a large data set is cheap.
@@ -73,3 +74,52 @@ def face(ds: Any, i: int) -> dict[str, Any]:
 def faces(ds: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
     """:func:`face` for each position in ``indices``."""
     return [face(ds, i) for i in indices]
+
+
+def split_report(ds: Any) -> dict[str, Any]:
+    """Size, faces per class and what the loader skipped or could not match, for one built split or subset.
+
+    Returns:
+        ``n``, ``counts`` (``{class: faces}``), and where the loader reports them: ``dropped`` (``{reason: rows}``,
+        rows left out by a published rule), ``unmatched`` (subset-list entries matching no image, up to 20 shown,
+        ``unmatched_total`` all of them), ``duplicates`` (repeated list entries).
+    """
+    counts = class_counts(ds)
+    out: dict[str, Any] = {"n": int(len(ds)), "counts": {c: int(v) for c, v in zip(ds.classes, counts, strict=True)}}
+    dropped = getattr(ds, "dropped", None)
+    if dropped:
+        out["dropped"] = {str(k): int(v) for k, v in dropped.items()}
+    unmatched = getattr(ds, "unmatched", None)
+    if unmatched:
+        out["unmatched_total"] = len(unmatched)
+        out["unmatched"] = [str(u) for u in list(unmatched)[:20]]
+    if getattr(ds, "duplicates", 0):
+        out["duplicates"] = int(ds.duplicates)
+    return out
+
+
+def summary(name: str, root=None, subset_split: str = "test", **options: Any) -> dict[str, Any]:
+    """Every split of a data set and every challenge subset of ``subset_split`` (RAN's lists are of test images).
+
+    Returns:
+        ``name``, ``root`` (the folder read, or None), ``classes``, ``splits`` (``{split: split_report}``) and
+        ``subsets`` (``{subset: split_report}``, empty when the data set defines none).
+
+    Raises:
+        whatever the loader raises for a missing or malformed data set (its message names the file).
+    """
+    from . import build_dataset, resolve_root
+
+    first = build_dataset(name, root=root, split="train", **options)
+    built = {"train": first}
+    for split in getattr(first, "splits", ("train", "val", "test")):
+        built.setdefault(split, build_dataset(name, root=root, split=split, **options))
+    subsets = {}
+    if subset_split in built:
+        for subset in getattr(built[subset_split], "subsets", ()):
+            sub = build_dataset(name, root=root, split=subset_split, subset=subset, **options)
+            subsets[subset] = split_report(sub)
+    folder = resolve_root(name, root)
+    return {"name": name, "root": None if folder is None else str(folder), "classes": list(first.classes),
+            "splits": {s: split_report(ds) for s, ds in built.items()}, "subset_split": subset_split,
+            "subsets": subsets}

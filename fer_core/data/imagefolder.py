@@ -2,7 +2,13 @@
 
 :class:`FileFaceDataset` is the shared base of data sets read from image files on disk: it holds the paths and
 canonical labels of one split and decodes each image lazily in ``__getitem__`` with
-:func:`fer_core.face.load_image` (uint8 RGB ``(3, H, W)`` at the native size).
+:func:`fer_core.face.load_image` (uint8 RGB ``(3, H, W)``), optionally cropped to a per-image box and resized.
+
+Image sizes: without ``image_size`` every image must have the size of the first one (a batch, and
+:func:`fer_core.data.materialize`, need one size); an image of another size is an error naming the file and
+asking for ``image_size``. With ``image_size=N`` each image (after its crop box, if any) is resized to N x N on
+load: ``cv2.INTER_AREA`` when shrinking, bilinear when enlarging. Data sets whose images vary in size (AffectNet,
+CK+, most image folders) use it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -40,16 +47,22 @@ class FileFaceDataset(Dataset):
     subsets: tuple[str, ...] = ()
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], *, split: str, subset: str | None,
-                 classes: tuple[str, ...], config: dict):
+                 classes: tuple[str, ...], config: dict, image_size: int | None = None,
+                 boxes: Sequence[tuple[int, int, int, int] | None] | None = None):
+        """``boxes``: per image, None or an ``(x, y, width, height)`` crop in pixels (clipped to the image)."""
         self.paths = [Path(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if boxes is not None and len(boxes) != len(self.paths):
+            raise ValueError(f"{len(boxes)} crop boxes for {len(self.paths)} images")
+        self.boxes = None if boxes is None else list(boxes)
         self.split = split
         self.subset = subset
         self.classes = classes
         self.num_classes = len(classes)
         self.channels = 3
-        self.image_size = _native_size(self.paths[0]) if self.paths else 0
-        self._config = config
+        self.resize = check_image_size(image_size)
+        self.image_size = self.resize or (_native_size(self.paths[0]) if self.paths else 0)
+        self._config = {**config, "image_size": image_size}
 
     @property
     def config(self) -> dict:
@@ -61,15 +74,55 @@ class FileFaceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {self.name} {self.split} of size {len(self)}")
-        image = load_image(self.paths[i])
+        image = self._read(i)
+        if self.resize:
+            image = resize_square(image, self.resize)
+        elif image.shape[:2] != (self.image_size, self.image_size):
+            raise ValueError(f"{self.paths[i]} is {image.shape[1]}x{image.shape[0]} but the first image of this "
+                             f"{self.name} split is {self.image_size}x{self.image_size}: give the option "
+                             "image_size=N (data.options.image_size) to resize every image to N x N on load")
         return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                 "label": int(self.labels[i]), "index": int(i)}
+
+
+    def _read(self, i: int) -> np.ndarray:
+        """Image ``i`` as RGB uint8 ``H x W x 3``, cropped to its box if it has one (before any resize). Subclasses
+        that find the face themselves override this."""
+        image = load_image(self.paths[i])
+        box = None if self.boxes is None else self.boxes[i]
+        return image if box is None else crop_box(image, box, self.paths[i])
 
 
 def _native_size(path: Path) -> int:
     """Side of the (square) image at ``path``, from its header alone (the longer side if it is not square)."""
     with Image.open(path) as im:
         return int(max(im.size))
+
+
+def check_image_size(image_size) -> int | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 1024:
+        raise ValueError(f"image_size must be an integer from 8 to 1024 (pixels), got {image_size!r}")
+    return image_size
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int], path: Path) -> np.ndarray:
+    """``image[y:y+h, x:x+w]`` with the box clipped to the image; ValueError naming the file if nothing is left."""
+    x, y, w, h = (int(v) for v in box)
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"{path}: crop box (x={x}, y={y}, w={w}, h={h}) lies outside the {width}x{height} image")
+    return image[y0:y1, x0:x1]
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``H x W x C`` uint8 image to ``size x size`` (area when shrinking, bilinear when enlarging)."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = size < max(image.shape[:2])
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def check_split(name: str, split: str) -> None:
@@ -141,12 +194,14 @@ class ImageFolderFaces(FileFaceDataset):
             ``train`` (seeded by ``seed``) is held out as ``val`` and removed from ``train``.
         label_map: ``{folder name: canonical class}``; default :data:`DEFAULT_ALIASES` (case-insensitive).
         label_set: force ``basic7`` or ``basic8`` (default: basic8 only if contempt occurs).
+        image_size: resize every image to this square size on load (needed when the images differ in size).
     """
 
     name = "imagefolder"
 
     def __init__(self, root, split: str = "train", subset: str | None = None, *, label_map: dict | None = None,
-                 val_fraction: float | None = None, seed: int = 0, label_set: str | None = None):
+                 val_fraction: float | None = None, seed: int = 0, label_set: str | None = None,
+                 image_size: int | None = None):
         check_split(self.name, split)
         if subset not in (None, "all"):
             raise ValueError(f"{self.name} defines no subsets; use subset=None or 'all', not {subset!r}")
@@ -175,7 +230,8 @@ class ImageFolderFaces(FileFaceDataset):
         classes = resolve_classes(labels, label_set)
         config = {"root": str(root), "label_map": label_map, "val_fraction": val_fraction, "seed": seed,
                   "label_set": label_set}
-        super().__init__(paths, labels, split=split, subset=None, classes=classes, config=config)
+        super().__init__(paths, labels, split=split, subset=None, classes=classes, config=config,
+                         image_size=image_size)
 
 
 class CAERS(ImageFolderFaces):
@@ -190,7 +246,7 @@ def _unknown(name: str, options: dict, valid: Sequence[str]) -> None:
         raise ValueError(f"unknown option(s) {', '.join(sorted(options))} for {name}; valid: {', '.join(valid)}")
 
 
-_OPTIONS = ("label_map", "val_fraction", "seed", "label_set")
+_OPTIONS = ("label_map", "val_fraction", "seed", "label_set", "image_size")
 
 
 @register_dataset("imagefolder", description="Any image-folder tree root/<split>/<class>/*.jpg|png (splits train, "

@@ -23,20 +23,13 @@ from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
 
 from . import register_dataset
 from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask
+from .subsets import SUBSET_OPTIONS, check_subset, image_stem, match_subset, read_subset_list, with_default_lists
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_DIR = Path("Image") / "aligned"
-SUBSET_OPTIONS = {"occlusion": "occlusion_list", "pose30": "pose30_list", "pose45": "pose45_list"}
 OBTAIN = "RAF-DB is obtained by request from its authors: http://www.whdeng.cn/raf/model1.html"
 _CODE_TO_CLASS = mapping_from(DATASET_ORDERS["rafdb"])  # code c (1..7) -> canonical _CODE_TO_CLASS[c - 1]
 _LINE = re.compile(r"^(?P<name>(?P<split>train|test)_\d+\.(?:jpg|jpeg|png))\s+(?P<code>[1-7])$", re.IGNORECASE)
-
-
-def image_stem(entry: str) -> str:
-    """``0/test_0004_aligned.jpg`` / ``test_0003_aligned`` / ``test_0003.jpg`` -> ``test_0003`` style stem."""
-    name = entry.replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"\.(jpg|jpeg|png)$", "", name, flags=re.IGNORECASE)
-    return re.sub(r"_aligned$", "", name)
 
 
 def read_labels(path: Path) -> list[tuple[str, str, int]]:
@@ -54,32 +47,21 @@ def read_labels(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def read_subset_list(path: Path) -> list[str]:
-    """Image stems of a RAN subset list (first field of each line; CRLF and blank lines tolerated), in order."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such subset list file: {path}")
-    with open(path, encoding="utf-8-sig") as f:
-        return [image_stem(line.split()[0]) for line in f if line.strip()]
-
-
 class RAFDB(FileFaceDataset):
     """RAF-DB basic (see the module docstring). Options: ``val_fraction`` (0.1), ``seed`` (0),
-    ``occlusion_list``, ``pose30_list``, ``pose45_list`` (paths of RAN's list files, enabling those subsets)."""
+    ``occlusion_list``, ``pose30_list``, ``pose45_list`` (paths of RAN's list files, enabling those subsets),
+    ``image_size`` (resize on load; the aligned images are 100 x 100)."""
 
     name = "rafdb"
 
     def __init__(self, root, split: str = "train", subset: str | None = None, *, val_fraction: float = 0.1,
-                 seed: int = 0, occlusion_list=None, pose30_list=None, pose45_list=None):
+                 seed: int = 0, occlusion_list=None, pose30_list=None, pose45_list=None, image_size: int | None = None):
         check_split(self.name, split)
         root = Path(root)
-        lists = {"occlusion": occlusion_list, "pose30": pose30_list, "pose45": pose45_list}
+        lists = with_default_lists(root, {"occlusion": occlusion_list, "pose30": pose30_list,
+                                          "pose45": pose45_list})
         self.subsets = tuple(s for s, p in lists.items() if p is not None)
-        subset = None if subset in (None, "all") else subset
-        if subset is not None and subset not in SUBSET_OPTIONS:
-            raise ValueError(f"unknown subset {subset!r} for rafdb; valid: all, {', '.join(SUBSET_OPTIONS)}")
-        if subset is not None and lists[subset] is None:
-            raise ValueError(f"subset {subset!r} needs RAN's list file: give the option {SUBSET_OPTIONS[subset]}")
+        subset = check_subset(self.name, subset, lists)
         label_path, image_dir = root / LABEL_FILE, root / IMAGE_DIR
         missing = [str(p) for p in (label_path, image_dir) if not p.exists()]
         if missing:
@@ -97,19 +79,17 @@ class RAFDB(FileFaceDataset):
         self.unmatched: list[str] = []
         self.duplicates = 0
         if subset is not None:
-            entries = read_subset_list(lists[subset])
-            self.duplicates = len(entries) - len(set(entries))
-            stems = {r[0] for r in rows}
-            self.unmatched = sorted({e for e in entries if e not in stems})
-            wanted = set(entries)
-            rows = [r for r in rows if r[0] in wanted]
+            match = match_subset([r[0] for r in rows], read_subset_list(lists[subset]))
+            self.unmatched, self.duplicates = match.unmatched, match.duplicates
+            rows = [r for r, k in zip(rows, match.keep, strict=True) if k]
         config = {"root": str(root), "val_fraction": val_fraction, "seed": seed,
                   **{SUBSET_OPTIONS[s]: None if p is None else str(p) for s, p in lists.items()}}
         super().__init__([image_dir / f"{stem}_aligned.jpg" for stem, _, _ in rows], [r[2] for r in rows],
-                         split=split, subset=subset, classes=label_set("basic7"), config=config)
+                         split=split, subset=subset, classes=label_set("basic7"), config=config,
+                         image_size=image_size)
 
 
-_OPTIONS = ("val_fraction", "seed", "occlusion_list", "pose30_list", "pose45_list")
+_OPTIONS = ("val_fraction", "seed", "occlusion_list", "pose30_list", "pose45_list", "image_size")
 
 
 @register_dataset("rafdb", description="RAF-DB basic: 15,339 aligned 100x100 in-the-wild faces, 7 classes (train/"
