@@ -359,12 +359,26 @@ def model_frame() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "input", "paper", "pretrained", "licence"])
 
 
-@st.cache_data(show_spinner=False)
 def dataset_list() -> list[dict[str, Any]]:
-    """The data set registry: ``name``, ``needs_root`` (reads files the user supplies) and ``description``."""
-    from fer_core.data import dataset_info, list_datasets
+    """The data set registry: ``name``, ``needs_root`` (reads files the user supplies), ``description``, and
+    ``root``: the data set's folder under ``$FER_DATA`` (None when it is not there, and for built-in data sets).
+    The app reads real data sets only from there."""
+    from fer_core.data import configured_datasets, dataset_info, list_datasets
 
-    return [{"needs_root": False, "description": "", **dataset_info(name), "name": name} for name in list_datasets()]
+    roots = configured_datasets()
+    return [{"needs_root": False, "description": "", **dataset_info(name), "name": name,
+             "root": str(roots[name]) if name in roots else None} for name in list_datasets()]
+
+
+def data_home_note() -> str:
+    """Where the app looks for real data sets, as one Markdown sentence."""
+    from fer_core.data import DATA_ENV, data_home
+
+    home = data_home()
+    if home is None:
+        return (f"`{DATA_ENV}` is not set: to use a real data set, set it to a folder holding one sub-folder per "
+                "data set (e.g. `rafdb/`, `fer2013/`) and restart the app.")
+    return f"Real data sets are read from `{home}/<name>` (`{DATA_ENV}`)."
 
 
 # --------------------------------------------------------------------------------------------- models and faces

@@ -295,10 +295,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
             notes.append("skipped by the published rule: " + ", ".join(f"{k} {v:,}" for k, v in
                                                                          report["dropped"].items()))
         if report.get("unmatched_total"):
-            notes.append(f"{report['unmatched_total']:,} list entries match no image (e.g. "
+            notes.append(f"list entries matching no image: {report['unmatched_total']:,} (e.g. "
                          f"{', '.join(report['unmatched'][:3])})")
         if report.get("duplicates"):
-            notes.append(f"{report['duplicates']:,} repeated list entries")
+            notes.append(f"repeated list entries: {report['duplicates']:,}")
         if notes:
             print(f"{label}: " + "; ".join(notes))
     if not info["subsets"]:

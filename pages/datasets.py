@@ -9,12 +9,12 @@ soft label. ``/datasets?dataset=<name>`` opens a given data set.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+import yaml
 
 from app import charts, ui
 from fer_core.data import browse, build_dataset
@@ -25,13 +25,13 @@ from fer_core.data.synthfaces.dataset import DEFAULT_SIZES, compose_face
 from fer_core.labels import CLASSES
 
 NAME_KEY = "datasets.name"
-ROOT_KEY = "datasets.root"
 MASKS_KEY = "datasets.masks"
 PER_CLASS_KEY = "datasets.per_class"
 GRID_SPLIT_KEY = "datasets.grid_split"
 SUBSET_KEY = "datasets.subset"
 SUBSET_SPLIT_KEY = "datasets.subset_split"
 PAGE_KEY = "datasets.subset_page"
+OPTIONS_KEY = "datasets.options"
 SYNTH_KEYS = {  # SynthFACS options on this page: session_state key -> default
     "datasets.label_set": "basic7", "datasets.seed": 0, "datasets.image_size": 112,
     **{f"datasets.{split}_size": n for split, n in DEFAULT_SIZES.items()},
@@ -131,7 +131,9 @@ def _show_faces(faces: list[dict], classes: tuple[str, ...], masks: bool, width:
 
 # --------------------------------------------------------------------------------------------- data set choice
 st.title("Data sets")
-catalogue = {d["name"]: d for d in ui.dataset_list()}
+everything = ui.dataset_list()
+catalogue = {d["name"]: d for d in everything if not d["needs_root"] or d["root"]}  # built in, or in $FER_DATA
+missing = [d["name"] for d in everything if d["needs_root"] and not d["root"]]
 wanted = st.query_params.get("dataset")
 if wanted in catalogue and st.session_state.get(NAME_KEY) is None:
     st.session_state[NAME_KEY] = wanted
@@ -142,7 +144,10 @@ name = st.selectbox("Data set", list(catalogue), key=NAME_KEY,
 st.query_params["dataset"] = name
 info = catalogue[name]
 if info["description"]:
-    st.caption(info["description"])
+    st.caption(info["description"] + (f" · files read from `{info['root']}`" if info["root"] else ""))
+if missing:
+    st.caption(f"Not configured here: {', '.join(missing)}. {ui.data_home_note()} "
+               "`python -m fer_core data info NAME --root DIR` checks any folder from a shell.")
 is_synth = name == "synthfaces"
 
 browse_tab, play_tab = st.tabs(["Browse the data set", "SynthFACS playground"])
@@ -163,26 +168,24 @@ def _synth_options() -> dict[str, Any]:
 
 
 def _browse() -> None:
-    root: str | None = None
+    root: str | None = info["root"]
     options: dict[str, Any] = {}
-    if info["needs_root"]:
-        root = st.text_input(
-            "Folder with the data set's files (`data.root`)", key=ROOT_KEY, placeholder=f"/data/{name}",
-            help="The folder you would give as data.root in a config; the files stay where they are.",
-        ).strip() or None
-        if root is None:
-            st.info(f"**{name}** is licence-gated: FER Lab reads your own copy of its published files and never "
-                    "downloads them. Type the folder that holds them above (the same path as `data.root` in a "
-                    "config); the loader then checks that the expected files are there and says what is missing.",
-                    icon=":material/folder_open:")
-            return
-        if not Path(root).expanduser().exists():
-            st.error(f"The folder `{root}` does not exist on this machine. Give the folder that holds the "
-                     f"{name} files.", icon=":material/error:")
-            return
-        root = str(Path(root).expanduser())
-    elif is_synth:
+    if is_synth:
         options = _synth_options()
+    elif info["needs_root"]:
+        text = st.text_input("Data set options (YAML mapping, as `data.options` in a config)", key=OPTIONS_KEY,
+                             placeholder="{mode: probability}  or  {fold: 3}  or  {classes: 8}",
+                             help="Options of this data set's loader, e.g. RAN's subset lists (occlusion_list: "
+                                  "/path/list.txt) or the protocol; the loader names the valid ones.").strip()
+        try:
+            options = yaml.safe_load(text) if text else {}
+        except yaml.YAMLError as err:
+            st.error(f"The options are not valid YAML: {err}", icon=":material/error:")
+            return
+        if not isinstance(options, dict):
+            st.error(f"The options must be a mapping like `{{mode: probability}}`, not `{text}`.",
+                     icon=":material/error:")
+            return
     options_json = json.dumps(options, sort_keys=True)
     try:
         with st.spinner(f"Reading {name}" + (" (rendering parameters of every face once)" if is_synth else "")):
@@ -191,8 +194,8 @@ def _browse() -> None:
         st.error(f"Could not read **{name}**" + (f" from `{root}`" if root else "") + f": {err}",
                  icon=":material/error:")
         if root:
-            st.info("Check the folder against the data set's expected layout (the message above names the missing "
-                    "or unexpected file), or pick another folder.")
+            st.info(f"Check `{root}` against the data set's expected layout: the message above names the missing "
+                    "or unexpected file, or the option to change.")
         return
     first = next(iter(splits.values()))
     classes = tuple(first.classes)
@@ -203,6 +206,11 @@ def _browse() -> None:
     st.plotly_chart(_counts_figure(counts, classes), width="stretch", key="datasets.counts")
     st.caption(f"{len(classes)} classes · " + " · ".join(f"{s}: {int(c.sum()):,} faces" for s, c in counts.items())
                + ". Hover a bar for its share of the split.")
+    skipped = {split: browse.split_report(ds).get("dropped") for split, ds in splits.items()}
+    if any(skipped.values()):
+        st.caption("Left out by the data set's published rule (counted, not lost): " + " · ".join(
+            f"{split}: " + ", ".join(f"{reason.replace('_', ' ')} {n:,}" for reason, n in d.items())
+            for split, d in skipped.items() if d) + ".")
 
     has_masks = is_synth
     if has_masks:
@@ -232,8 +240,10 @@ def _browse() -> None:
     if not subsets:
         st.info(f"{name} defines no challenge subsets (occlusion, pose, ambiguous).")
         return
-    descriptions = {"clean": "no occluder, |yaw| ≤ 30°", "occlusion": "any occluder", "pose30": "|yaw| > 30°",
-                    "pose45": "|yaw| > 45°", "ambiguous": "top soft-label probability below 0.6"}
+    descriptions = ({"clean": "no occluder, |yaw| ≤ 30°", "occlusion": "any occluder", "pose30": "|yaw| > 30°",
+                     "pose45": "|yaw| > 45°", "ambiguous": "top soft-label probability below 0.6"} if is_synth else
+                    {"occlusion": "RAN's occlusion list", "pose30": "RAN's list of faces turned more than 30°",
+                     "pose45": "RAN's list of faces turned more than 45°"})
     left, right = st.columns([3, 1])
     st.session_state.setdefault(SUBSET_KEY, "occlusion" if "occlusion" in subsets else subsets[0])
     subset = left.radio("Subset", ui.ordered_subsets(subsets), key=SUBSET_KEY, horizontal=True)
@@ -244,6 +254,13 @@ def _browse() -> None:
     total = len(splits[subset_split])
     st.caption(f"**{subset}**" + (f" ({descriptions[subset]})" if subset in descriptions else "")
                + f": {len(sub):,} of {total:,} {subset_split} faces ({100 * len(sub) / max(1, total):.1f}%).")
+    report = browse.split_report(sub)
+    if report.get("unmatched_total") or report.get("duplicates"):
+        st.warning(f"Entries of the {subset} list matching no {subset_split} image: "
+                   f"{report.get('unmatched_total', 0):,}"
+                   + (f" (e.g. {', '.join(report['unmatched'][:5])})" if report.get("unmatched") else "")
+                   + f"; entries repeating an earlier one: {report.get('duplicates', 0):,}.",
+                   icon=":material/warning:")
     if not len(sub):
         st.info("No faces in this subset.")
         return

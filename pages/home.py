@@ -108,10 +108,16 @@ if skipped:
 
 # --------------------------------------------------------------------------------------------- catalogue
 st.subheader("Data sets")
-st.markdown("\n".join(
-    f"- **{d['name']}** ({'reads your copy of the files, `data.root`' if d['needs_root'] else 'built in'}): "
-    f"{d['description']}" for d in ui.dataset_list()
-))
+
+
+def _where(d: dict) -> str:
+    if not d["needs_root"]:
+        return "built in"
+    return f"from `{d['root']}`" if d["root"] else "not configured"
+
+
+st.markdown("\n".join(f"- **{d['name']}** ({_where(d)}): {d['description']}" for d in ui.dataset_list()))
+st.caption(ui.data_home_note())
 st.subheader("Models")
 models = ui.model_frame()
 st.caption("Sizes, MACs and CPU latency: `python -m fer_core models`.")

@@ -364,8 +364,12 @@ with left.container(border=True):
                    choices={"name": list(datasets)}, labels={"name": "data set"})
     info = datasets.get(data["name"], {})
     st.caption(info.get("description", ""))
-    if info.get("needs_root"):
-        data["root"] = _widget("data.root", DataConfig, "root", data_in, label="data folder (data.root)")
+    if info.get("needs_root"):  # the app reads real data only from $FER_DATA/<name>, never from a typed path
+        data["root"] = None
+        if info.get("root"):
+            st.caption(f"Files read from `{info['root']}`.")
+        else:
+            st.warning(f"**{data['name']}** is not configured. {ui.data_home_note()}", icon=":material/folder_off:")
     data["options"] = _options("data", data_in, data["name"] == data_in.get("name"))
 with right.container(border=True):
     st.markdown("**Model**", help=_doc(ModelSection))

@@ -66,10 +66,8 @@ def gated_dataset():
                                 "publisher's site and put it in this folder")
 
     register_dataset(name, description="a licence-gated stand-in for tests", needs_root=True)(builder)
-    ui.dataset_list.clear()
     yield name
     _REGISTRY.pop(name, None)
-    ui.dataset_list.clear()
 
 
 # --------------------------------------------------------------------------------------------- Data sets page
@@ -141,21 +139,49 @@ def test_playground_renders_a_face_and_a_slider_changes_it(runs_root: Path, smok
     assert model["name"].startswith(run_id) and list(model["y"]) == list(label_set("basic7"))
 
 
-def test_real_dataset_without_root_says_where_the_files_go(runs_root: Path, gated_dataset: str, tmp_path: Path):
+def test_real_datasets_come_only_from_fer_data(runs_root: Path, gated_dataset: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("FER_DATA", raising=False)
     at = app(DATASETS, SMALL, dataset=gated_dataset)
-    assert at.selectbox[0].value == gated_dataset
-    assert any("data.root" in i.value for i in at.info) and not at.error
-    assert "Classes" not in [s.value for s in at.subheader]
+    assert at.selectbox[0].value == "synthfaces" and gated_dataset not in at.selectbox[0].options
+    assert any(gated_dataset in c.value and "FER_DATA` is not set" in c.value for c in at.caption)
+    assert not at.error and "Classes" in [s.value for s in at.subheader]
 
-    at.text_input(key="datasets.root").input(str(tmp_path / "nowhere")).run()
-    assert not at.exception
-    assert any("does not exist" in e.value for e in at.error)
-
-    at.text_input(key="datasets.root").input(str(tmp_path)).run()
-    assert not at.exception
+    monkeypatch.setenv("FER_DATA", str(tmp_path))
+    (tmp_path / gated_dataset).mkdir()
+    at = app(DATASETS, SMALL, dataset=gated_dataset)
+    assert at.selectbox[0].value == gated_dataset and not at.exception
     assert any("gatedfer.csv not found" in e.value and "publisher" in e.value for e in at.error)
     assert "Classes" not in [s.value for s in at.subheader]
     assert image_element(at, "AU ")  # the SynthFACS playground still works
+
+
+def test_rafdb_from_fer_data_counts_skips_and_subset_report(runs_root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    from test_data_rafdb import RAF_LINES, _jpeg
+
+    root = tmp_path / "data" / "rafdb"
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("".join(f"{n} {c}\n" for n, c in RAF_LINES))
+    for k, (n, _) in enumerate(RAF_LINES):
+        _jpeg(root / "Image" / "aligned" / n.replace(".jpg", "_aligned.jpg"), 10 * k)
+    (root / "subsets").mkdir()
+    (root / "subsets" / "occlusion.txt").write_bytes(b"test_0003_aligned 5 4\r\ntest_0999_aligned 2 2\r\n")
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "data"))
+    at = app(DATASETS, {"datasets.per_class": 2}, dataset="rafdb")
+    assert at.selectbox[0].value == "rafdb" and not at.exception and not at.error
+    assert any(str(root) in c.value for c in at.caption)
+    counts = next(f for f in charts_on(at) if f["layout"]["title"]["text"] == "Faces per class and split")
+    shown = {t["name"].split(" ")[0]: dict(zip(t["x"], t["y"], strict=True)) for t in counts["data"]}
+    expected = {s: dict(zip(ds.classes, browse.class_counts(ds).tolist(), strict=True))
+                for s in ("train", "val", "test") for ds in [build_dataset("rafdb", split=s)]}
+    assert shown == expected
+    assert at.radio(key="datasets.subset").options == ["occlusion"]
+    assert any("occlusion list matching no test image: 1 (e.g. test_0999)" in w.value for w in at.warning)
+    at.text_input(key="datasets.options").input("{val_fraction: 0.3}").run()
+    assert not at.exception and any("val: 3 faces" in c.value for c in at.caption)
+    at.text_input(key="datasets.options").input("{colour: true}").run()
+    assert any("unknown option(s) colour for rafdb" in e.value for e in at.error)
 
 
 # --------------------------------------------------------------------------------------------- SCN page

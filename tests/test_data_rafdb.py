@@ -221,7 +221,7 @@ def test_data_info_counts_and_reports(raf_root, capsys):
     occlusion = f"occlusion_list={lists / 'occlusion.txt'}"
     assert main(["data", "info", "rafdb", "--root", str(root), "--set", occlusion]) == 0
     out = capsys.readouterr().out
-    assert "test/occlusion" in out and "1 list entries match no image (e.g. test_0999)" in out
-    assert "1 repeated list entries" in out
+    assert "test/occlusion" in out and "list entries matching no image: 1 (e.g. test_0999)" in out
+    assert "repeated list entries: 1" in out
     assert main(["data", "info", "rafdb", "--root", str(root), "--json"]) == 0
     assert '"subsets": {}' in capsys.readouterr().out
