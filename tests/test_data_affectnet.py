@@ -79,7 +79,7 @@ def test_registered_with_description():
     assert "affectnet" in list_datasets()
     info = dataset_info("affectnet")
     assert info["needs_root"] is True
-    for words in ("mohammadmahoor.com/affectnet", "7-class", "8-class", "official validation set"):
+    for words in ("mohammadmahoor.com/pages/databases/affectnet", "7-class", "8-class", "official validation set"):
         assert words in info["description"]
 
 
@@ -185,7 +185,7 @@ def test_header_mismatch(tmp_path):
 
 
 def test_missing_files(aff_root, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"validation\.csv.*mohammadmahoor\.com/affectnet"):
+    with pytest.raises(FileNotFoundError, match=r"validation\.csv.*mohammadmahoor\.com/pages/databases/affectnet"):
         build_dataset("affectnet", root=tmp_path / "nowhere", split="test")
     (aff_root / "Manually_Annotated_file_lists" / "training.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing \S*Manually_Annotated_file_lists/training\.csv;"):

@@ -6,7 +6,7 @@ Layout under ``root``: ``Manually_Annotated_file_lists/training.csv`` and ``.../
 ``Manually_Annotated_Images/<subDirectory_filePath>`` (e.g. ``689/737db...ca.jpg``). Expression codes 0-10 are
 neutral, happiness, sadness, surprise, fear, disgust, anger, contempt, none, uncertain, no-face; codes 0-7 map to
 the canonical order of :mod:`fer_core.labels`. AffectNet is obtained on request from its authors:
-http://mohammadmahoor.com/affectnet/.
+https://www.mohammadmahoor.com/pages/databases/affectnet/.
 
 Splits: ``test`` is ``validation.csv``, the official validation set, on which every paper reports (the authors
 keep their test set). ``val`` is a deterministic held-out share of the rows of ``training.csv`` (``val_fraction``,
@@ -54,7 +54,8 @@ CODES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "ange
 PROTOCOLS = {7: "basic7", 8: "basic8"}
 DROP_REASONS = {"contempt": 7, "none": 8, "uncertain": 9, "no_face": 10}
 """Drop reason -> the expression code it counts (contempt only under the 7-class protocol)."""
-OBTAIN = "AffectNet is obtained on request from its authors: http://mohammadmahoor.com/affectnet/"
+OBTAIN = ("AffectNet is obtained on request from its authors: "
+          "https://www.mohammadmahoor.com/pages/databases/affectnet/")
 _CODE_TO_CLASS = np.asarray(mapping_from(DATASET_ORDERS["affectnet"]), np.int64)  # code 0..7 -> canonical index
 
 
