@@ -177,3 +177,94 @@ def test_ferplus_rows_must_align(tmp_path):
     (root / "fer2013new.csv").write_text("".join(lines))
     with pytest.raises(ValueError, match="line 8: Usage 'Training'"):
         fer_core.data.ferplus.FERPlus(root)
+
+
+def _csv_file(tmp_path, rows, newline="\n", name="fer2013.csv"):
+    path = tmp_path / name
+    with path.open("w", newline="") as fh:
+        fh.write("emotion,pixels,Usage" + newline + "".join(r.replace("\n", newline) for r in rows))
+    return path
+
+
+def _many(n=70):  # more rows than one vectorised block (32), so blocks after the first are exercised
+    return [_row(i % 12, pixels=" ".join(map(str, _pixels(i)))) for i in range(n)]
+
+
+def test_fer2013_parse_accepts_other_spacing_as_before(tmp_path):
+    rows = _many()
+    expected = np.stack([_pixels(i).reshape(48, 48) for i in range(70)])
+    odd = {40: ("  ".join(map(str, _pixels(40))), _pixels(40)),  # double spaces
+           41: ("\t".join(map(str, _pixels(41))), _pixels(41)),  # tabs
+           42: (" ".join(f"{v:04d}" for v in _pixels(42)), _pixels(42)),  # leading zeros, 4 digits
+           43: (" ".join(["+5"] * 2304), np.full(2304, 5, np.uint8))}  # int() accepts a sign
+    for i, (text, pixels) in odd.items():
+        rows[i] = _row(i % 12, pixels=text)
+        expected[i] = pixels.reshape(48, 48)
+    pixels, emotion, usage = fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows))
+    assert pixels.dtype == np.uint8 and pixels.shape == (70, 48, 48) and np.array_equal(pixels, expected)
+    assert emotion.tolist() == [EMOTION[i % 12] for i in range(70)]
+    assert usage.tolist() == [fer2013.USAGES.index(USAGE[i % 12]) for i in range(70)]
+    # CRLF line ends, a quoted file (the csv module reads it) and blank lines give the same arrays
+    for path in (_csv_file(tmp_path, rows, "\r\n", "crlf.csv"),
+                 _csv_file(tmp_path, rows[:30] + ['"0","' + rows[30].split(",")[1] + '","Training"\n'] + rows[31:],
+                           name="quoted.csv"),
+                 _csv_file(tmp_path, rows[:50] + ["\n"] + rows[50:] + ["\n"], name="blank.csv")):
+        again = fer2013.parse_fer2013_csv(path)
+        assert np.array_equal(again[0], expected), path.name
+        assert len(again[1]) == 70
+
+
+@pytest.mark.parametrize(("index", "text", "message"), [
+    (45, "1.5 " + " ".join(["1"] * 2303), "integers 0-255"),
+    (45, "a " + " ".join(["1"] * 2303), "integers 0-255"),
+    (45, "1000 " + " ".join(["1"] * 2303), "integers 0-255"),
+    (45, "256 " + " ".join(["1"] * 2303), "integers 0-255"),
+    (45, "-1 " + " ".join(["1"] * 2303), "integers 0-255"),
+    (45, "99999999999999999999999 " + " ".join(["1"] * 2303), "integers 0-255"),  # was a bare OverflowError
+    (45, "", r"expected 2304 pixel values \(48x48\), got 0"),
+    (45, " ".join(["1"] * 2303), r"expected 2304 pixel values \(48x48\), got 2303"),
+    (0, " ".join(["1"] * 2305), r"expected 2304 pixel values \(48x48\), got 2305"),
+    (69, " ".join(["1"] * 2303), "got 2303"),
+])
+def test_fer2013_bad_pixels_in_any_block_name_their_line(tmp_path, index, text, message):
+    rows = _many()
+    rows[index] = _row(index % 12, pixels=text)
+    with pytest.raises(ValueError, match=message) as err:
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows))
+    assert f"fer2013.csv: line {index + 2}:" in str(err.value)
+
+
+def test_fer2013_counts_checked_per_row_not_in_total(tmp_path):
+    rows = _many()
+    rows[50] = _row(2, pixels=" ".join(["1"] * 2303))
+    rows[51] = _row(3, pixels=" ".join(["1"] * 2305))  # the file's total count is right
+    with pytest.raises(ValueError, match="line 52: expected 2304 pixel values"):
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows))
+
+
+def test_fer2013_first_bad_line_is_reported_whatever_is_wrong(tmp_path):
+    rows = _many()
+    rows[10] = _row(3, pixels="1 2 3")  # line 12: pixels
+    rows[40] = _row(3, usage="Validation")  # line 42: usage
+    with pytest.raises(ValueError, match="line 12: expected 2304"):
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows, name="a.csv"))
+    rows[10], rows[5] = _many()[10], "1,2\n"  # line 7: field count, before the usage error
+    with pytest.raises(ValueError, match=r"line 7: expected 3 fields \(emotion,pixels,Usage\), got 2"):
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows, name="b.csv"))
+    rows[5] = _many()[5]
+    rows[60] = _row(3, pixels="x")  # after the usage error on line 42
+    with pytest.raises(ValueError, match="line 42: unknown Usage 'Validation'"):
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, rows, name="c.csv"))
+
+
+def test_fer2013_header_and_empty_file(tmp_path):
+    with pytest.raises(ValueError, match="no samples"):
+        fer2013.parse_fer2013_csv(_csv_file(tmp_path, ["\n"]))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,pixels,Usage\n" + _row(0))
+    with pytest.raises(ValueError, match="line 1: expected header 'emotion,pixels,Usage'"):
+        fer2013.parse_fer2013_csv(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="line 1: expected header"):
+        fer2013.parse_fer2013_csv(empty)
