@@ -20,6 +20,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
+"""A sweep group names a folder (``<runs>/.sweeps/<group>``): the rule of ``fer_core.io.check_run_id``."""
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; ``str(err)`` is one line per problem, each naming the key path."""
@@ -31,8 +34,25 @@ class ConfigError(ValueError):
         super().__init__(head + "\n".join(f"  {p}" for p in problems))
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (``int``, ``float``, or either or None), not a yes/no value."""
+    kinds = set(typing.get_args(annotation)) - {type(None)} if typing.get_args(annotation) else {annotation}
+    return bool(kinds) and kinds <= {int, float}
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # No infinities or NaNs anywhere (an infinite learning rate would only fail after the run started).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_yes_no_numbers(cls, data: Any) -> Any:
+        # YAML's true/false would otherwise pass as 1/0 (``epochs: true`` training one epoch); as text they fail
+        # the field's own number check, so the error names the key
+        if isinstance(data, Mapping) and any(isinstance(v, bool) for v in data.values()):
+            data = {k: str(v).lower() if isinstance(v, bool) and k in cls.model_fields
+                    and _numeric(cls.model_fields[k].annotation) else v for k, v in data.items()}
+        return data
 
 
 class DataConfig(_Section):
@@ -110,7 +130,7 @@ class SchedulerConfig(_Section):
 
     name: Literal["none", "step", "multistep", "exponential", "cosine", "plateau", "inverse_time"] = "cosine"
     step_size: int = Field(default=10, gt=0)
-    milestones: list[int] = Field(default_factory=lambda: [30, 60])
+    milestones: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [30, 60])
     gamma: float = Field(default=0.1, gt=0, le=1)
     min_lr: float = Field(default=0.0, ge=0)
     warmup_epochs: int = Field(default=0, ge=0)
@@ -241,7 +261,12 @@ class TrainConfig(_Section):
     ``precision``: ``bf16``/``fp16`` autocast on CUDA (fp16 with loss scaling); ignored with a log line on the CPU.
     ``channels_last`` stores conv activations NHWC (faster on CPUs and tensor cores). ``class_weights:
     balanced`` weights the loss by ``n / (k * count(class))``. ``grad_clip_norm`` clips the global gradient norm.
-    ``stages``: a list of stages (see :class:`StageConfig`); without it, one stage of ``epochs``."""
+    ``stages``: a list of stages (see :class:`StageConfig`); without it, one stage of ``epochs``.
+    ``data_placement``: where the images live while training (:mod:`fer_core.batches`): ``auto`` (on the GPU when
+    they fit, in host memory otherwise, streamed from disk when even that is too small; the log says which),
+    ``device``, ``host`` or ``stream``. ``num_workers``: processes decoding images for the ``stream`` placement.
+    ``compile``: run the model through ``torch.compile`` (a one-off compilation, then faster steps on GPUs).
+    Optimisers are fused CUDA kernels on CUDA, and the loop never waits for the GPU between batches."""
 
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
@@ -261,6 +286,8 @@ class TrainConfig(_Section):
     stages: list[StageConfig] | None = None
     eval_every: int = Field(default=1, gt=0)
     channels_last: bool = True
+    data_placement: Literal["auto", "device", "host", "stream"] = "auto"
+    compile: bool = False
 
     @field_validator("device")
     @classmethod
@@ -310,13 +337,21 @@ class Config(_Section):
     tie the runs of a sweep or ablation together (``tags`` holds each run's swept values)."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)
     group: str | None = None
     tags: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("group")
+    @classmethod
+    def _group_is_a_folder_name(cls, group: str | None) -> str | None:
+        if group is not None and (not _FOLDER_NAME.match(group) or ".." in group):
+            raise ValueError(f"{group!r} is not a valid group name: one folder name of letters, digits, '.', '_' "
+                             "and '-' (not starting with '.' or '-', no '/', no '..', at most 200 characters)")
+        return group
 
     def to_dict(self) -> dict:
         """The resolved config as plain YAML/JSON-able data."""
@@ -375,7 +410,7 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind in _BOUNDS:
         name, op = _BOUNDS[kind]
         bound = ctx.get(name)
-        shown = f"{bound:g}" if isinstance(bound, (int, float)) else bound
+        shown = bound if isinstance(bound, int) else f"{bound:g}" if isinstance(bound, float) else bound
         return f"{key}: must be {op} {shown} (got {value!r})"
     if kind == "literal_error":
         return f"{key}: must be one of {ctx.get('expected')} (got {value!r})"

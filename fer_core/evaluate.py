@@ -12,6 +12,7 @@ class of the label set even if absent), class_names and n; per-sample prediction
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import warnings
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_core import io
+from fer_core.batches import index_batches, iter_batches
 from fer_core.config import Config, DataConfig, load_config
 from fer_core.models import create_model
 from fer_core.transforms import BatchTransform  # re-exported: the trainer and older code import it from here
@@ -32,24 +34,39 @@ from fer_core.transforms import BatchTransform  # re-exported: the trainer and o
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.data import Dataset
 
+logger = logging.getLogger(__name__)
+
 ProgressFn = Callable[[dict], None]
 """Progress callback: receives one event dict (``{"event": "epoch", ...}``); the CLI or the app draws it."""
 
 
 # --------------------------------------------------------------------------------------------- data and models
-def load_split(data: DataConfig, split: str, subset: str | None = None) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
-    """Build one split (and subset) of the configured data set and hold it in memory as uint8 ``N x C x H x W``."""
+def load_split(data: DataConfig, split: str, subset: str | None = None, *, placement: str = "auto",
+               device: torch.device | str = "cpu", workers: int = 0) -> tuple[Dataset, Any, torch.Tensor]:
+    """Build one split (and subset) of the configured data set and put its images where ``placement`` says
+    (:mod:`fer_core.batches`): ``host`` holds them as uint8 ``N x C x H x W`` in memory (``materialize``),
+    ``device`` also moves them to ``device``, ``stream`` reads them batch by batch with ``workers`` processes, and
+    ``auto`` chooses by size and logs why. Returns ``(data set, images, labels)``."""
+    from fer_core.batches import StreamedImages, choose_placement, estimated_bytes, place
     from fer_core.data import build_dataset, materialize
 
     ds = build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
                        **data.options)
+    choice = choose_placement(estimated_bytes(ds), device, placement)
+    if len(ds):
+        logger.info("%s %s%s: %d images held %s: %s", data.name, split, "" if subset in (None, "all") else
+                    f"/{subset}", len(ds), {"device": f"on {device}", "host": "in host memory",
+                                            "stream": f"nowhere, streamed by {workers} worker(s)"}[choice.placement],
+                    choice.reason)
+    if choice.placement == "stream" and len(ds):
+        return ds, StreamedImages(ds, workers), torch.as_tensor(ds.labels, dtype=torch.long)
     images, labels = materialize(ds)
     size = getattr(ds, "image_size", None)
     if size and len(images) and tuple(images.shape[-2:]) != (size, size):
         warnings.warn(f"{data.name} {split}: materialize returned {tuple(images.shape[-2:])} images for "
                       f"image_size={size}; a stale cache? (they are resized to the model's input anyway)",
                       stacklevel=2)
-    return ds, images, labels.long()
+    return ds, place(images, choice, device), labels.long()
 
 
 def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
@@ -68,7 +85,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, transform: BatchTrans
     """Logits (float32, on the CPU) for every image of a uint8 tensor, in eval mode."""
     was_training = model.training
     model.eval()
-    outs = [model(transform(images[i:i + batch_size])).float().cpu() for i in range(0, len(images), batch_size)]
+    batches = index_batches(len(images), batch_size)
+    outs = [model(transform(x)).float().cpu() for x in iter_batches(images, batches, transform.device)]
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, getattr(model.cfg, "num_classes", 0))
 
@@ -115,10 +133,14 @@ def classification_metrics(labels: np.ndarray | torch.Tensor, preds: np.ndarray 
 
 def checkpoint_class_names(path: str | os.PathLike) -> list[str] | None:
     """Class names stored in a safetensors checkpoint's metadata by the trainer (None if absent)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise io.CheckpointError(f"cannot read {path} ({err}): the file is damaged or truncated; train the run "
+                                 "again, or resume it to write new weights") from None
     return json.loads(meta["class_names"]) if "class_names" in meta else None
 
 
@@ -156,7 +178,8 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
     transform = BatchTransform(model.cfg, device=device, channels_last=cfg.train.channels_last)
     results = {}
     for split in splits or cfg.eval.splits:
-        ds, images, labels = load_split(cfg.data, split)
+        where = {"placement": cfg.train.data_placement, "device": device, "workers": cfg.train.num_workers}
+        ds, images, labels = load_split(cfg.data, split, **where)
         names = subsets or cfg.eval.subsets or ["all", *getattr(ds, "subsets", ())]
         for subset in names:
             if subset != "all":
@@ -164,7 +187,7 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
                 if subset not in valid:
                     raise ValueError(f"data set {cfg.data.name!r} has no subset {subset!r}; "
                                      f"valid: all, {', '.join(valid)}")
-                _, images, labels = load_split(cfg.data, split, subset)
+                _, images, labels = load_split(cfg.data, split, subset, **where)
             logits = predict_logits(model, images, transform, batch_size=max(cfg.train.batch_size, 128))
             result = write_eval(run_dir, split, subset, labels, logits, model.cfg.class_names, extra)
             results[f"{split}/{subset}"] = result

@@ -45,9 +45,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainData:
-    """The training split as the methods see it (all tensors on the CPU, indexed by sample index)."""
+    """The training split as the methods see it (labels on the CPU, indexed by sample index)."""
 
-    images: torch.Tensor                 # uint8 N x C x H x W
+    images: Any                          # uint8 N x C x H x W, on the host or the device, or StreamedImages
     labels: torch.Tensor                 # int64 N, the labels training starts from (after any injected noise)
     clean_labels: torch.Tensor           # int64 N, the labels before noise (equal to labels when there is none)
     class_names: list[str]
@@ -135,6 +135,7 @@ class SCNTraining(StandardTraining):
         self._weights = torch.full((n,), float("nan"))
         self._low = torch.zeros(n, dtype=torch.bool)
         self._events: list[tuple[int, int, int, int]] = []  # (index, old, new, clean)
+        self._pending: list[tuple] = []  # this epoch's batches not yet applied (see flush)
         self._initial_labels = self.labels.clone()  # to tell injected noise from relabelling
 
     def step(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, epoch: int,
@@ -151,29 +152,40 @@ class SCNTraining(StandardTraining):
         with torch.no_grad():
             if not record:
                 return StepResult(loss, out.logits, y, {})
-            cpu_idx = idx.cpu()
-            self._weights[cpu_idx] = weights.detach().cpu()
-            self._low[cpu_idx] = low.cpu()
-            if epoch >= self.m.relabel_epoch:
-                self._relabel(out.logits.detach().float(), y, low, cpu_idx)
+            # kept on the device and read back once per epoch (flush): no host-device synchronisation per batch
+            change = self._relabel_mask(out.logits.detach().float(), y, low) if epoch >= self.m.relabel_epoch \
+                else None
+            self._pending.append((idx, weights.detach(), low, y, change))
         return StepResult(loss, out.logits, y, {"rr_loss": rr.detach(), "wce_loss": wce.detach(),
                                                "mean_weight": weights.detach().mean()})
 
-    def _relabel(self, logits: torch.Tensor, y: torch.Tensor, low: torch.Tensor, idx: torch.Tensor) -> None:
-        """Relabel low-importance samples whose top probability beats the given label's by more than margin_2."""
+    def _relabel_mask(self, logits: torch.Tensor, y: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Which samples to relabel, and to what: low-importance samples whose top probability beats the given
+        label's by more than margin_2."""
         probs = F.softmax(logits, dim=1)
         p_max, arg = probs.max(dim=1)
         p_given = probs.gather(1, y.view(-1, 1)).squeeze(1)
-        change = (low & (p_max - p_given > self.m.margin_2) & (arg != y)).cpu()
-        if not change.any():
-            return
-        which, new = idx[change], arg.cpu()[change]
-        for i, old, nw in zip(which.tolist(), self.labels[which].tolist(), new.tolist(), strict=True):
-            self._events.append((i, old, nw, int(self.clean_labels[i])))
-        self.labels[which] = new
+        return low & (p_max - p_given > self.m.margin_2) & (arg != y), arg
+
+    def flush(self) -> None:
+        """Apply the batches recorded since the last flush, in order: importance weights, groups and relabels.
+        A sample is seen once per epoch, so its label changes only after the epoch that relabels it."""
+        pending, self._pending = self._pending, []
+        for idx, weights, low, y, change in pending:
+            idx, weights, low, y = idx.cpu(), weights.cpu(), low.cpu(), y.cpu()
+            self._weights[idx] = weights
+            self._low[idx] = low
+            if change is None:
+                continue
+            mask, arg = change[0].cpu(), change[1].cpu()
+            which, old, new = idx[mask], y[mask], arg[mask]
+            for i, o, nw in zip(which.tolist(), old.tolist(), new.tolist(), strict=True):
+                self._events.append((i, o, nw, int(self.clean_labels[i])))
+            self.labels[which] = new
 
     def synchronize(self, world) -> None:
         """Combine the ranks' importance weights, groups and relabel events (each saw its own samples)."""
+        self.flush()
         if world.distributed:
             from fer_core import distributed
 
@@ -187,6 +199,7 @@ class SCNTraining(StandardTraining):
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Write this epoch's weights and relabel events under ``scn/``; return summary metrics."""
+        self.flush()
         if self.write_files:
             self._write_epoch_files(epoch)
         noisy = self.labels != self.clean_labels
@@ -225,6 +238,7 @@ class SCNTraining(StandardTraining):
         return self._initial_labels != self.clean_labels
 
     def state_dict(self) -> dict[str, Any]:
+        self.flush()
         return {"labels": self.labels.clone(), "initial_labels": self._initial_labels.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -36,7 +36,8 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     without decay. Frozen parameters (``requires_grad=False``) are left out, so rebuild the optimiser after
     freezing or unfreezing. ``momentum`` and ``nesterov`` apply to SGD only (Nesterov needs momentum > 0).
     Adam's weight decay is an L2 term added to the gradient (coupled, as ``torch.optim.Adam`` and the SCN
-    reference do); AdamW's is decoupled from the gradient (Loshchilov and Hutter, 2019).
+    reference do); AdamW's is decoupled from the gradient (Loshchilov and Hutter, 2019). On CUDA the update is
+    PyTorch's fused kernel (``fused=True``).
 
     Raises:
         ValueError: if the model has no trainable parameter.
@@ -47,13 +48,16 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
                          "unfreeze some layers before building the optimiser")
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    # one fused CUDA kernel for the whole update instead of a few per parameter, where every parameter is a float
+    # CUDA tensor; elsewhere PyTorch's default (foreach) implementation
+    fused = {"fused": True} if all(p.is_cuda and p.is_floating_point() for p in params) else {}
     if cfg.name == "sgd":
         base: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                                      nesterov=cfg.nesterov and cfg.momentum > 0)
+                                                      nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     elif cfg.name == "adam":
-        base = torch.optim.Adam(groups, lr=cfg.lr)
+        base = torch.optim.Adam(groups, lr=cfg.lr, **fused)
     elif cfg.name == "adamw":
-        base = torch.optim.AdamW(groups, lr=cfg.lr)
+        base = torch.optim.AdamW(groups, lr=cfg.lr, **fused)
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}; valid: sgd, adam, adamw")
     return SAM(base, rho=cfg.sam.rho, adaptive=cfg.sam.adaptive) if cfg.sam.enabled else base

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_core import distributed, io
+from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
 from fer_core.evaluate import (
@@ -118,18 +119,25 @@ class _Forward(nn.Module):
         return self.model.forward_attention(x) if attention else self.model(x)
 
 
+CHECK_EVERY = 20
+"""On a GPU the training loop reads a value back (the loss, for the progress line and the finite check) only every
+this many batches, so the host queues work ahead of the GPU instead of waiting for it batch by batch."""
+
+
 class TrainNet:
     """What the methods call during training: the model, or its DDP wrapper under ``torchrun``. Offers
     ``forward_attention`` exactly when the model does; ``cfg`` is the model's."""
 
-    def __init__(self, model: nn.Module, world: World, device: torch.device):
+    def __init__(self, model: nn.Module, world: World, device: torch.device, compile: bool = False):
         self.model, self.cfg = model, model.cfg
         self.net = distributed.wrap(_Forward(model), world, device) if world.distributed else None
+        # torch.compile wraps the forward only: the checkpoints keep the plain model's parameter names
+        self.forward = torch.compile(self.net or model) if compile else (self.net or model)
         if hasattr(model, "forward_attention"):
             self.forward_attention = self._attention
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) if self.net is not None else self.model(x)
+        return self.forward(x)
 
     def _attention(self, x: torch.Tensor):
         return self.net(x, attention=True) if self.net is not None else self.model.forward_attention(x)
@@ -184,27 +192,25 @@ def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch
     order = torch.randperm(len(images), generator=generator)
     smallest = 2 * world.size  # no batch of 1 for BatchNorm, and every rank gets a share (DDP needs all of them)
     starts = [s for s in range(0, len(order), batch_size) if len(order) - s >= smallest or s == 0]
+    batches = [distributed.shard(order[start:start + batch_size], world) for start in starts]
     if world.distributed:
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)) + world.rank)
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = precision.scaler
     totals: dict[str, torch.Tensor] = {}
+    first_bad: torch.Tensor | None = None  # index of the first batch whose loss was not finite (-1: none yet)
     total_loss: torch.Tensor | float = 0.0
     correct: torch.Tensor | int = 0
     seen = 0
-    for step, start in enumerate(starts):
+    for step, (idx, raw) in enumerate(zip(batches, iter_batches(images, batches, transform.device), strict=True)):
         if stop is not None and stop.is_set():
             raise Cancelled(f"stopped during epoch {epoch}")
-        idx = distributed.shard(order[start:start + batch_size], world)
-        x = transform(images[idx], generator)
+        x = transform(raw, generator)
 
         def forward_backward(second: bool = False, x=x, idx=idx, step=step):
             # SAM's second pass: same batch and targets at perturbed weights, BatchNorm statistics left alone
             with precision.autocast(), frozen_bn_stats(model) if second else contextlib.nullcontext():
                 result = method.step(net, x, idx, epoch, record=not second)
-            if not torch.isfinite(result.loss):
-                raise FloatingPointError(f"loss is {result.loss.item()} at epoch {epoch}, batch {step + 1}; "
-                                         "lower train.optimizer.lr, set train.grad_clip_norm, or check the data")
             scaler.scale(result.loss).backward()
             if grad_clip_norm:
                 scaler.unscale_(optimizer)
@@ -218,16 +224,25 @@ def train_one_epoch(model: nn.Module, method: StandardTraining, optimizer: torch
         else:
             scaler.step(optimizer)
             scaler.update()
+        # A non-finite loss fails the run naming its batch. Looking at the loss is a host-device synchronisation,
+        # so on a GPU the first bad batch is noted on the device and read only every CHECK_EVERY batches.
+        loss = result.loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad) \
+            if isinstance(first_bad, torch.Tensor) else torch.where(torch.isfinite(loss), -1, step)
+        last = step + 1 == len(batches)
+        if (loss.device.type == "cpu" or step % CHECK_EVERY == 0 or last) and int(first_bad) >= 0:
+            raise FloatingPointError(f"loss is not finite at epoch {epoch}, batch {int(first_bad) + 1}; lower "
+                                     "train.optimizer.lr, set train.grad_clip_norm, or check the data")
         n = len(idx)
-        total_loss = total_loss + result.loss.detach().float() * n  # tensors: no host-device sync per batch
+        total_loss = total_loss + loss.float() * n  # tensors: no host-device sync per batch
         correct = correct + (result.logits.detach().argmax(1) == result.targets).sum()
         seen += n
         for k, v in result.stats.items():
             totals[k] = totals.get(k, 0.0) + torch.as_tensor(v).detach().float() * n
         if progress:
             event = {"event": "batch", "epoch": epoch, "batch": step + 1, "batches": len(starts)}
-            if step % 20 == 0 or step + 1 == len(starts):
-                event["loss"] = float(result.loss.detach())
+            if step % CHECK_EVERY == 0 or last:
+                event["loss"] = float(loss)
             progress(event)
     names = sorted(totals)
     sums = torch.stack([torch.as_tensor(total_loss, dtype=torch.float32).cpu(),
@@ -339,12 +354,14 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike, run_dir: str |
 
 
 
-def _load_training_data(cfg: Config) -> tuple[TrainData, torch.Tensor, torch.Tensor]:
-    """The training split (with any injected label noise) and the validation images and labels."""
+def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, Any, torch.Tensor]:
+    """The training split (with any injected label noise) and the validation images and labels, placed as
+    ``train.data_placement`` says (:mod:`fer_core.batches`)."""
+    where = {"placement": cfg.train.data_placement, "device": device, "workers": cfg.train.num_workers}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_ds, x_train, y_train = load_split(cfg.data, "train")
-        _, x_val, y_val = load_split(cfg.data, "val")
+        train_ds, x_train, y_train = load_split(cfg.data, "train", **where)
+        _, x_val, y_val = load_split(cfg.data, "val", **where)
     for warning in caught:
         logger.warning("%s", warning.message)
     classes = list(train_ds.classes)
@@ -369,6 +386,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     main = world.main  # only rank 0 writes the run directory
     state: dict[str, Any] | None = None
     if resume:
+        if main:  # temporary files of atomic writes cut short by the kill that stopped the run
+            for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:
+                stale.unlink(missing_ok=True)
         status = io.read_status(run_dir)
         if status.get("pid") not in (None, os.getpid()) and io.run_state(run_dir, status) in ("running", "queued"):
             raise RuntimeError(f"run {run_dir.name} is still {status['state']} in process {status['pid']}; "
@@ -387,7 +407,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         found = resolve_root(cfg.data.name)
         cfg.data.root = None if found is None else str(found)
     if main:
-        io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        if state is None:  # a resumed run's config is written once its checkpoint has loaded into the model
+            io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         io.write_status(run_dir, state="running", pid=os.getpid(), epochs=epochs, error=None,
                         started=time.time(), **({} if state else {"epoch": 0}))
     logger.info("%s run %s: %s on %s, method %s", "resuming" if state else "starting", run_dir.name,
@@ -403,7 +424,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     t0 = time.perf_counter()
     if not main:
         distributed.barrier(world)  # rank 0 renders and caches the data first; the others then read the cache
-    data, x_val, y_val = _load_training_data(cfg)
+    data, x_val, y_val = _load_training_data(cfg, device)
     if main:
         distributed.barrier(world)
     logger.info("data: %d train, %d val images %s in %.1f s", len(data.images), len(x_val),
@@ -420,7 +441,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         logger.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(class_names, weights.tolist(),
                                                                                   strict=True)))
     method = build_method(cfg, data, run_dir, device, weights, write_files=main)
-    net = TrainNet(model, world, device)
+    net = TrainNet(model, world, device, compile=cfg.train.compile)
+    if cfg.train.compile:
+        logger.info("torch.compile: the first batches compile the model (a one-off cost)")
     precision = Precision(cfg.train.precision, device)
     meta = {"class_names": json.dumps(class_names), "model": cfg.model.name}
     progress = {"stage": 0, "stage_epoch": 0, "epoch": 0, "best_val_acc": -1.0, "best_epoch": 0,
@@ -431,6 +454,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         _set_rng_state(state["rng"])
         progress.update({k: state[k] for k in progress})
         if main:
+            io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= progress["epoch"]]
             io.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
         logger.info("resumed after epoch %d (stage %s, best val acc %.4f at epoch %d)", progress["epoch"],

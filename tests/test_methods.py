@@ -84,8 +84,11 @@ def test_scn_relabels_only_confident_low_importance_samples(tmp_path):
                            [0.0, 5.0, 0.0],    # high group: never relabelled
                            [5.0, 0.0, 0.0]])   # low group, already argmax: kept
     low = torch.tensor([True, True, False, True])
-    method._relabel(logits, method.labels[:4].clone(), low, torch.arange(4))
-    assert method.labels.tolist() == [1, 0, 0, 0]
+    y = method.labels[:4].clone()
+    method._pending.append((torch.arange(4), torch.full((4,), 0.5), low, y, method._relabel_mask(logits, y, low)))
+    assert method.labels.tolist() == [0, 0, 0, 0]  # applied once per epoch, not per batch
+    method.flush()
+    assert method.labels.tolist() == [1, 0, 0, 0] and method._low.tolist() == low.tolist()
     row = method.end_epoch(0)
     assert row["scn_relabelled"] == 1 and row["scn_relabel_fixed"] == 1 and row["scn_relabel_broke"] == 0
     with open(tmp_path / "scn" / "relabels_000.csv") as f:

@@ -151,14 +151,14 @@ def test_materialize_caches_to_disk(tmp_path, monkeypatch):
     images, labels = materialize(ds)
     assert images.shape == (60, 3, 64, 64) and images.dtype == torch.uint8
     assert torch.equal(images[5], ds[5]["image"]) and labels[5] == ds[5]["label"]
-    files = list((tmp_path / "synthfaces").glob("*.npz"))
-    assert len(files) == 1
+    files = list((tmp_path / "synthfaces").glob("val-*/images.npy"))
+    assert len(files) == 1 and not list((tmp_path / "synthfaces").glob(".*"))  # no temporary folder left
     sub = build_dataset("synthfaces", split="val", subset="pose30", **SMALL)
     sub_images, _ = materialize(sub)
     assert torch.equal(sub_images[0], images[int(sub.split_indices[0])])
     small, _ = materialize(build_dataset("synthfaces", split="val", **{**SMALL, "image_size": 32}))
     assert small.shape == (60, 3, 32, 32)  # another image size is another cache file
-    assert len(list((tmp_path / "synthfaces").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "synthfaces").glob("val-*/images.npy"))) == 2
     files[0].write_bytes(b"corrupt")  # a broken cache is rendered again, not trusted
     again, _ = materialize(build_dataset("synthfaces", split="val", **SMALL))
     assert torch.equal(again, images)

@@ -1,15 +1,19 @@
 """Hold a whole data set in memory as uint8 tensors, rendering SynthFACS once and caching it on disk.
 
-The cache lives in ``$FER_CACHE_DIR`` (default ``~/.cache/fer_lab``), one ``.npz`` per (data set version, renderer
-source, options, split), written atomically; a corrupt or stale file is re-rendered, never trusted.
+The cache lives in ``$FER_CACHE_DIR`` (default ``~/.cache/fer_lab``), one folder per (data set version, renderer
+source, options, split) holding ``images.npy``, ``masks.npy`` and ``occluders.npy``, renamed into place once
+written; a corrupt or stale cache is re-rendered, never trusted. The arrays are memory-mapped: holding a split in
+memory costs one copy of its images (masks and occluders are read from disk only for the samples asked for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -59,35 +63,54 @@ def _renderer_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+ARRAYS = ("images", "masks", "occluders")
+
+
+def _read_synth(folder: Path, n: int, size: int) -> tuple[np.ndarray, ...] | None:
+    """The first ``n`` samples of a cached split, memory-mapped (read from disk only where used), or None when the
+    cache is missing, too small, of another size or unreadable."""
+    try:
+        arrays = tuple(np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS)
+    except (OSError, ValueError, EOFError):
+        return None
+    images = arrays[0]
+    if images.ndim != 4 or len(images) < n or images.shape[1:3] != (size, size) or \
+            any(len(a) != len(images) for a in arrays):
+        return None
+    return tuple(a[:n] for a in arrays)
+
+
+def _write_synth(folder: Path, arrays: tuple[np.ndarray, ...]) -> None:
+    """Save a rendered split as one ``.npy`` per array in a temporary folder, then rename it into place (a stale
+    or broken cache there is replaced; a cache another process has just written is kept)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        for name, array in zip(ARRAYS, arrays, strict=True):
+            np.save(tmp / f"{name}.npy", array)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process renamed its copy first: keep that one
+            os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _synth_cache(ds) -> None:
     from .synthfaces import VERSION
 
     options = {k: v for k, v in ds.cfg.to_dict().items()}
-    # sample i does not depend on the split sizes: one cache file serves every size up to the largest rendered
+    # sample i does not depend on the split sizes: one cache serves every size up to the largest rendered
     key_opts = {k: v for k, v in options.items() if k not in ("train_size", "val_size", "test_size")}
     n = ds.cfg.size(ds.split)
     payload = {"v": VERSION, "code": _renderer_digest(), "split": ds.split, **key_opts}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
-    path = cache_dir() / "synthfaces" / f"{ds.split}-{key.hexdigest()[:16]}.npz"
-    arrays = None
-    if path.exists():
-        try:
-            with np.load(path) as f:
-                if len(f["images"]) >= n and f["images"].shape[1:3] == (ds.image_size, ds.image_size):
-                    arrays = (f["images"][:n], f["masks"][:n], f["occluders"][:n])
-        except (OSError, ValueError, KeyError, EOFError):
-            arrays = None  # unreadable cache: render again and replace it
+    folder = cache_dir() / "synthfaces" / f"{ds.split}-{key.hexdigest()[:16]}"
+    arrays = _read_synth(folder, n, ds.image_size)
     if arrays is None:
-        arrays = render_split(options, ds.split, n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=arrays[0], masks=arrays[1], occluders=arrays[2])
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        rendered = render_split(options, ds.split, n)
+        _write_synth(folder, rendered)
+        arrays = _read_synth(folder, n, ds.image_size) or rendered  # served from the file when it could be written
     ds.attach_cache(*arrays)
 
 
@@ -99,7 +122,9 @@ def materialize(ds) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if getattr(ds, "name", None) == "synthfaces":
         _synth_cache(ds)
-        images = ds._cache[0][ds.split_indices]
+        cached, idx = ds._cache[0], ds.split_indices
+        whole = len(idx) == len(cached) and np.array_equal(idx, np.arange(len(cached)))
+        images = cached if whole else cached[idx]  # (a whole split is read from the memory map once, below)
         tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         return tensor, torch.from_numpy(ds.labels.copy())
     first = ds[0]["image"]

@@ -305,7 +305,7 @@ class SynthFaces(Dataset):
             "index": int(i),
             "clean_label": meta.clean_label,
             "label_dist": torch.from_numpy(meta.label_dist),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "mask": torch.from_numpy(np.array(mask)),  # a copy: the cache is a read-only memory map
             "subject": meta.subject,
             "pose": torch.tensor([spec.yaw, spec.pitch, spec.roll], dtype=torch.float32),
             "occluder": spec.occluder,
