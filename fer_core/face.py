@@ -10,9 +10,11 @@ Usage::
 Reading (:func:`load_image`) takes a path, bytes, a binary file object, a PIL image or a numpy array and always
 returns RGB ``uint8``: the EXIF orientation is applied; grey, palette and CMYK images are converted; transparent
 ones (RGBA, LA, palette or colour-key transparency) are composited on white; 16-bit and float images are scaled to
-8 bits; animated GIF and WebP give their first frame. An image with more than ``max_pixels`` pixels is refused from
-its header, before anything is decoded (a decompression bomb), and unreadable data raises :class:`ImageError`
-naming the file and the formats that work.
+8 bits; animated GIF and WebP give their first frame. An image with more than ``max_pixels`` pixels (default 40 MP,
+or ``$FER_MAX_PIXELS``) is refused from its header, before anything is decoded (a decompression bomb), and so is a
+PNG whose compressed metadata expands past Pillow's limit; unreadable data raises :class:`ImageError` naming the file
+and the formats that work. Decoding needs at most about 16 bytes per pixel of Python/NumPy memory (RGBA and
+float images; 6 for plain RGB) plus Pillow's own copy, so the pixel limit bounds the memory a single image can take.
 
 Detection (:func:`detect_faces`) runs OpenCV's frontal Haar cascade; only when it finds nothing, the alternative
 frontal cascade; and only when that finds nothing too, the profile cascade on the image and on its mirror image (the
@@ -44,10 +46,29 @@ from typing import Any, BinaryIO, Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 40_000_000
-"""Largest image :func:`load_image` decodes by default (40 megapixels; a 12 MP phone photo is far below)."""
+MAX_PIXELS_ENV = "FER_MAX_PIXELS"
+"""Environment variable that sets :data:`DEFAULT_MAX_PIXELS` for a whole process (the app, the CLI)."""
+
+
+def _max_pixels_from_env(default: int = 40_000_000) -> int:
+    """``$FER_MAX_PIXELS`` as a positive integer (``_`` separators allowed), else ``default``."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, e.g. 40000000 (got {text!r})")
+    return value
+
+
+DEFAULT_MAX_PIXELS = _max_pixels_from_env()
+"""Largest image :func:`load_image` decodes by default: 40 megapixels (a 12 MP phone photo is far below), or
+``$FER_MAX_PIXELS`` when set (read once, at import)."""
 
 READABLE = ("formats that work: JPEG, PNG, WebP, GIF, BMP, TIFF and the other raster formats Pillow reads "
             "(HEIC only with the pillow-heif plugin; SVG and PDF are not images here: export them to PNG)")
@@ -72,7 +93,9 @@ RELATIVE_SUPPORT = 0.25
 Box = tuple[int, int, int, int]
 Point = tuple[float, float]
 _EYE_WIDTH = 160  # the upper face is scaled to this width before looking for eyes (eyes become about 40 px)
-_IO_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)  # what broken files raise in Pillow
+# What broken files raise in Pillow: OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error
+# (a GIF cut inside a block header), ... Any exception while reading a file means the file is unusable.
+_IO_ERRORS = (Exception,)
 
 
 class ImageError(ValueError):
@@ -139,9 +162,10 @@ def load_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
     Args:
         source: a path, ``bytes``, a binary file object, a PIL image or a numpy array (``H x W``, ``H x W x 1``,
             ``H x W x 3`` in RGB order, or ``H x W x 4`` RGBA; OpenCV's BGR arrays must be converted first).
-        max_pixels: refuse images with more pixels than this, from the header alone, before decoding (None: no
-            limit of our own). Pillow's own hard limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179 MP), still
-            applies above it and is reported the same way. Arrays are already decoded and are not checked.
+        max_pixels: refuse images with more pixels than this, from the header alone, before decoding (default
+            :data:`DEFAULT_MAX_PIXELS`: 40 MP, or ``$FER_MAX_PIXELS``; None: no limit of our own). Pillow's own
+            hard limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179 MP), still applies above it and is reported
+            the same way. Arrays are already decoded and are not checked.
 
     Conversions: EXIF orientation applied (``ImageOps.exif_transpose``); grey and 1-bit repeated to three
     channels; palette, CMYK, YCbCr and LAB converted by Pillow; any transparency composited on white; 16-bit
@@ -169,7 +193,7 @@ def load_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
             raise ImageError(f"refused {name} before decoding it: {err} (Pillow's hard limit, "
                              "2 x PIL.Image.MAX_IMAGE_PIXELS)") from None
         except _IO_ERRORS as err:
-            raise ImageError(_unreadable(name, head, err)) from None
+            raise ImageError(_chunk_bomb(name, err) if _is_chunk_bomb(err) else _unreadable(name, head, err)) from None
         with im:
             _check_pixels(im.size, name, max_pixels)
             return _load_pil(im, name)
@@ -215,9 +239,22 @@ def _unreadable(name: str, head: bytes, err: Exception) -> str:
         what = "it is a PDF document"
     elif head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
         what = "it is text, not an image"
+    elif isinstance(err, UnidentifiedImageError):
+        what = "not an image Pillow recognises"  # Pillow's own message only repeats the stream object's repr
     else:
         what = f"not an image Pillow recognises ({err})"
     return f"cannot read {name}: {what}; {READABLE}"
+
+
+def _is_chunk_bomb(err: Exception) -> bool:
+    """Pillow refusing a compressed metadata chunk (PNG text, colour profile) that expands past its safety limit."""
+    return isinstance(err, ValueError) and "Decompressed data too large" in str(err)
+
+
+def _chunk_bomb(name: str, err: Exception) -> str:
+    return (f"refused {name}: a compressed metadata chunk in it (text or colour profile) expands beyond Pillow's "
+            f"safety limit ({err}); such a file is most likely a decompression bomb. Re-export the image without "
+            "its metadata")
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
@@ -236,13 +273,21 @@ def _load_pil(im: Image.Image, name: str) -> np.ndarray:
             im.seek(0)
         im.load()
     except _IO_ERRORS as err:
+        if _is_chunk_bomb(err):
+            raise ImageError(_chunk_bomb(name, err)) from None
         raise ImageError(f"cannot read {name}: its {im.format or 'image'} data is damaged or incomplete ({err}); "
                          f"re-download or re-export it; {READABLE}") from None
     try:
         im = ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - broken EXIF metadata must not stop us from reading the pixels
         pass
-    return _pil_to_rgb(im, name)
+    try:
+        return _pil_to_rgb(im, name)
+    except ImageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - odd modes or damaged palettes: a message, never a crash
+        raise ImageError(f"cannot read {name}: its {im.mode} pixels could not be converted to RGB "
+                         f"({type(err).__name__}: {err}); re-export it as an 8-bit RGB image; {READABLE}") from None
 
 
 def _pil_to_rgb(im: Image.Image, name: str) -> np.ndarray:
@@ -293,7 +338,11 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
         scale, lo = (1.0 if floating else 1 / 257), 0.0
     else:
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return np.clip(np.rint((values - lo) * scale), 0, 255).astype(np.uint8)
+    values -= lo  # in place: one float64 copy of the image at a time, not four
+    values *= scale
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -304,8 +353,16 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     """RGB(A) uint8 -> RGB, compositing on white where there is an alpha channel."""
     if rgba.shape[2] == 3:
         return np.ascontiguousarray(rgba)
-    rgb, alpha = rgba[..., :3].astype(np.uint32), rgba[..., 3:].astype(np.uint32)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    # uint16 and in place (peak about 3x the image, not 12x): rgb * a + 255 * (255 - a) + 127 <= 65152 fits
+    out = rgba[..., :3].astype(np.uint16)
+    alpha = rgba[..., 3:].astype(np.uint16)
+    out *= alpha
+    np.subtract(255, alpha, out=alpha)
+    alpha *= 255
+    alpha += 127
+    out += alpha
+    out //= 255
+    return out.astype(np.uint8)
 
 
 def _as_rgb(image: Any) -> np.ndarray:

@@ -12,11 +12,14 @@ append-only; :func:`read_jsonl` tolerates a torn last line.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import io
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -78,15 +81,90 @@ def resolve_run_dir(run: str | os.PathLike, root: str | os.PathLike | None = Non
     return path
 
 
-def create_run_dir(run_id: str, root: str | os.PathLike | None = None) -> Path:
-    """Create the folder of a new run; raises FileExistsError if it exists, so two runs never share one."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: damaged, truncated, or a pickle that would need code to load."""
+
+
+def _unwritable(folder: Path, err: OSError) -> OSError:
+    """``err`` (same type and errno) with a message that names the runs folder and what to do."""
+    return type(err)(err.errno, f"cannot create a run in {folder}: {err.strerror}; make that folder writable or "
+                                f"point FER_RUNS_DIR (--runs-dir) at one that is", str(folder))
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` atomically, failing with FileExistsError if ``dst`` exists (even an empty folder,
+    which a plain rename would silently replace). Linux ``renameat2(RENAME_NOREPLACE)``; elsewhere, or on file
+    systems without it, a check then a rename."""
+    fn = None
+    with contextlib.suppress(OSError, AttributeError):
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    if fn is not None:
+        at_fdcwd, rename_noreplace = -100, 1
+        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(dst))
+    if dst.exists():
+        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def create_run_dir(run_id: str, root: str | os.PathLike | None = None, *, config: str | None = None,
+                   **status: Any) -> Path:
+    """Create the folder of a new run; raises FileExistsError if it exists, so two runs never share one.
+
+    With ``config`` (the YAML text of ``config.yaml``) and/or ``status`` fields (for ``status.json``, e.g.
+    ``state="queued", pid=os.getpid()``), the folder is built under a hidden temporary name and renamed into place
+    with those files already in it: whenever a process creating a run is killed, there is either no run folder or
+    one that readers list (and, with a pid, read as ``interrupted`` once that process is gone).
+    An unwritable runs folder raises PermissionError (or the OSError met) naming it.
+    """
     path = run_path(run_id, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.mkdir(exist_ok=False)
-    except FileExistsError:
-        raise FileExistsError(f"run folder {path} already exists; choose another run id") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(path.parent, err) from None
+    exists = FileExistsError(f"run folder {path} already exists; choose another run id")
+    if config is None and not status:
+        try:
+            path.mkdir(exist_ok=False)
+        except FileExistsError:
+            raise exists from None
+        except OSError as err:
+            raise _unwritable(path.parent, err) from None
+        return path
+    if path.exists():
+        raise exists
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise _unwritable(path.parent, err) from None
+    try:
+        if config is not None:
+            atomic_write_text(tmp / "config.yaml", config)
+        if status:
+            write_status(tmp, **status)
+        _rename_noreplace(tmp, path)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise exists from None
+        raise
     return path
+
+
+def create_new_run_dir(name: str, root: str | os.PathLike | None = None, *, tries: int = 20, config: str | None = None,
+                       **status: Any) -> Path:
+    """Create the folder of a new run with a fresh id from :func:`new_run_id` (see :func:`create_run_dir` for
+    ``config`` and ``status``); on the rare clash with a run started in the same second, draw another id."""
+    for attempt in range(tries):
+        try:
+            return create_run_dir(new_run_id(name), root, config=config, **status)
+        except FileExistsError:
+            if attempt + 1 == tries:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------- atomic files
@@ -94,18 +172,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from err
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from err
         raise
     return path
+
+
+def _write_error(path: Path, err: OSError) -> OSError:
+    """``err`` naming the file that could not be written (same type and errno), or ``err`` itself without errno."""
+    if err.errno is None:
+        return err
+    return type(err)(err.errno, f"{err.strerror}: could not write {path.name}; any earlier version of it is left "
+                                "as it was", str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
@@ -338,8 +429,8 @@ def summarize_run(run_dir: str | os.PathLike) -> dict:
 def list_runs(root: str | os.PathLike | None = None, *, group: str | None = None) -> RunList:
     """Summaries of every run under ``root`` (default :func:`runs_dir`), newest first; only ``group``'s if given.
 
-    Folders that are not runs (no ``status.json`` nor ``config.yaml``) are left out and listed in
-    ``result.skipped`` as ``{"path", "reason"}``.
+    Folders that are not runs (no ``status.json`` nor ``config.yaml``), and links to folders elsewhere, are left
+    out and listed in ``result.skipped`` as ``{"path", "reason"}``.
     """
     base = Path(root).expanduser().resolve() if root is not None else runs_dir()
     rows, skipped = [], []
@@ -348,6 +439,8 @@ def list_runs(root: str | os.PathLike | None = None, *, group: str | None = None
             continue
         if not _RUN_ID_RE.match(path.name):
             skipped.append({"path": str(path), "reason": "folder name is not a valid run id"})
+        elif path.resolve().parent != base:  # a link: runs are read only from inside the runs folder
+            skipped.append({"path": str(path), "reason": f"a link to {path.resolve()}, outside the runs folder"})
         elif not (path / "status.json").exists() and not (path / "config.yaml").exists():
             skipped.append({"path": str(path), "reason": "no status.json or config.yaml"})
         else:
@@ -389,7 +482,18 @@ def load_trainer_state(directory: str | os.PathLike, tag: str = "last") -> dict:
     path = Path(directory) / f"{tag}_state.pt"
     if not path.exists():
         raise FileNotFoundError(f"no trainer state {path}; the run cannot be resumed from {tag!r}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from fer_core.models.weights import load_error
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zips and refused pickles raise many types
+        raise CheckpointError(
+            f"cannot read the trainer state {path} ({load_error(err)}); it is "
+            "damaged, or a pickle that needs code to load, which is refused on purpose. The run cannot be resumed "
+            "from it; its weights (.safetensors) are separate files.") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a trainer state (a dict)")
+    return state
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:

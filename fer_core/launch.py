@@ -69,10 +69,11 @@ def launch_train(config: str | os.PathLike | Mapping[str, Any] | Config, overrid
         FileExistsError: ``run_id`` is taken.
     """
     cfg = load_config(config, overrides)
-    run_id = run_id or io.new_run_id(cfg.name)
-    run_dir = io.create_run_dir(run_id, root)
-    io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    io.write_status(run_dir, state="queued", epoch=0, epochs=cfg.train.epochs, error=None)
+    # the folder appears with its config and status already in it (see io.create_run_dir); a fresh id is drawn
+    # again on the rare clash with a run started in the same second
+    queued = {"config": cfg.to_yaml(), "state": "queued", "epoch": 0, "epochs": cfg.train.epochs, "error": None}
+    run_dir = io.create_run_dir(run_id, root, **queued) if run_id else io.create_new_run_dir(cfg.name, root, **queued)
+    run_id = run_dir.name
     pid = _start(run_dir, ["train", "--config", str(run_dir / "config.yaml"), "--run-id", run_id,
                            "--runs-dir", str(run_dir.parent)])
     return run_id, pid
@@ -156,8 +157,10 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
     """What would make ``cfg`` fail at once although the schema accepts it, one line per problem naming the key.
 
     Checks that a data set which reads files has an existing ``data.root``, that a teacher run (pseudo labels, or
-    label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, and
-    that the model accepts its ``model.options`` (built on the ``meta`` device, as a sweep's plan does).
+    label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, that
+    the model accepts its ``model.options`` (built on the ``meta`` device, as a sweep's plan does) and has what the
+    method needs (SCN's importance weights, the region-biased loss's part attention), and SynthFACS's options.
+    The app and ``python -m fer_core train`` both refuse a run that fails it before creating its folder.
     """
     from fer_core.data import dataset_info, resolve_root
     from fer_core.sweep import check_model
@@ -191,6 +194,30 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
     model_problem = check_model(cfg)
     if model_problem:
         problems.append(f"model.options: {model_problem}")
+    wants = ("train.method: scn needs a model with importance weights (model.name: scn)"
+             if cfg.train.method.name == "scn" else
+             "train.region_bias needs a model with part attention (model.name: region_attention)"
+             if cfg.train.region_bias.weight > 0 else None)
+    if wants and not model_problem:
+        import torch
+
+        from fer_core.models import create_model
+
+        m = cfg.model
+        try:
+            with torch.device("meta"):  # no memory, no weights: only which forward passes the model has
+                model = create_model(m.name, num_classes=7, pretrained=False, input_size=m.input_size, **m.options)
+        except Exception:  # noqa: BLE001 - check_model reports bad options; the run itself reports the rest
+            model = None
+        if model is not None and not hasattr(model, "forward_attention"):
+            problems.append(f"{wants}; model.name is {m.name}")
+    if cfg.data.name == "synthfaces":
+        from fer_core.data.synthfaces import SynthConfig
+
+        try:
+            SynthConfig.from_options(**cfg.data.options)
+        except (TypeError, ValueError) as err:
+            problems.append(f"data.options: {err}")
     return problems
 
 

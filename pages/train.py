@@ -297,9 +297,19 @@ st.caption("Start a training run from a recipe: edit it below, check the config,
            "background process and is a folder on disk, so you can close this page and come back.")
 
 followed, group = st.query_params.get("run"), st.query_params.get("group")
-if followed and not (root / followed).is_dir():
-    st.warning(f"There is no run `{followed}` in `{root}`.")
-    followed = None
+if followed:
+    try:
+        if not io.run_path(followed, root).is_dir():
+            raise FileNotFoundError
+    except (ValueError, FileNotFoundError):  # not a run of this folder (a bad or hostile link): never read it
+        st.warning(f"There is no run `{followed}` in `{root}`.")
+        followed = None
+if group:
+    try:
+        launch.sweep_path(group, root)
+    except ValueError as err:
+        st.warning(f"Not a sweep group: {err}")
+        group = None
 if followed:
     with st.container(border=True):
         initial = io.run_state(root / followed)

@@ -50,6 +50,16 @@ class LoadReport:
         return "; ".join(parts)
 
 
+def load_error(err: BaseException) -> str:
+    """One line for an error from ``torch.load`` / safetensors: the refused global of a pickle that needs code
+    (torch's message is a page of advice), else the first line of the message."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # what the restricted unpickler refused, e.g. "Unsupported global: exec"
+        text = text.split("WeightsUnpickler error:", 1)[1].split(". Please")[0]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def _head(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
@@ -78,7 +88,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated files and refused pickles raise many types
         raise WeightsMismatchError(
-            f"cannot read weights {path} ({type(err).__name__}: {err}); is it a complete .safetensors or "
+            f"cannot read weights {path} ({load_error(err)}); is it a complete .safetensors or "
             "PyTorch state-dict file? Pickled files that need code to load are refused on purpose.") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -139,9 +149,17 @@ def torchvision_state_dict(weights, weights_path: str | os.PathLike | None = Non
     if weights_path:
         return read_state_dict(weights_path), str(weights_path)
     try:
-        return weights.get_state_dict(progress=False, check_hash=True), weights.url
+        # weights_only: torch.hub's loader defaults to full unpickling, and it loads a file already in its cache
+        # without checking the hash, so a tampered cache file would otherwise run code
+        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True), weights.url
     except Exception as err:  # noqa: BLE001 - URLError, OSError, hash errors: all mean "no weights"
         cache = Path(torch.hub.get_dir()) / "checkpoints"
+        cached = cache / os.path.basename(weights.url)
+        if cached.is_file():
+            raise RuntimeError(
+                f"could not load torchvision's cached ImageNet weights {cached} ({load_error(err)}); the "
+                "file is damaged or is not a plain state dict (pickles that need code to load are refused on "
+                "purpose). Delete it to download it again, or set model.weights_path to a good copy.") from err
         raise _offline_help(f"torchvision's ImageNet weights {weights}", weights.url, err, f"{cache}/") from err
 
 
