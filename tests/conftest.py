@@ -56,3 +56,15 @@ def finished_run(smoke_run: tuple[Path, dict]) -> Path:
 
         pytest.fail(f"the smoke run ended {result['state']}:\n{log_tail(run_dir)[1]}")
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: small forward passes are faster on one, far faster when other work keeps the
+    cores busy. Modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

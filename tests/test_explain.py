@@ -43,14 +43,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for this module: these models are tiny, and on a busy machine two threads that wait
-    for each other at every operator made a 64 px forward pass 100x slower (0.75 s instead of 5 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageFile
 from skimage import data
 
@@ -24,13 +23,7 @@ from fer_core.predict import Predictor
 ASTRONAUT_BOX = (177, 66, 95, 95)  # OpenCV's frontal cascade at scaleFactor 1.1 (TOOLING.md)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 64x64 forward pass is faster on one thread, and far faster when other work keeps the cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

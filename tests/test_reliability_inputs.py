@@ -42,12 +42,7 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 ASTRONAUT_BOX = (177, 66, 95, 95)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -40,7 +40,7 @@ import numpy as np
 from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
 
 from . import register_dataset
-from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask
+from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask, require_images
 from .subsets import SUBSET_OPTIONS, check_subset, image_stem, match_subset, read_subset_list, with_default_lists
 
 LIST_DIR = Path("Manually_Annotated_file_lists")
@@ -121,23 +121,6 @@ def _parse_numbers(row: list[str], where: str) -> tuple[int, tuple[int, ...], tu
         raise ValueError(f"{where}: valence and arousal must be numbers, got {row[7]!r}, {row[8]!r}") from None
 
 
-def absent_images(image_dir: Path, names: list[str]) -> list[str]:
-    """The ``names`` (``sub/dir/file.jpg``) with no file under ``image_dir``; each sub-directory is listed once."""
-    listings: dict[str, set[str]] = {}
-    absent = []
-    for name in names:
-        folder, _, file = name.rpartition("/")
-        files = listings.get(folder)
-        if files is None:
-            try:
-                files = listings[folder] = set(os.listdir(image_dir / folder))
-            except (FileNotFoundError, NotADirectoryError):
-                files = listings[folder] = set()
-        if file not in files:
-            absent.append(name)
-    return absent
-
-
 def check_protocol(classes) -> int:
     if isinstance(classes, bool) or classes not in tuple(PROTOCOLS):
         raise ValueError(f"classes must be 7 (basic expressions) or 8 (with contempt), got {classes!r}")
@@ -180,10 +163,7 @@ class AffectNet(FileFaceDataset):
                         for reason, code in DROP_REASONS.items()}
         index = np.flatnonzero(in_split & (codes < protocol))
         names = [table.names[i] for i in index]
-        absent = absent_images(image_dir, names)
-        if absent:
-            raise FileNotFoundError(f"{len(absent)} image(s) listed in {csv_path} are missing from {image_dir}, "
-                                    f"e.g. {', '.join(absent[:5])}")
+        require_images(image_dir, names, csv_path)
         self.unmatched: list[str] = []
         self.duplicates = 0
         if subset is not None:

@@ -29,7 +29,6 @@ matched on the ``fer<number>`` part of the image name; ``unmatched`` and ``dupli
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 from ..labels import CLASSES, DATASET_ORDERS, LABEL_SETS, mapping_from
 from . import register_dataset
 from .fer2013 import IMAGE_SIZE, SPLIT_USAGE, USAGES, GreyFaces, _check_split, csv_path, load_fer2013_csv
+from .imagefolder import require_images
 from .subsets import SUBSET_OPTIONS, check_subset, match_subset, read_subset_list, with_default_lists
 
 __all__ = ["FERPlus", "read_votes", "MODES"]
@@ -112,11 +112,7 @@ def read_folder_split(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                 raise ValueError(f"{where}: vote counts must be non-negative integers and the image name non-empty")
             votes.append(counts)
             names.append(row[0].strip())
-    on_disk = set(os.listdir(folder))
-    absent = [n for n in names if n not in on_disk]
-    if absent:
-        raise FileNotFoundError(f"{len(absent)} image(s) listed in {label_csv} are missing from {folder}, e.g. "
-                                f"{', '.join(absent[:5])}")
+    require_images(folder, names, label_csv)
     pixels = np.empty((len(names), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for i, name in enumerate(names):
         grey = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)

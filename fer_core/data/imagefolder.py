@@ -13,6 +13,7 @@ CK+, most image folders) use it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,6 +124,26 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
         return image
     shrink = size < max(image.shape[:2])
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def require_images(image_dir: Path, names: Sequence[str], listed_in: Path) -> None:
+    """FileNotFoundError naming how many of ``names`` (paths under ``image_dir``, ``sub/dir/file.jpg``) are missing,
+    with examples and the file that lists them; each sub-directory is listed once (AffectNet lists ~400k)."""
+    listings: dict[str, set[str]] = {}
+    absent = []
+    for name in names:
+        folder, _, file = name.rpartition("/")
+        files = listings.get(folder)
+        if files is None:
+            try:
+                files = listings[folder] = set(os.listdir(Path(image_dir) / folder))
+            except (FileNotFoundError, NotADirectoryError):
+                files = listings[folder] = set()
+        if file not in files:
+            absent.append(name)
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} image(s) listed in {listed_in} are missing from {image_dir}, e.g. "
+                                f"{', '.join(absent[:5])}")
 
 
 def check_split(name: str, split: str) -> None:

@@ -15,14 +15,13 @@ entries are counted in ``duplicates``.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
 
 from . import register_dataset
-from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask
+from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask, require_images
 from .subsets import SUBSET_OPTIONS, check_subset, image_stem, match_subset, read_subset_list, with_default_lists
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
@@ -71,11 +70,7 @@ class RAFDB(FileFaceDataset):
         if split != "test":
             held = holdout_mask(len(rows), check_fraction(val_fraction), seed)
             rows = [r for r, h in zip(rows, held, strict=True) if h == (split == "val")]
-        on_disk = set(os.listdir(image_dir))
-        absent = [f"{stem}_aligned.jpg" for stem, _, _ in rows if f"{stem}_aligned.jpg" not in on_disk]
-        if absent:
-            raise FileNotFoundError(f"{len(absent)} image(s) listed in {label_path} are missing from {image_dir}, "
-                                    f"e.g. {', '.join(absent[:5])}")
+        require_images(image_dir, [f"{stem}_aligned.jpg" for stem, _, _ in rows], label_path)
         self.unmatched: list[str] = []
         self.duplicates = 0
         if subset is not None:
