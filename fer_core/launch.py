@@ -159,13 +159,17 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
     Checks that a data set which reads files has an existing ``data.root``, that a teacher run (pseudo labels, or
     label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, that
     the model accepts its ``model.options`` (built on the ``meta`` device, as a sweep's plan does) and has what the
-    method needs (SCN's importance weights, the region-biased loss's part attention), and SynthFACS's options.
+    method needs (SCN's importance weights, the region-biased loss's part attention), and the data set's options
+    (the names each data set declares; SynthFACS's values too).
     The app and ``python -m fer_core train`` both refuse a run that fails it before creating its folder.
     """
-    from fer_core.data import dataset_info, resolve_root
+    from fer_core.data import dataset_info, resolve_root, unknown_options
     from fer_core.sweep import check_model
 
     problems = []
+    option_problem = unknown_options(cfg.data.name, cfg.data.options)
+    if option_problem:
+        problems.append(f"data.options: {option_problem}")
     if dataset_info(cfg.data.name)["needs_root"]:
         folder = resolve_root(cfg.data.name, cfg.data.root)
         if folder is None:

@@ -59,3 +59,19 @@ def test_real_data_set_without_a_folder_fails_before_training(tmp_path, monkeypa
     with pytest.raises(ValueError, match="reads files from disk.*FER_DATA"):
         train(load_config(SMOKE, (*OVERRIDES, "data.name=rafdb")), tmp_path / "run")
     assert io.read_status(tmp_path / "run")["state"] == "failed"
+
+
+def test_unknown_data_set_options_are_refused_before_a_run_exists(tmp_path, monkeypatch):
+    from fer_core.cli import main
+    from fer_core.data import dataset_info
+    from fer_core.launch import check_launch
+
+    monkeypatch.setenv("FER_DATA", str(tmp_path))
+    (tmp_path / "rafdb").mkdir()
+    cfg = load_config(SMOKE, (*OVERRIDES, "data.name=rafdb", "data.options={colour: true, seed: 1}"))
+    assert check_launch(cfg) == ["data.options: unknown option(s) colour for rafdb; valid: "
+                                 + ", ".join(dataset_info("rafdb")["options"])]
+    runs = tmp_path / "runs"
+    assert main(["train", "--config", str(SMOKE), "--runs-dir", str(runs), "--set", "data.name=rafdb",
+                 "--set", "data.options={colour: true}"]) == 2
+    assert not runs.exists() or not any(runs.iterdir())  # nothing created

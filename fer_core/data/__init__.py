@@ -19,7 +19,7 @@ from pathlib import Path
 from .cache import materialize
 
 __all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "materialize", "data_home",
-           "resolve_root", "configured_datasets"]
+           "resolve_root", "configured_datasets", "unknown_options"]
 
 DATA_ENV = "FER_DATA"
 
@@ -30,18 +30,23 @@ class DatasetEntry:
     builder: Callable
     description: str
     needs_root: bool
+    options: tuple[str, ...] | None = None  # the builder's keyword options; None: the builder checks its own
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, *, description: str, needs_root: bool):
-    """Decorator registering a data set builder ``builder(root, split, subset, **options)`` under ``name``."""
+def register_dataset(name: str, *, description: str, needs_root: bool, options: tuple[str, ...] | None = None):
+    """Decorator registering a data set builder ``builder(root, split, subset, **options)`` under ``name``.
+
+    ``options``: the names of the options the builder takes; :func:`build_dataset` (and the launch check, before a
+    run exists) refuse any other, naming the valid ones. None leaves the check to the builder (SynthFACS)."""
 
     def wrap(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"data set {name!r} is already registered")
-        _REGISTRY[name] = DatasetEntry(name, builder, description, needs_root)
+        _REGISTRY[name] = DatasetEntry(name, builder, description, needs_root,
+                                       None if options is None else tuple(options))
         return builder
 
     return wrap
@@ -53,9 +58,19 @@ def list_datasets() -> list[str]:
 
 
 def dataset_info(name: str) -> dict:
-    """Name, description and whether the data set needs files on disk."""
+    """Name, description, whether the data set needs files on disk, and its option names (None: not declared)."""
     entry = _entry(name)
-    return {"name": entry.name, "description": entry.description, "needs_root": entry.needs_root}
+    return {"name": entry.name, "description": entry.description, "needs_root": entry.needs_root,
+            "options": None if entry.options is None else list(entry.options)}
+
+
+def unknown_options(name: str, options) -> str | None:
+    """The problem with ``options`` for data set ``name`` as a sentence naming the valid ones, or None."""
+    valid = _entry(name).options
+    unknown = sorted(set(options) - set(valid)) if valid is not None else []
+    if not unknown:
+        return None
+    return f"unknown option(s) {', '.join(unknown)} for {name}; valid: {', '.join(valid) or 'none'}"
 
 
 def _entry(name: str) -> DatasetEntry:
@@ -102,6 +117,9 @@ def build_dataset(name: str, root=None, split: str = "train", subset: str | None
         **options: data-set specific options (for SynthFACS, the fields of ``SynthConfig``).
     """
     entry = _entry(name)
+    problem = unknown_options(name, options)
+    if problem:
+        raise ValueError(problem)
     if entry.needs_root:
         root = resolve_root(name, root)
         if root is None:

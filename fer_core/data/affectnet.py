@@ -190,9 +190,7 @@ _OPTIONS = ("classes", "crop_face", "val_fraction", "seed", "occlusion_list", "p
                   "sizes, 7-class (classes=7) or 8-class with contempt (classes=8) protocols, other codes dropped "
                   "and counted; test = the official validation set, val held out of training.csv; optional crop "
                   "to the CSV face box; subsets occlusion/pose30/pose45 from RAN's lists. " + OBTAIN,
-                  needs_root=True)
+                  needs_root=True,
+                  options=_OPTIONS)
 def build_affectnet(root=None, split="train", subset=None, **options):
-    unknown = sorted(k for k in options if k not in _OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for affectnet; valid: {', '.join(_OPTIONS)}")
     return AffectNet(root, split, subset, **options)

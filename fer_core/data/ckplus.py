@@ -250,9 +250,7 @@ _OPTIONS = ("last_frames", "neutral_first", "folds", "fold", "crop_face", "image
 @register_dataset("ckplus", description="CK+ (Extended Cohn-Kanade): 593 posed sequences of 123 subjects, 327 "
                   "labelled with 8 classes (with contempt); the last frames of each labelled sequence "
                   "(last_frames=3), faces cropped, subject-independent 10-fold cross-validation (fold=k: test fold "
-                  "k, val fold k+1, train the rest). " + OBTAIN, needs_root=True)
+                  "k, val fold k+1, train the rest). " + OBTAIN, needs_root=True,
+                  options=_OPTIONS)
 def build_ckplus(root=None, split="train", subset=None, **options):
-    unknown = sorted(k for k in options if k not in _OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for ckplus; valid: {', '.join(_OPTIONS)}")
     return CKPlus(root, split, subset, **options)

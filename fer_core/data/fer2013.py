@@ -262,9 +262,7 @@ class FER2013(GreyFaces):
 
 
 @register_dataset("fer2013", description="FER2013 (Kaggle 2013): 48x48 grey faces, 7 classes; train=Training, "
-                  "val=PublicTest, test=PrivateTest; root holds fer2013.csv", needs_root=True)
+                  "val=PublicTest, test=PrivateTest; root holds fer2013.csv", needs_root=True,
+                  options=("cache_dir",))
 def _fer2013(root=None, split="train", subset=None, **options):
-    unknown = set(options) - {"cache_dir"}
-    if unknown:
-        raise ValueError(f"fer2013: unknown options {sorted(unknown)}; valid: cache_dir")
     return FER2013(root, split=split, subset=subset, **options)

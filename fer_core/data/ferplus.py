@@ -220,9 +220,6 @@ _OPTIONS = ("mode", "cache_dir", "occlusion_list", "pose30_list", "pose45_list")
 @register_dataset("ferplus", description="FERPlus: FER2013 images relabelled by 10 taggers, 8 classes with "
                   "contempt, majority or probability labels and vote distributions; root holds fer2013.csv and "
                   "fer2013new.csv, or the FER2013Train/Valid/Test image folders; subsets occlusion/pose30/pose45 "
-                  "from RAN's lists. Labels: " + FERPLUS_URL, needs_root=True)
+                  "from RAN's lists. Labels: " + FERPLUS_URL, needs_root=True, options=_OPTIONS)
 def _ferplus(root=None, split="train", subset=None, **options):
-    unknown = set(options) - set(_OPTIONS)
-    if unknown:
-        raise ValueError(f"ferplus: unknown options {sorted(unknown)}; valid: {', '.join(_OPTIONS)}")
     return FERPlus(root, split=split, subset=subset, **options)

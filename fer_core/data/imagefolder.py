@@ -262,25 +262,19 @@ class CAERS(ImageFolderFaces):
     name = "caer_s"
 
 
-def _unknown(name: str, options: dict, valid: Sequence[str]) -> None:
-    if options:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(options))} for {name}; valid: {', '.join(valid)}")
-
-
 _OPTIONS = ("label_map", "val_fraction", "seed", "label_set", "image_size")
 
 
 @register_dataset("imagefolder", description="Any image-folder tree root/<split>/<class>/*.jpg|png (splits train, "
-                  "val, test; class folders mapped to canonical classes by name or label_map)", needs_root=True)
+                  "val, test; class folders mapped to canonical classes by name or label_map)", needs_root=True,
+                  options=_OPTIONS)
 def build_imagefolder(root=None, split="train", subset=None, **options):
-    _unknown("imagefolder", {k: v for k, v in options.items() if k not in _OPTIONS}, _OPTIONS)
     return ImageFolderFaces(root, split, subset, **options)
 
 
 @register_dataset("caer_s", description="CAER-S static frames (7 classes, train/test folders; val held out of "
                   "train). Obtained on request from the CAER authors: https://caer-dataset.github.io/",
-                  needs_root=True)
+                  needs_root=True, options=_OPTIONS)
 def build_caer_s(root=None, split="train", subset=None, **options):
-    _unknown("caer_s", {k: v for k, v in options.items() if k not in _OPTIONS}, _OPTIONS)
     options.setdefault("val_fraction", None if (Path(root) / "val").is_dir() else 0.1)
     return CAERS(root, split, subset, **options)

@@ -89,9 +89,7 @@ _OPTIONS = ("val_fraction", "seed", "occlusion_list", "pose30_list", "pose45_lis
 
 @register_dataset("rafdb", description="RAF-DB basic: 15,339 aligned 100x100 in-the-wild faces, 7 classes (train/"
                   "test; val held out of train); subsets occlusion/pose30/pose45 from RAN's lists. "
-                  + OBTAIN, needs_root=True)
+                  + OBTAIN, needs_root=True,
+                  options=_OPTIONS)
 def build_rafdb(root=None, split="train", subset=None, **options):
-    unknown = sorted(k for k in options if k not in _OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for rafdb; valid: {', '.join(_OPTIONS)}")
     return RAFDB(root, split, subset, **options)
