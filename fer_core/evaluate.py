@@ -179,15 +179,16 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
     results = {}
     for split in splits or cfg.eval.splits:
         where = {"placement": cfg.train.data_placement, "device": device, "workers": cfg.train.num_workers}
-        ds, images, labels = load_split(cfg.data, split, **where)
+        ds, split_images, split_labels = load_split(cfg.data, split, **where)
         names = subsets or cfg.eval.subsets or ["all", *getattr(ds, "subsets", ())]
         for subset in names:
+            images, labels = split_images, split_labels
             if subset != "all":
                 valid = getattr(ds, "subsets", ())
                 if subset not in valid:
                     raise ValueError(f"data set {cfg.data.name!r} has no subset {subset!r}; "
                                      f"valid: all, {', '.join(valid)}")
-                _, images, labels = load_split(cfg.data, split, subset, **where)
+                images, labels = _subset_of(cfg, split, subset, split_images, split_labels, where)
             logits = predict_logits(model, images, transform, batch_size=max(cfg.train.batch_size, 128))
             result = write_eval(run_dir, split, subset, labels, logits, model.cfg.class_names, extra)
             results[f"{split}/{subset}"] = result
@@ -195,6 +196,22 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
                 progress({"event": "eval", "split": split, "subset": subset, "n": result["n"],
                           "accuracy": result["accuracy"], "macro_f1": result["macro_f1"]})
     return results
+
+
+def _subset_of(cfg: Config, split: str, subset: str, images: Any, labels: torch.Tensor,
+               where: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+    """A subset's images and labels: picked out of the split already in memory where the data set says which of
+    its samples the subset holds (``split_positions``), else loaded on their own."""
+    from fer_core.data import build_dataset
+
+    if isinstance(images, torch.Tensor):
+        sub = build_dataset(cfg.data.name, root=cfg.data.root, split=split, subset=subset, **cfg.data.options)
+        positions = getattr(sub, "split_positions", None)
+        if positions is not None:
+            index = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+            return images[index.to(images.device)], labels[index]
+    _, images, labels = load_split(cfg.data, split, subset, **where)
+    return images, labels
 
 
 def load_run_model(run: str | os.PathLike, *, weights: str = "best",

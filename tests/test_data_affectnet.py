@@ -220,6 +220,9 @@ def test_subsets_match_on_stem(aff_root, tmp_path):
     assert occ.unmatched == sorted(["ffff0000", _stem(g_of[7])]) and occ.duplicates == 1
     occ8 = build_dataset("affectnet", root=aff_root, split="test", subset="occlusion", classes=8, **opts)
     assert len(occ8) == 3 and occ8.unmatched == ["ffff0000"]
+    for sub, classes in ((occ, 7), (occ8, 8)):  # where the subset's samples sit in the whole split
+        whole = build_dataset("affectnet", root=aff_root, split="test", classes=classes, **opts)
+        assert [whole.image_names[i] for i in sub.split_positions] == sub.image_names
     p30 = build_dataset("affectnet", root=aff_root, split="test", subset="pose30", **opts)
     assert [CLASSES[i] for i in p30.labels] == ["neutral", "anger"] and p30.unmatched == []
     p45 = build_dataset("affectnet", root=aff_root, split="test", subset="pose45", crop_face=True, **opts)

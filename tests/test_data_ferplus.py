@@ -80,6 +80,8 @@ def test_ran_subsets_match_on_the_fer_number(roots, layout):
     occ = build_dataset("ferplus", root=root, split="test", subset="occlusion", occlusion_list=lists / "occlusion.txt")
     assert occ.image_names == ["fer0000009.png", "fer0000011.png"]
     assert occ.unmatched == ["fer0099999"] and occ.duplicates == 1 and occ.subsets == ("occlusion",)
+    whole = build_dataset("ferplus", root=root, split="test")
+    assert [whole.image_names[i] for i in occ.split_positions] == occ.image_names
     assert [occ.classes[k] for k in occ.labels] == ["surprise", "neutral"]
     assert occ.label_dists.shape == (2, 8) and np.array_equal(occ[1]["image"][0].numpy().ravel(), _pixels(11))
     pose = build_dataset("ferplus", root=root, split="test", subset="pose30", pose30_list=lists / "pose30.txt")

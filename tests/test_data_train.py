@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_data_affectnet import TEST_ROWS, _stem, aff_root  # noqa: F401  (fixture)
 from test_data_ckplus import _write_ck
+from test_data_rafdb import raf_root  # noqa: F401  (fixture)
 
 from fer_core import io
 from fer_core.config import load_config
@@ -75,3 +77,21 @@ def test_unknown_data_set_options_are_refused_before_a_run_exists(tmp_path, monk
     assert main(["train", "--config", str(SMOKE), "--runs-dir", str(runs), "--set", "data.name=rafdb",
                  "--set", "data.options={colour: true}"]) == 2
     assert not runs.exists() or not any(runs.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize("name", ["synthfaces", "rafdb"])
+def test_subsets_picked_from_the_loaded_split_equal_subsets_loaded_alone(name, raf_root, tmp_path,  # noqa: F811
+                                                                          monkeypatch):
+    from fer_core.evaluate import _subset_of, load_split
+
+    root, lists = raf_root
+    sets = [f"data.name={name}"] + ([f"data.root={root}", "data.options.image_size=32",
+                                     f"data.options.occlusion_list={lists / 'occlusion.txt'}",
+                                     f"data.options.pose30_list={lists / 'pose30.txt'}"] if name == "rafdb" else [])
+    cfg = load_config(SMOKE, (*OVERRIDES, *sets))
+    ds, images, labels = load_split(cfg.data, "test")
+    assert ds.subsets
+    for subset in ds.subsets:
+        picked = _subset_of(cfg, "test", subset, images, labels, {})
+        _, alone, alone_labels = load_split(cfg.data, "test", subset)
+        assert torch.equal(picked[0], alone) and torch.equal(picked[1], alone_labels) and len(alone) > 0

@@ -170,6 +170,7 @@ class AffectNet(FileFaceDataset):
             match = match_subset([image_stem(n) for n in names], read_subset_list(lists[subset]))
             self.unmatched, self.duplicates = match.unmatched, match.duplicates
             index = index[np.asarray(match.keep, bool)]
+            self.split_positions = np.flatnonzero(match.keep)
             names = [table.names[i] for i in index]
         self.image_names = names
         self.valence = table.valence[index]

@@ -179,6 +179,7 @@ class FERPlus(GreyFaces):
         if subset is not None:
             match = match_subset([ferplus_stem(n) for n in names], read_subset_list(lists[subset], ferplus_stem))
             self.unmatched, self.duplicates = match.unmatched, match.duplicates
+            self.split_positions = np.flatnonzero(np.asarray(match.keep, bool)[keep])
             keep &= np.asarray(match.keep, bool)
 
         order = DATASET_ORDERS["ferplus"]

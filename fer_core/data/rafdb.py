@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
 
 from . import register_dataset
@@ -77,6 +79,7 @@ class RAFDB(FileFaceDataset):
             match = match_subset([r[0] for r in rows], read_subset_list(lists[subset]))
             self.unmatched, self.duplicates = match.unmatched, match.duplicates
             rows = [r for r, k in zip(rows, match.keep, strict=True) if k]
+            self.split_positions = np.flatnonzero(match.keep)
         config = {"root": str(root), "val_fraction": val_fraction, "seed": seed,
                   **{SUBSET_OPTIONS[s]: None if p is None else str(p) for s, p in lists.items()}}
         super().__init__([image_dir / f"{stem}_aligned.jpg" for stem, _, _ in rows], [r[2] for r in rows],

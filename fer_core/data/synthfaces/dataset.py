@@ -259,6 +259,7 @@ class SynthFaces(Dataset):
         else:
             self.split_indices = np.array([i for i, m in enumerate(self._metas) if subset_rule(self.subset, m)],
                                           dtype=np.int64)
+            self.split_positions = self.split_indices  # the whole split is samples 0..n-1 in order
         self.labels = np.array([self._metas[i].label for i in self.split_indices], dtype=np.int64)
         self.clean_labels = np.array([self._metas[i].clean_label for i in self.split_indices], dtype=np.int64)
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
