@@ -322,8 +322,11 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         if notes:
             print(f"{label}: " + "; ".join(notes))
     if not info["subsets"]:
-        print("no challenge subsets (give RAN's lists as occlusion_list / pose30_list / pose45_list, or put them in "
-              "<root>/subsets/) " if info["root"] else "no challenge subsets")
+        from fer_core.data import dataset_info
+
+        ran = "occlusion_list" in (dataset_info(args.name)["options"] or ())
+        print("no challenge subsets" + (": give RAN's lists as occlusion_list / pose30_list / pose45_list, or put "
+                                        "them in <root>/subsets/" if ran else ""))
     return 0
 
 
