@@ -12,7 +12,6 @@ append-only; :func:`read_jsonl` tolerates a torn last line.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import io
 import json
@@ -91,25 +90,6 @@ def _unwritable(folder: Path, err: OSError) -> OSError:
                                 f"point FER_RUNS_DIR (--runs-dir) at one that is", str(folder))
 
 
-def _rename_noreplace(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` atomically, failing with FileExistsError if ``dst`` exists (even an empty folder,
-    which a plain rename would silently replace). Linux ``renameat2(RENAME_NOREPLACE)``; elsewhere, or on file
-    systems without it, a check then a rename."""
-    fn = None
-    with contextlib.suppress(OSError, AttributeError):
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    if fn is not None:
-        at_fdcwd, rename_noreplace = -100, 1
-        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(code, os.strerror(code), str(dst))
-    if dst.exists():
-        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
-    os.rename(src, dst)
-
-
 def create_run_dir(run_id: str, root: str | os.PathLike | None = None, *, config: str | None = None,
                    **status: Any) -> Path:
     """Create the folder of a new run; raises FileExistsError if it exists, so two runs never share one.
@@ -145,7 +125,11 @@ def create_run_dir(run_id: str, root: str | os.PathLike | None = None, *, config
             atomic_write_text(tmp / "config.yaml", config)
         if status:
             write_status(tmp, **status)
-        _rename_noreplace(tmp, path)
+        if path.exists():
+            raise exists
+        # a rename fails on a non-empty folder of that name (EEXIST/ENOTEMPTY); only one made empty in the instant
+        # since the check could be replaced, and run ids carry a random suffix
+        os.rename(tmp, path)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError) and err.errno in (errno.EEXIST, errno.ENOTEMPTY):
