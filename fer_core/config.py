@@ -20,9 +20,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-_FOLDER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
-"""A sweep group names a folder (``<runs>/.sweeps/<group>``): the rule of ``fer_core.io.check_run_id``."""
-
 
 class ConfigError(ValueError):
     """A config that cannot be used; ``str(err)`` is one line per problem, each naming the key path."""
@@ -266,7 +263,7 @@ class TrainConfig(_Section):
     they fit, in host memory otherwise, streamed from disk when even that is too small; the log says which),
     ``device``, ``host`` or ``stream``. ``num_workers``: processes decoding images for the ``stream`` placement.
     ``compile``: run the model through ``torch.compile`` (a one-off compilation, then faster steps on GPUs).
-    Optimisers are fused CUDA kernels on CUDA, and the loop never waits for the GPU between batches."""
+    On CUDA the optimisers are fused kernels and the loop reads a value back from the GPU only every 20 batches."""
 
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
@@ -348,9 +345,16 @@ class Config(_Section):
     @field_validator("group")
     @classmethod
     def _group_is_a_folder_name(cls, group: str | None) -> str | None:
-        if group is not None and (not _FOLDER_NAME.match(group) or ".." in group):
+        if group is None:
+            return group
+        from fer_core.io import check_run_id  # a group names a folder (<runs>/.sweeps/<group>): a run id's rule
+
+        try:
+            check_run_id(group)
+        except ValueError:
             raise ValueError(f"{group!r} is not a valid group name: one folder name of letters, digits, '.', '_' "
-                             "and '-' (not starting with '.' or '-', no '/', no '..', at most 200 characters)")
+                             "and '-' (not starting with '.' or '-', no '/', no '..', at most 200 characters)"
+                             ) from None
         return group
 
     def to_dict(self) -> dict:
