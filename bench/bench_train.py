@@ -1166,9 +1166,9 @@ def report(s: Settings, args: argparse.Namespace, argv: list[str], info: dict, r
         L += ["", "## 3. Evaluation and memory", ""]
     if evals:
         L += [f"`fer_core.evaluate.evaluate_model` on the SynthFACS test split ({s.test_faces:,} faces at "
-              f"{FACE_SIZE} x {FACE_SIZE}) and each subset, as a run's final evaluation does (it loads each subset "
-              "from the cache, predicts, writes `eval/` files), after one warm-up batch; *predicting alone*: "
-              "`predict_logits` on the subset already in memory.", "",
+              f"{FACE_SIZE} x {FACE_SIZE}) and each subset, as a run's final evaluation does (it loads the split "
+              "once, picks each subset out of it, predicts, writes `eval/` files), after one warm-up batch; "
+              "*predicting alone*: `predict_logits` on the subset already in memory.", "",
               "| model | input | subset | faces | predicting alone | images/s |", "|---|---|---|---:|---:|---:|"]
         for ev in evals:
             for subset, n, secs in ev["subsets"]:
