@@ -16,7 +16,8 @@ Methods (``method_info(name)`` gives family, library, defaults; ``target="all"``
 * perturbations: ``occlusion`` (captum, signed), ``lime`` * (lime, signed);
 * ``activations`` (mean over channels of a layer, class-agnostic).
 
-Also :func:`activation_grid`, :func:`visualize_filter` (feature visualisation), :func:`feature_layers` and
+Also :func:`activation_grid`, :func:`visualize_filters` (feature visualisation, the channels of a layer in one
+batch; :func:`visualize_filter` for one channel), :func:`feature_layers` and
 :func:`stage_layers` (the layers worth looking at, as :class:`LayerInfo`), :func:`attention_weights` (SCN,
 region net) and :func:`read_scn_weights` (a run's per-sample SCN weights). Library code: nothing here prints or
 shows a progress bar (Score-CAM's and LIME's tqdm bars are silenced), and nothing leaves hooks, gradients or a
@@ -30,12 +31,19 @@ from typing import Any
 from fer_core.explain import cams, features, gradients, perturbation  # noqa: F401  (register the methods)
 from fer_core.explain.attention import attention_weights, read_scn_weights
 from fer_core.explain.core import Explanation, Inputs, MethodInfo, explain, list_methods, method_info, register_method
-from fer_core.explain.features import LayerInfo, activation_grid, feature_layers, stage_layers, visualize_filter
+from fer_core.explain.features import (
+    LayerInfo,
+    activation_grid,
+    feature_layers,
+    stage_layers,
+    visualize_filter,
+    visualize_filters,
+)
 from fer_core.explain.render import overlay, panel
 
 __all__ = ["Explanation", "Inputs", "LayerInfo", "MethodInfo", "TopKScoreCAM", "activation_grid", "attention_weights",
            "explain", "feature_layers", "list_methods", "method_info", "overlay", "panel", "read_scn_weights",
-           "register_method", "stage_layers", "visualize_filter"]
+           "register_method", "stage_layers", "visualize_filter", "visualize_filters"]
 
 
 def __getattr__(name: str) -> Any:
