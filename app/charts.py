@@ -1,7 +1,9 @@
-"""Plotly figures for the pages: learning curves and confusion matrices. Pure functions of plain data."""
+"""Plotly figures and image tiles for the pages: learning curves, confusion matrices, comparisons, probabilities, data
+set counts and faces, SCN's importance weights. Pure functions of plain data (no Streamlit)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +14,16 @@ from plotly.subplots import make_subplots
 TRAIN_COLOR = "#3b6fd8"
 VAL_COLOR = "#e8710a"
 REFERENCE_COLOR = "#9aa0a6"
+
+
+def _legend_below(y: float = -0.2) -> dict[str, Any]:
+    """A horizontal legend under the plot, left-aligned (``y`` below the axes, in plot heights)."""
+    return {"orientation": "h", "yanchor": "top", "y": y, "xanchor": "left", "x": 0.0}
+
+
+def _legend_above(y: float = 1.02) -> dict[str, Any]:
+    """A horizontal legend over the plot, right-aligned."""
+    return {"orientation": "h", "yanchor": "bottom", "y": y, "xanchor": "right", "x": 1.0}
 
 
 def learning_curves(metrics: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -64,7 +76,7 @@ def _curve_axes(fig: go.Figure, epochs: int) -> None:
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", row=1, col=2)
     fig.update_layout(margin={"l": 10, "r": 10, "t": 64, "b": 10},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0})
+                      legend=_legend_below())
 
 
 def epoch_dtick(epochs: int) -> int | None:
@@ -144,7 +156,7 @@ def per_class_recall(results: Mapping[str, tuple[Sequence[Sequence[float]], Sequ
     fig.update_layout(
         title="Per-class recall", barmode="group", height=120 + 42 * max(1, len(order)),
         margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.25,
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0.0},
+        legend=_legend_below(-0.18),
     )
     return fig
 
@@ -262,7 +274,7 @@ def class_deltas(deltas: Any, colors: Mapping[str, str] | None = None, *, refere
     fig.update_layout(
         barmode="group", height=110 + len(classes) * (16 + 14 * min(4, max(1, len(deltas.columns)))),
         margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.25, showlegend=not single,
-        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0},
+        legend=_legend_below(-0.22),
     )
     return fig
 
@@ -398,9 +410,163 @@ def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, t
     fig.update_layout(title=title, height=(90 + 34 * len(names)) if reference is None else (140 + 40 * len(names)),
                       bargap=0.3 if reference is None else 0.2, barmode="group",
                       margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0})
+                      legend=_legend_below(-0.15))
     return fig
 
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}%"
+
+
+# --------------------------------------------------------------------------------------------- data sets
+SPLIT_COLORS = {"train": TRAIN_COLOR, "val": VAL_COLOR, "test": GAIN_COLOR}
+"""One colour per data set split."""
+
+
+def class_counts(counts: Mapping[str, Sequence[int]], classes: Sequence[str]) -> go.Figure:
+    """Faces per class, one group of bars per class and one colour per split.
+
+    Args:
+        counts: ``{split: faces per class}`` in the order of ``classes`` (``fer_core.data.browse.class_counts``).
+        classes: the data set's class names.
+    """
+    fig = go.Figure()
+    for split, values in counts.items():
+        values = np.asarray(values)
+        total = max(1, int(values.sum()))
+        fig.add_trace(go.Bar(
+            x=list(classes), y=values.tolist(), name=f"{split} ({int(values.sum()):,})",
+            marker_color=SPLIT_COLORS.get(split), text=[f"{v:,}" for v in values], textposition="outside",
+            customdata=100.0 * values / total,
+            hovertemplate=f"{split}<br>%{{x}}: %{{y:,}} faces (%{{customdata:.1f}}% of the split)<extra></extra>",
+        ))
+    fig.update_layout(barmode="group", height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      title="Faces per class and split", legend=_legend_above())
+    fig.update_yaxes(title_text="faces")
+    fig.update_xaxes(title_text="class")
+    return fig
+
+
+def face_tiles(faces: Sequence[Mapping[str, Any]], classes: Sequence[str], *, masks: bool = False,
+               details: bool = False) -> tuple[list[np.ndarray], list[str]]:
+    """Images and captions for a row of data-set faces (``st.image(images, caption=captions)``).
+
+    Args:
+        faces: ``fer_core.data.browse.faces`` rows (``image``, ``class_name``, ``label``; where the data set has them
+            ``mask``, ``clean_label``, ``pose``, ``occluder``).
+        classes: the data set's class names (for a clean label that differs from the label trained on).
+        masks: tint each face's ground-truth relevance mask over it, where it has one.
+        details: add the yaw and the occluder to the captions.
+    """
+    from fer_core.data.sheet import mask_overlay  # fer_core.data imports torch: only when faces are drawn
+
+    images, captions = [], []
+    for f in faces:
+        images.append(mask_overlay(f["image"], f["mask"]) if masks and "mask" in f else f["image"])
+        caption = f["class_name"]
+        if "clean_label" in f and f["clean_label"] != f["label"]:
+            caption += f" (clean: {classes[f['clean_label']]})"
+        if details and "pose" in f:
+            caption += f" · yaw {round(f['pose'][0]):+d}°"
+        if details and f.get("occluder") not in (None, "none"):
+            caption += f" · {f['occluder']}"
+        captions.append(caption)
+    return images, captions
+
+
+# --------------------------------------------------------------------------------------------- SCN
+SCN_GROUP_COLORS = {"high": TRAIN_COLOR, "low": VAL_COLOR}
+"""SCN's high- and low-importance groups."""
+NOISE_COLORS = {"clean": GAIN_COLOR, "noisy": LOSS_COLOR}
+"""Faces with their clean label, and faces whose label injected noise flipped."""
+RELABEL_COLORS = {"fixed": GAIN_COLOR, "broke": LOSS_COLOR, "still wrong": REFERENCE_COLOR}
+"""What a relabel event did: restored the clean label, replaced a correct one, or replaced a wrong one by another."""
+
+
+def scn_weight_histograms(samples: Any, classes: Sequence[str], colour_by: str = "group") -> go.Figure:
+    """One histogram of SCN importance weights per class (the label trained on), stacked by group or by noise.
+
+    Args:
+        samples: one epoch's faces (``fer_core.explain.attention.scn_samples``): a DataFrame with ``label``,
+            ``weight``, ``group`` (``high``/``low``) and ``noisy``.
+        classes: class names, in label order.
+        colour_by: ``"group"`` (high / low importance) or ``"noise"`` (injected / clean label).
+    """
+    cols = min(4, len(classes))
+    rows = math.ceil(len(classes) / cols)
+    counts = samples["label"].value_counts()
+    titles = [f"{c} ({int(counts.get(k, 0))})" for k, c in enumerate(classes)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True, horizontal_spacing=0.05,
+                        vertical_spacing=0.12 if rows > 1 else 0.0)
+    if colour_by == "noise":
+        parts = {"clean": ~samples["noisy"], "noisy": samples["noisy"]}
+        colors, names = NOISE_COLORS, {"clean": "clean label", "noisy": "injected noise"}
+    else:
+        parts = {"high": samples["group"] == "high", "low": samples["group"] == "low"}
+        colors, names = SCN_GROUP_COLORS, {"high": "high-importance group", "low": "low-importance group"}
+    in_legend: set[str] = set()  # plotly leaves empty traces out of the legend: name each part on its first faces
+    for k, _cls in enumerate(classes):
+        row, col = k // cols + 1, k % cols + 1
+        for part, sel in parts.items():
+            values = samples.loc[sel & (samples["label"] == k), "weight"].dropna()
+            first = part not in in_legend and len(values) > 0
+            if first:
+                in_legend.add(part)
+            fig.add_trace(go.Histogram(
+                x=values, xbins={"start": 0.0, "end": 1.0, "size": 0.05}, name=names[part], legendgroup=part,
+                showlegend=first, marker_color=colors[part],
+                hovertemplate=f"{names[part]}<br>weight %{{x}}<br>%{{y}} faces<extra></extra>",
+            ), row=row, col=col)
+    fig.update_xaxes(range=[0, 1], dtick=0.25)
+    for col in range(1, cols + 1):
+        fig.update_xaxes(title_text="importance weight", row=rows, col=col)
+    for row in range(1, rows + 1):
+        fig.update_yaxes(title_text="faces", row=row, col=1)
+    fig.update_layout(barmode="stack", height=60 + 220 * rows, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+                      legend=_legend_above(1.06), bargap=0.05)
+    return fig
+
+
+def scn_weight_curves(summary: Any, noisy: bool) -> go.Figure:
+    """Mean SCN importance weight per epoch: high and low groups, and noisy against clean faces when there is noise.
+
+    Args:
+        summary: ``fer_core.explain.attention.scn_epoch_summary`` (``epoch``, ``weight_high``, ``weight_low``,
+            ``weight_clean``, ``weight_noisy``).
+        noisy: the run had injected label noise (draw the clean and noisy lines).
+    """
+    lines = [("weight_high", "high-importance group", SCN_GROUP_COLORS["high"], "dot"),
+             ("weight_low", "low-importance group", SCN_GROUP_COLORS["low"], "dot")]
+    if noisy:
+        lines = [("weight_clean", "faces with a clean label", NOISE_COLORS["clean"], "solid"),
+                 ("weight_noisy", "faces with injected noise", NOISE_COLORS["noisy"], "solid"), *lines]
+    fig = go.Figure()
+    for column, name, color, dash in lines:
+        fig.add_trace(go.Scatter(
+            x=summary["epoch"], y=summary[column], name=name, mode="lines+markers",
+            line={"color": color, "dash": dash, "width": 2}, marker={"size": 6},
+            hovertemplate=f"{name}<br>epoch %{{x}}: mean weight %{{y:.3f}}<extra></extra>",
+        ))
+    fig.update_xaxes(title_text="epoch", dtick=epoch_dtick(len(summary)))
+    fig.update_yaxes(title_text="mean importance weight", range=[0, 1])
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",
+                      title="Mean importance weight per epoch", legend=_legend_below())
+    return fig
+
+
+def scn_relabel_bars(summary: Any) -> go.Figure:
+    """SCN's relabel events per epoch, stacked by what they did to the label.
+
+    Args:
+        summary: ``fer_core.explain.attention.scn_epoch_summary`` (``epoch``, ``relabelled``, ``fixed``, ``broke``).
+    """
+    fig = go.Figure()
+    other = summary["relabelled"] - summary["fixed"] - summary["broke"]
+    for name, values in (("fixed", summary["fixed"]), ("broke", summary["broke"]), ("still wrong", other)):
+        fig.add_trace(go.Bar(x=summary["epoch"], y=values, name=name, marker_color=RELABEL_COLORS[name],
+                             hovertemplate=f"epoch %{{x}}: %{{y}} relabels {name}<extra></extra>"))
+    fig.update_xaxes(title_text="epoch", dtick=epoch_dtick(len(summary)))
+    fig.update_yaxes(title_text="relabelled faces")
+    fig.update_layout(barmode="stack", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      title="Relabel events per epoch", legend={**_legend_below(-0.25), "traceorder": "normal"})
+    return fig

@@ -72,11 +72,12 @@ sys.path.insert(0, str(ROOT))
 
 from fer_core.config import TrainConfig, load_config  # noqa: E402
 from fer_core.data import build_dataset, materialize  # noqa: E402
-from fer_core.evaluate import evaluate_model, load_split, predict_logits  # noqa: E402
+from fer_core.evaluate import evaluate_model, predict_logits  # noqa: E402
 from fer_core.methods import TrainData, build_method  # noqa: E402
 from fer_core.models import create_model, model_info  # noqa: E402
 from fer_core.models.profile import count_macs  # noqa: E402
 from fer_core.optim import build_optimizer  # noqa: E402
+from fer_core.runs import load_split  # noqa: E402
 from fer_core.train import Precision, train, train_one_epoch  # noqa: E402
 from fer_core.transforms import BatchTransform  # noqa: E402
 

@@ -18,7 +18,7 @@ Commands::
 
 Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt; also an unwritable
 runs folder or a full disk), 2 bad command line or config (message names the key; no traceback). ``train`` checks a
-new run's config before creating its folder (:func:`fer_core.launch.check_launch`: data folder, device, model and
+new run's config before creating its folder (:func:`fer_core.lifecycle.check_launch`: data folder, device, model and
 data set options, the model a method needs), and the folder appears with ``config.yaml`` and ``status.json``
 already in it.
 """
@@ -43,26 +43,50 @@ class UsageError(Exception):
 
 # --------------------------------------------------------------------------------------------- progress
 class LineProgress:
-    """Draws trainer progress events: a line per phase, epoch and evaluation; a live batch counter on a TTY."""
+    """Draws trainer progress events: a line per phase, epoch and evaluation, and, on a terminal, a progress bar
+    inside each epoch (tqdm: images done, images per second, time left). Piped into a file, a log or the app, only
+    the lines are written (no carriage returns)."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.t0 = time.monotonic()
+        self.bar = None
+        self.train_size, self.epochs, self.done = 0, "?", 0
 
     def _line(self, text: str) -> None:
-        end = "\x1b[K\n" if self.tty else "\n"
-        self.stream.write(f"\r[{time.monotonic() - self.t0:6.1f}s] {text}{end}")
+        self._close_bar()
+        self.stream.write(f"[{time.monotonic() - self.t0:6.1f}s] {text}\n")
         self.stream.flush()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _batch(self, event: dict[str, Any]) -> None:
+        if not self.tty or not self.train_size:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=self.train_size, unit="img", unit_scale=True, file=self.stream, leave=False,
+                            dynamic_ncols=True, desc=f"epoch {event['epoch'] + 1}/{self.epochs}")
+            self.done = 0
+        # images done so far, spread evenly over the epoch's batches (the last one may be smaller)
+        done = round(self.train_size * event["batch"] / max(event["batches"], 1))
+        self.bar.update(done - self.done)
+        self.done = done
+        if "loss" in event:
+            self.bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "batch":
-            if self.tty:
-                self.stream.write(f"\r  epoch {event['epoch']} batch {event['batch']}/{event['batches']} "
-                                  f"loss {event['loss']:.3f}\x1b[K")
-                self.stream.flush()
+            self._batch(event)
         elif kind == "phase":
+            if event["phase"] == "train":
+                self.train_size, self.epochs = int(event.get("train_size") or 0), event.get("epochs", "?")
             extra = {"data": "loading data", "train": f"training {event.get('train_size', '')} images, "
                      f"{event.get('epochs', '')} epochs", "eval": "evaluating best weights"}.get(event["phase"], "")
             self._line(f"{event['phase']}: {extra}")
@@ -91,47 +115,25 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    from fer_core import io
+    from fer_core import io, lifecycle
     from fer_core.train import train
 
     if args.resume:
         run_dir = io.resolve_run_dir(args.resume, args.runs_dir)
-        source = args.config or run_dir / "config.yaml"
-        cfg = load_config(source, args.set)
+        cfg = load_config(args.config or run_dir / "config.yaml", args.set)
     else:
         if not args.config:
             raise UsageError("train needs --config FILE (or --resume RUN)")
         cfg = load_config(args.config, args.set)
-        rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 creates and writes the run folder
-        run_dir, launched = None, False
         if args.run_id:
             try:
-                run_dir = io.run_path(args.run_id, args.runs_dir)
+                io.run_path(args.run_id, args.runs_dir)
             except ValueError as err:
                 raise UsageError(f"--run-id: {err}") from None
-            launched = rank == 0 and run_dir.exists()  # created for this process by fer_core.launch (the app)
-            if launched:
-                status = io.read_status(run_dir)
-                # queued, nothing trained yet, and no other process named as its trainer (a run being created by
-                # another `train` at this very moment names its own pid)
-                if status.get("state") != "queued" or (run_dir / "metrics.jsonl").exists() \
-                        or status.get("pid") not in (None, os.getpid()):
-                    raise UsageError(f"run folder {run_dir} already exists; pick another --run-id or use --resume")
-        elif rank != 0:
-            raise UsageError("under torchrun give --run-id, so that every process trains the same run")
-        from fer_core.launch import check_launch
-
-        problems = check_launch(cfg, args.runs_dir)
-        if problems:  # what would fail at once although the schema accepts it: refused before any run starts
-            if launched:
-                io.write_status(run_dir, state="failed", error="invalid config: " + "; ".join(problems),
-                                finished=time.time())
-            raise ConfigError(problems, str(args.config))
-        if rank == 0 and not launched:  # the folder appears with config.yaml and status.json already in it
-            first = {"config": cfg.to_yaml(), "state": "queued", "pid": os.getpid(), "epoch": 0,
-                     "epochs": cfg.train.total_epochs}
-            run_dir = (io.create_run_dir(args.run_id, args.runs_dir, **first) if args.run_id else
-                       io.create_new_run_dir(cfg.name, args.runs_dir, **first))
+        try:
+            run_dir = lifecycle.open_run(cfg, args.run_id, args.runs_dir, source=str(args.config))
+        except lifecycle.RunFolderError as err:
+            raise UsageError(str(err)) from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run {run_dir.name}: {run_dir}", flush=True)
     try:
@@ -165,7 +167,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fer_core import io
-    from fer_core.sweep import describe_point, format_value, parse_grid, parse_variant, plan_sweep, run_sweep
+    from fer_core.config import format_value
+    from fer_core.lifecycle import run_sweep
+    from fer_core.sweep import describe_point, parse_grid, parse_variant, plan_sweep
 
     if not args.grid and not args.variant:
         raise UsageError("sweep needs --grid key=v1,v2,... or --variant name:key=value,... (or both)")
@@ -224,7 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from fer_core import io
-    from fer_core.launch import cancel_run
+    from fer_core.lifecycle import cancel_run
 
     print(cancel_run(io.resolve_run_dir(args.run, args.runs_dir)))
     return 0
@@ -262,10 +266,9 @@ def torch_threads() -> int:
 
 def cmd_explain_eval(args: argparse.Namespace) -> int:
     from fer_core import io
-    from fer_core.config import load_config
-    from fer_core.evaluate import load_run_model
     from fer_core.explain import list_methods
     from fer_core.explain.evaluation import evaluate_explanations, synthfaces_eval_faces, to_markdown
+    from fer_core.runs import load_run_model
 
     run_dir = io.resolve_run_dir(args.run, args.runs_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -324,9 +327,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if not info["subsets"]:
         from fer_core.data import dataset_info
 
-        ran = "occlusion_list" in (dataset_info(args.name)["options"] or ())
+        ran = "occlusion_list" in (dataset_info(args.name).options or ())
         print("no challenge subsets" + (": give RAN's lists as occlusion_list / pose30_list / pose45_list, or put "
-                                        "them in <root>/subsets/" if ran else ""))
+                                        "them in the data set's folder (or its subsets/ folder) under RAN's "
+                                        "published names or as occlusion.txt, pose30.txt, pose45.txt" if ran else ""))
     return 0
 
 
@@ -548,7 +552,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `python -m fer_core runs --json | head`: the reader has all it wants
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not complain again
+        return 141  # as a process killed by SIGPIPE
     except (ConfigError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_core.sweep import format_value
+from fer_core.config import format_value
 
 IGNORED_KEYS = ("name", "group", "tags")
 """Config keys left out of :func:`config_differences`: they name a run rather than change what it trains."""

@@ -10,6 +10,7 @@ The resolved config (defaults filled in) is written into each run as ``config.ya
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import typing
@@ -19,6 +20,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fer_core import io
 
 
 class ConfigError(ValueError):
@@ -347,10 +350,8 @@ class Config(_Section):
     def _group_is_a_folder_name(cls, group: str | None) -> str | None:
         if group is None:
             return group
-        from fer_core.io import check_run_id  # a group names a folder (<runs>/.sweeps/<group>): a run id's rule
-
-        try:
-            check_run_id(group)
+        try:  # a group names a folder (<runs>/.sweeps/<group>): a run id's rule
+            io.check_run_id(group)
         except ValueError:
             raise ValueError(f"{group!r} is not a valid group name: one folder name of letters, digits, '.', '_' "
                              "and '-' (not starting with '.' or '-', no '/', no '..', at most 200 characters)"
@@ -363,7 +364,7 @@ class Config(_Section):
 
     def to_yaml(self) -> str:
         """The resolved config as YAML text (what a run stores in ``config.yaml``)."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return io.dump_yaml(self.to_dict())
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -439,26 +440,58 @@ def _validate(data: Any, source: str | None) -> Config:
 
 
 # --------------------------------------------------------------------------------------------- loading
+def parse_value(text: str) -> Any:
+    """A value typed as text (``--set``, a sweep's grid or variant, a box in the app), read as one YAML 1.2 scalar or
+    flow collection: ``0.1``, ``1e-3``, ``-2.5E+4``, ``.5``, ``0x10`` are numbers; ``true``/``false`` booleans;
+    ``null``, ``~`` and empty text None; ``[1, 2]`` and ``{a: 1}`` a list and a dict; anything else (``adamw``,
+    ``yes``, ``1:30``) the text itself. The one parser of every ``key=value`` text (:func:`fer_core.io.load_yaml`)."""
+    if not text.strip():
+        return None
+    try:
+        return io.load_yaml(text)
+    except yaml.YAMLError:
+        return text.strip()
+
+
+def format_value(value: Any) -> str:
+    """A swept value as short text for names and tables: ``0.01``, ``true``, ``resnet18``, ``[1, 2]``."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def split_override(item: str, what: str = "--set", example: str = "key.sub=value, e.g. train.epochs=3"
+                   ) -> tuple[str, str]:
+    """``"key.sub=text"`` as ``(key, text)``; ConfigError (naming ``what`` and an ``example``) when it is not one."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError([f"{what} expects {example} (got {item!r})"])
+    return key, text
+
+
+def set_key(data: dict, key: str, value: Any, what: str = "--set") -> None:
+    """Set dotted ``key`` in nested ``data``: missing sections are created, a value is never descended into."""
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError([f"{what} {key}: {where} is a value ({child!r}), not a section".lstrip()])
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``key.sub=value`` overrides to nested dict ``data`` in place; values are parsed as YAML scalars."""
+    """Apply ``key.sub=value`` overrides to nested dict ``data`` in place (values by :func:`parse_value`)."""
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError([f"--set expects key.sub=value, e.g. train.epochs=3 (got {item!r})"])
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        node = data
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError([f"--set {key}: {where} is a value ({child!r}), not a section"])
-            node = child
-        node[parts[-1]] = value
+        key, text = split_override(item)
+        set_key(data, key, parse_value(text))
     return data
 
 
@@ -486,7 +519,7 @@ def load_config(
         if not path.exists():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = io.load_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
             raise ConfigError([f"not valid YAML: {err}"], label) from None
         data = {} if data is None else data

@@ -1,4 +1,4 @@
-"""Evaluation: batch conversion for models, classification metrics, and the ``eval/`` files of a run.
+"""Evaluation: a model's logits on held images, classification metrics, and the ``eval/`` files of a run.
 
 The same pieces serve the trainer (validation each epoch, final test) and ``python -m fer_core evaluate RUN``::
 
@@ -11,14 +11,12 @@ class of the label set even if absent), class_names and n; per-sample prediction
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +25,9 @@ from torch import nn
 
 from fer_core import io
 from fer_core.batches import index_batches, iter_batches
-from fer_core.config import Config, DataConfig, load_config
-from fer_core.models import create_model
-from fer_core.transforms import BatchTransform  # re-exported: the trainer and older code import it from here
-
-if TYPE_CHECKING:  # pragma: no cover
-    from torch.utils.data import Dataset
+from fer_core.config import Config, load_config
+from fer_core.runs import load_run_model, load_split
+from fer_core.transforms import BatchTransform
 
 logger = logging.getLogger(__name__)
 
@@ -40,45 +35,7 @@ ProgressFn = Callable[[dict], None]
 """Progress callback: receives one event dict (``{"event": "epoch", ...}``); the CLI or the app draws it."""
 
 
-# --------------------------------------------------------------------------------------------- data and models
-def load_split(data: DataConfig, split: str, subset: str | None = None, *, placement: str = "auto",
-               device: torch.device | str = "cpu", workers: int = 0) -> tuple[Dataset, Any, torch.Tensor]:
-    """Build one split (and subset) of the configured data set and put its images where ``placement`` says
-    (:mod:`fer_core.batches`): ``host`` holds them as uint8 ``N x C x H x W`` in memory (``materialize``),
-    ``device`` also moves them to ``device``, ``stream`` reads them batch by batch with ``workers`` processes, and
-    ``auto`` chooses by size and logs why. Returns ``(data set, images, labels)``."""
-    from fer_core.batches import StreamedImages, choose_placement, estimated_bytes, place
-    from fer_core.data import build_dataset, materialize
-
-    ds = build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
-                       **data.options)
-    choice = choose_placement(estimated_bytes(ds), device, placement)
-    if len(ds):
-        logger.info("%s %s%s: %d images held %s: %s", data.name, split, "" if subset in (None, "all") else
-                    f"/{subset}", len(ds), {"device": f"on {device}", "host": "in host memory",
-                                            "stream": f"nowhere, streamed by {workers} worker(s)"}[choice.placement],
-                    choice.reason)
-    if choice.placement == "stream" and len(ds):
-        return ds, StreamedImages(ds, workers), torch.as_tensor(ds.labels, dtype=torch.long)
-    images, labels = materialize(ds)
-    size = getattr(ds, "image_size", None)
-    if size and len(images) and tuple(images.shape[-2:]) != (size, size):
-        warnings.warn(f"{data.name} {split}: materialize returned {tuple(images.shape[-2:])} images for "
-                      f"image_size={size}; a stale cache? (they are resized to the model's input anyway)",
-                      stacklevel=2)
-    return ds, place(images, choice, device), labels.long()
-
-
-def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
-    """Create the model a config describes, with one logit per class name."""
-    m = cfg.model
-    kwargs = dict(m.options)
-    if m.weights_path:
-        kwargs["weights_path"] = m.weights_path
-    return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=m.pretrained,
-                        input_size=m.input_size, **kwargs)
-
-
+# --------------------------------------------------------------------------------------------- predictions
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, transform: BatchTransform,
                    batch_size: int = 256) -> torch.Tensor:
@@ -129,19 +86,6 @@ def classification_metrics(labels: np.ndarray | torch.Tensor, preds: np.ndarray 
                       "support": [int(s) for s in support]},
         "confusion": cm.tolist(),
     }
-
-
-def checkpoint_class_names(path: str | os.PathLike) -> list[str] | None:
-    """Class names stored in a safetensors checkpoint's metadata by the trainer (None if absent)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise io.CheckpointError(f"cannot read {path} ({err}): the file is damaged or truncated; train the run "
-                                 "again, or resume it to write new weights") from None
-    return json.loads(meta["class_names"]) if "class_names" in meta else None
 
 
 # --------------------------------------------------------------------------------------------- eval files
@@ -212,27 +156,6 @@ def _subset_of(cfg: Config, split: str, subset: str, images: Any, labels: torch.
             return images[index.to(images.device)], labels[index]
     _, images, labels = load_split(cfg.data, split, subset, **where)
     return images, labels
-
-
-def load_run_model(run: str | os.PathLike, *, weights: str = "best",
-                   device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a run (a folder or an id under the runs folder) with its ``checkpoints/<weights>`` loaded
-    strictly, in eval mode on ``device``; ``model.cfg.class_names`` are the run's classes."""
-    run_dir = io.resolve_run_dir(run)
-    cfg = load_config(run_dir / "config.yaml")
-    path = run_dir / "checkpoints" / f"{weights}.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; the run has no {weights!r} weights yet")
-    classes = checkpoint_class_names(path)
-    if classes is None:  # weights saved without metadata: ask the data set
-        from fer_core.data import build_dataset
-
-        classes = build_dataset(cfg.data.name, root=cfg.data.root, split="train", **cfg.data.options).classes
-    no_download = cfg.model.model_copy(update={"pretrained": False, "weights_path": None})
-    model = model_from_config(cfg.model_copy(update={"model": no_download}), classes)
-    io.load_weights(model, path)
-    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
-    return model.eval()
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str | Sequence[str] = "test",

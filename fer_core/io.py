@@ -1,8 +1,11 @@
-"""Run directories, atomic files and checkpoints: the on-disk contract shared by the CLI, the trainer and the app.
+"""Plain files of the run folders: ids and paths, atomic writes, status, metrics, evaluation results, YAML.
 
-A run is a folder ``<runs_dir>/<run_id>/`` (see ``shared/DESIGN.md``)::
+A run is a folder ``<runs_dir>/<run_id>/`` (the contract is docs/CONTRACTS.md)::
 
     config.yaml  status.json  metrics.jsonl  checkpoints/  eval/  log.txt
+
+This module imports no torch, so whatever only reads runs (the app's pages, ``python -m fer_core runs``) stays light;
+a run's model, checkpoints and data split are :mod:`fer_core.runs`'s, its lifecycle :mod:`fer_core.lifecycle`'s.
 
 Every whole-file write goes through :func:`atomic_write_bytes` (temporary file in the same folder, fsync,
 ``os.replace``), so a reader never sees half a file and a killed run never leaves one. ``metrics.jsonl`` is
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import re
@@ -26,7 +28,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,10 +79,6 @@ def resolve_run_dir(run: str | os.PathLike, root: str | os.PathLike | None = Non
     if not path.is_dir():
         raise FileNotFoundError(f"no run {str(run)!r}: neither a run folder nor a run id under {path.parent}")
     return path
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: damaged, truncated, or a pickle that would need code to load."""
 
 
 def _unwritable(folder: Path, err: OSError) -> OSError:
@@ -230,6 +227,61 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------------------------- YAML
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core schema for plain scalars: ``1e-3`` is a number (YAML 1.1 leaves it
+    text), only ``true``/``false`` are booleans (not ``yes``/``no``/``on``/``off``), ``017`` is seventeen (not
+    octal fifteen), ``1:30`` and ``2026-12-05`` stay text (not ninety and a date)."""
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+    if digits[:2] in ("0o", "0x"):
+        return sign * int(digits[2:], 8 if digits[1] == "o" else 16)
+    return sign * int(digits)
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp",
+                                                                                "value")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YAML12 = (  # (tag, pattern, first characters), the core schema of YAML 1.2
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+class _YamlDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that quotes a string which either YAML 1.1 or 1.2 would read as something else (``'yes'``,
+    ``'1e-3'``), so what :func:`dump_yaml` writes reads back the same with :func:`load_yaml` and with any YAML
+    reader."""
+
+
+_YamlDumper.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeDumper.yaml_implicit_resolvers.items()}
+for _tag, _pattern, _first in _YAML12:
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+    _YamlDumper.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """Parse YAML text with YAML 1.2's scalars (see :class:`_Yaml12Loader`): the one reader of config files, ``--set``
+    values, sweep grids and the app's text boxes. Raises ``yaml.YAMLError`` on bad YAML."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def dump_yaml(obj: Any, *, flow: bool = False) -> str:
+    """``obj`` as YAML in key order, block style (``flow=True``: one line, ``[1, 2]``, ``{a: 1}``); reads back equal
+    with :func:`load_yaml` (and with any YAML 1.1 reader)."""
+    text = yaml.dump(obj, Dumper=_YamlDumper, sort_keys=False, default_flow_style=flow, allow_unicode=True,
+                     width=10**6 if flow else 80)
+    return text.removesuffix("...\n")  # the end marker PyYAML puts after a lone scalar
+
+
 # --------------------------------------------------------------------------------------------- status
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` after the command name (index 0 = state), or None off Linux / if gone."""
@@ -335,7 +387,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's resolved config (``config.yaml``) as a plain dict."""
     path = Path(run_dir) / "config.yaml"
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        return load_yaml(f) or {}
 
 
 def eval_paths(run_dir: str | os.PathLike, split: str, subset: str) -> tuple[Path, Path]:
@@ -433,59 +485,3 @@ def list_runs(root: str | os.PathLike | None = None, *, group: str | None = None
         rows = [r for r in rows if r["group"] == group]
     rows.sort(key=lambda r: (r["created"], r["run_id"]), reverse=True)
     return RunList(rows, skipped)
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(
-    directory: str | os.PathLike,
-    model: torch.nn.Module,
-    tag: str,
-    extra_state: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """Save ``model`` weights as ``<tag>.safetensors`` and, if given, ``extra_state`` as ``<tag>_state.pt``.
-
-    ``extra_state`` is the trainer state (optimizer, scheduler, epoch, RNG states, best metric): tensors,
-    numbers, strings, lists and dicts only, so it loads with ``torch.load(weights_only=True)``.
-    Returns the weights path.
-    """
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    path = atomic_write_bytes(directory / f"{tag}.safetensors", save(tensors, metadata=dict(metadata or {})))
-    if extra_state is not None:
-        buf = io.BytesIO()
-        torch.save(dict(extra_state), buf)
-        atomic_write_bytes(directory / f"{tag}_state.pt", buf.getvalue())
-    return path
-
-
-def load_trainer_state(directory: str | os.PathLike, tag: str = "last") -> dict:
-    """Load ``<tag>_state.pt`` with ``weights_only=True`` (a checkpoint is data, never code)."""
-    path = Path(directory) / f"{tag}_state.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no trainer state {path}; the run cannot be resumed from {tag!r}")
-    from fer_core.models.weights import load_error
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated zips and refused pickles raise many types
-        raise CheckpointError(
-            f"cannot read the trainer state {path} ({load_error(err)}); it is "
-            "damaged, or a pickle that needs code to load, which is refused on purpose. The run cannot be resumed "
-            "from it; its weights (.safetensors) are separate files.") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a trainer state (a dict)")
-    return state
-
-
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load safetensors weights into ``model`` strictly; the error names missing, unexpected and mis-shaped keys."""
-    from fer_core.models.weights import load_state_dict, read_state_dict
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    load_state_dict(model, read_state_dict(path), source=str(path))
-    return model

@@ -1,4 +1,4 @@
-"""The project's one canonical class order, named label sets, and each data set's own order.
+"""The project's one canonical class order, named label sets, each data set's own order, and the subset names.
 
 Every label inside FER Lab is an index into :data:`CLASSES` (or into a label set, which is a
 prefix of it). Loaders map their data set's own label codes into this order with
@@ -11,6 +11,10 @@ from collections.abc import Sequence
 
 CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 """Canonical class order. The seven basic expressions come first, so ``basic7`` is a prefix of ``basic8``."""
+
+SUBSETS: tuple[str, ...] = ("clean", "occlusion", "pose30", "pose45", "ambiguous")
+"""Names of the challenge-condition subsets an evaluation reports beside ``all``, in display order: SynthFACS defines
+every one (docs/SYNTHFACS.md); RAN's list files give ``occlusion``, ``pose30`` and ``pose45`` of real data sets."""
 
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     "basic7": CLASSES[:7],

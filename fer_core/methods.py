@@ -193,7 +193,10 @@ class SCNTraining(StandardTraining):
             total = distributed.all_sum(torch.nan_to_num(self._weights), world)
             count = distributed.all_sum(seen, world)
             self._weights = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
-            self._low = distributed.all_sum(self._low.int(), world) > 0
+            # a sample's group is the one the rank that saw it this epoch gave it (the other ranks still hold an
+            # earlier epoch's); samples no rank saw this epoch keep theirs
+            low = distributed.all_sum((self._low & (seen > 0)).int(), world) > 0
+            self._low = torch.where(count > 0, low, self._low)
             self._events = [e for events in distributed.all_gather_objects(self._events, world) for e in events]
         super().synchronize(world)
 
@@ -297,7 +300,8 @@ class SoftTargetTraining(StandardTraining):
 def teacher_targets(run: str, data: TrainData, temperature: float, device: torch.device) -> torch.Tensor:
     """Softmax (at ``temperature``) of a finished run's best weights on every training image, columns ordered
     as ``data.class_names``."""
-    from fer_core.evaluate import load_run_model, predict_logits
+    from fer_core.evaluate import predict_logits
+    from fer_core.runs import load_run_model
     from fer_core.transforms import BatchTransform
 
     model = load_run_model(run, device=device)

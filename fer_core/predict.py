@@ -163,8 +163,8 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu"
                  ) -> Predictor:
-        """A trained run's model with its ``checkpoints/<weights>`` (``fer_core.evaluate.load_run_model``)."""
-        from fer_core.evaluate import load_run_model
+        """A trained run's model with its ``checkpoints/<weights>`` (:func:`fer_core.runs.load_run_model`)."""
+        from fer_core.runs import load_run_model
 
         model = load_run_model(run_dir, weights=weights, device=device)
         return cls(model, device=device, name=f"{os.path.basename(os.path.normpath(run_dir))} ({weights})")

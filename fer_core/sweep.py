@@ -9,10 +9,11 @@ An *ablation* is a list of named variants, each a set of overrides (``full`` cha
     [("full", {}), ("no_regions", {"model.options.regions": False})]                   # 2 runs
 
 Both may be given: every variant is then crossed with every grid point. Each point is applied to the base config
-with the semantics of ``--set`` (:func:`fer_core.config.apply_overrides`: dotted keys, missing sections created,
-no descending into a value), variant first, grid values last, and validated. Every point is validated *before*
-anything runs, including the model's options (the model is built on the ``meta`` device, which allocates
-nothing); data set options are checked when a run loads its data.
+with the semantics of ``--set`` (values read by :func:`fer_core.config.parse_value`, keys set by
+:func:`fer_core.config.set_key`: dotted keys, missing sections created, no descending into a value), variant first,
+grid values last, and validated. Every point is validated *before* anything runs, including the model's options
+and what the method needs of the model (:func:`fer_core.runs.check_model`: built on the ``meta`` device, which
+allocates nothing); data set files are checked when a run loads its data.
 
 Each point's config gets:
 
@@ -20,29 +21,24 @@ Each point's config gets:
 * ``tags``: the base config's tags, then ``{"variant": name, <variant's keys>...}``, then the grid values;
 * ``name``: the base name with a readable suffix, e.g. ``smoke-lr0.01-branch_weight0.5`` or ``smoke-no_regions``.
 
-:func:`run_sweep` starts each point with :func:`fer_core.launch.launch_train` (a child process per run, as the
-app does), ``parallel`` at a time, and follows them through their run folders. On the command line::
+This module plans; :func:`fer_core.lifecycle.run_sweep` trains the points (a child process per run, as the app
+does), ``parallel`` at a time, following them through their run folders. On the command line::
 
     python -m fer_core sweep --config configs/smoke.yaml --grid train.optimizer.lr=0.01,0.001 --parallel 2
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fer_core import io
-from fer_core.config import Config, ConfigError, load_config
+from fer_core.config import Config, ConfigError, format_value, load_config, parse_value, set_key, split_override
+from fer_core.runs import check_model
 
 Point = tuple[dict[str, Any], Config]
 """One planned run: its tags (the swept values) and its validated config."""
@@ -50,7 +46,6 @@ Point = tuple[dict[str, Any], Config]
 Variant = tuple[str, dict[str, Any]]
 """A named ablation variant: ``(name, {dotted key: value})``."""
 
-ProgressFn = Callable[[dict[str, Any]], None]
 
 MAX_RANGE_VALUES = 1000
 MAX_PROBLEMS_SHOWN = 20
@@ -60,17 +55,6 @@ _VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 # --------------------------------------------------------------------------------------------- parsing
-def format_value(value: Any) -> str:
-    """A swept value as short text for names and tables: ``0.01``, ``true``, ``resnet18``, ``[1, 2]``."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """Split at ``sep`` outside brackets and quotes, so YAML flow values like ``[1, 2]`` stay whole."""
     parts, depth, quote, start = [], 0, "", 0
@@ -88,20 +72,6 @@ def _split_top(text: str, sep: str = ",") -> list[str]:
             start = i + 1
     parts.append(text[start:])
     return parts
-
-
-def _scalar(text: str) -> Any:
-    """A value parsed as a YAML scalar, as ``--set`` does (``0.1``, ``true``, ``null``, ``[1, 2]``, ``adamw``), except
-    that every number literal is a number (``1e-3`` too, which YAML 1.1 leaves a string)."""
-    text = text.strip()
-    if not text:
-        return None
-    if re.fullmatch(_NUMBER, text):  # YAML 1.1 reads 1e-3 as a string; a sweep means the number
-        return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def parse_range(text: str) -> list[int | float] | None:
@@ -137,16 +107,8 @@ def parse_values(text: str) -> list[Any]:
     values: list[Any] = []
     for item in _split_top(text):
         expanded = parse_range(item)
-        values.extend(expanded if expanded is not None else [_scalar(item)])
+        values.extend(expanded if expanded is not None else [parse_value(item)])
     return values
-
-
-def _key_of(item: str, what: str, example: str) -> tuple[str, str]:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError([f"{what} expects {example} (got {item!r})"])
-    return key, text
 
 
 def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
@@ -161,7 +123,7 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
     """
     grid: dict[str, list[Any]] = {}
     for item in items:
-        key, text = _key_of(item, "--grid", "key.sub=v1,v2,..., e.g. train.optimizer.lr=0.1,0.01")
+        key, text = split_override(item, "--grid", "key.sub=v1,v2,..., e.g. train.optimizer.lr=0.1,0.01")
         if key in grid:
             raise ConfigError([f"--grid {key}: given twice; list all its values in one --grid {key}=v1,v2"])
         try:
@@ -184,10 +146,10 @@ def parse_variant(text: str) -> Variant:
                            f"'-', e.g. no_regions:model.options.regions=false or full: (got {text!r})"])
     overrides: dict[str, Any] = {}
     for item in _split_top(rest) if rest.strip() else []:
-        key, value = _key_of(item, f"--variant {name}", "key.sub=value items separated by commas")
+        key, value = split_override(item, f"--variant {name}", "key.sub=value items separated by commas")
         if key in overrides:
             raise ConfigError([f"--variant {name}: {key} given twice"])
-        overrides[key] = _scalar(value)
+        overrides[key] = parse_value(value)
     return name, overrides
 
 
@@ -197,44 +159,10 @@ def default_group(base: Config) -> str:
     return f"{base.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _set_key(data: dict, key: str, value: Any) -> None:
-    """Set dotted ``key`` in nested ``data`` like ``--set``: create missing sections, never descend into a value."""
-    parts = key.split(".")
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError([f"{key}: {'.'.join(parts[: depth + 1])} is a value ({child!r}), not a section"])
-        node = child
-    node[parts[-1]] = value
-
-
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:
     """Last dotted component of each key for names, the whole key (dots as ``_``) where the last ones clash."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k.replace(".", "_")) for k, s in zip(keys, last, strict=True)}
-
-
-def check_model(cfg: Config, seen: dict[str, str | None] | None = None) -> str | None:
-    """Build the model on the meta device (no memory, no weights) to catch bad ``model.options`` before any run;
-    the problem as a sentence, or None. ``seen`` caches the answer per distinct model section."""
-    import torch
-
-    from fer_core.models import create_model
-
-    seen = {} if seen is None else seen
-    m = cfg.model
-    key = json.dumps([m.name, m.input_size, m.options], sort_keys=True, default=str)
-    if key not in seen:
-        seen[key] = None
-        try:
-            with torch.device("meta"):
-                create_model(m.name, num_classes=7, pretrained=False, input_size=m.input_size, **m.options)
-        except (TypeError, ValueError) as err:
-            seen[key] = f"model {m.name} with options {format_value(m.options)}: {err}"
-        except Exception:  # noqa: BLE001 - a builder that cannot run on meta: the run itself will tell
-            pass
-    return seen[key]
 
 
 def describe_point(tags: Mapping[str, Any]) -> str:
@@ -248,22 +176,22 @@ def _validate_points(base: Config, raw: list[tuple[dict[str, Any], dict[str, Any
     group = group or base.group or default_group(base)
     base_data = base.to_dict()
     points, problems = [], []
-    built: dict[str, str | None] = {}
+    built: dict[str, list[str]] = {}
     for tags, overrides, suffix in raw:
         label = f"point {describe_point(tags)}" if tags else "point"
         data = json.loads(json.dumps(base_data))  # a deep copy of plain data
         try:
             for key, value in overrides.items():
-                _set_key(data, key, value)
+                set_key(data, key, value, what="")
             data.update(group=group, tags={**base.tags, **tags},
                          name=f"{base.name}-{suffix}" if suffix else base.name)
             cfg = load_config(data)
         except ConfigError as err:
             problems += [f"{label}: {p}" for p in err.problems]
             continue
-        model_problem = check_model(cfg, built)
-        if model_problem:
-            problems.append(f"{label}: {model_problem}")
+        model_problems = check_model(cfg, built)
+        if model_problems:
+            problems += [f"{label}: {p}" for p in model_problems]
             continue
         points.append((tags, cfg))
     if problems:
@@ -329,89 +257,3 @@ def plan_sweep(base: Config, grid: Mapping[str, Sequence[Any]] | None = None, *,
             suffix = "-".join(s for s in (name, grid_suffix) if s)
             raw.append((tags, {**overrides, **grid_tags}, suffix))
     return _validate_points(base, raw, group)
-
-
-# --------------------------------------------------------------------------------------------- running
-@contextlib.contextmanager
-def _threads_per_run(parallel: int, device: str) -> Iterator[None]:
-    """With several CPU runs at once, give each child its share of the cores (unless OMP_NUM_THREADS is set)."""
-    if parallel <= 1 or device != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // parallel))
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
-
-
-def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]] | None = None, *,
-              variants: Sequence[Variant] | None = None, runs_root: str | os.PathLike | None = None,
-              group: str | None = None, parallel: int = 1, progress: ProgressFn | None = None,
-              poll_interval: float = 0.5) -> list[str]:
-    """Validate every point (:func:`plan_sweep`), then train them, ``parallel`` at a time, as child processes.
-
-    Each run is started with :func:`fer_core.launch.launch_train` and followed through its run folder
-    (:func:`fer_core.io.run_state`). A failed run does not stop the sweep; its state is in its folder. If this
-    function is interrupted (Ctrl-C, an exception in ``progress``), the runs it started are cancelled.
-
-    Args:
-        base, grid, variants, group: as for :func:`plan_sweep`.
-        runs_root: runs folder (default :func:`fer_core.io.runs_dir`).
-        parallel: how many runs at once (>= 1). CPU runs then get ``cores // parallel`` threads each
-            (``OMP_NUM_THREADS``, unless set).
-        progress: called with event dicts: ``{"event": "plan", "group", "points": [tags...]}``; ``start``
-            ``{index, total, run_id, tags}``; ``epoch`` ``{index, total, run_id, epoch, epochs}``; ``end``
-            ``{index, total, run_id, state, error}``; ``done`` ``{group, run_ids, states}``.
-        poll_interval: seconds between looks at the run folders.
-
-    Returns:
-        The run ids, in plan order.
-    """
-    from fer_core.launch import cancel_run, launch_train
-
-    if parallel < 1:
-        raise ValueError(f"parallel must be >= 1 (got {parallel})")
-    points = plan_sweep(base, grid, variants=variants, group=group)
-    emit = progress or (lambda event: None)
-    root = Path(runs_root).expanduser().resolve() if runs_root is not None else io.runs_dir()
-    total = len(points)
-    emit({"event": "plan", "group": points[0][1].group, "points": [tags for tags, _ in points]})
-    run_ids: list[str | None] = [None] * total
-    states: dict[int, str] = {}
-    active: dict[int, tuple[Path, int]] = {}  # index -> (run folder, last epoch seen)
-    pending = list(range(total))
-    try:
-        while pending or active:
-            while pending and len(active) < parallel:
-                index = pending.pop(0)
-                tags, cfg = points[index]
-                with _threads_per_run(parallel, cfg.train.device):
-                    run_id, _ = launch_train(cfg, root=root)
-                run_ids[index] = run_id
-                active[index] = (root / run_id, 0)
-                emit({"event": "start", "index": index, "total": total, "run_id": run_id, "tags": tags})
-            time.sleep(poll_interval)
-            for index, (run_dir, seen) in list(active.items()):
-                status = io.read_status(run_dir)
-                epoch = status.get("epoch") or 0
-                if epoch != seen:
-                    active[index] = (run_dir, epoch)
-                    emit({"event": "epoch", "index": index, "total": total, "run_id": run_dir.name,
-                          "epoch": epoch, "epochs": status.get("epochs")})
-                state = io.run_state(run_dir, status)
-                if state not in ("queued", "running"):
-                    del active[index]
-                    states[index] = state
-                    emit({"event": "end", "index": index, "total": total, "run_id": run_dir.name, "state": state,
-                          "error": status.get("error")})
-    except BaseException:
-        for run_dir, _ in active.values():
-            with contextlib.suppress(Exception):
-                cancel_run(run_dir)
-        raise
-    ids = [rid for rid in run_ids if rid is not None]
-    emit({"event": "done", "group": points[0][1].group, "run_ids": ids,
-          "states": [states.get(i, "unknown") for i in range(total)]})
-    return ids

@@ -1,6 +1,6 @@
 """The trainer: plain functions in the manner of torchvision's classification reference.
 
-``train(config, run_dir)`` fills a run directory (see ``shared/DESIGN.md``): ``config.yaml``, ``status.json``
+``train(config, run_dir)`` fills a run directory (docs/CONTRACTS.md): ``config.yaml``, ``status.json``
 (running with pid, epoch/epochs, then done | failed | cancelled), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/{best,last}.safetensors`` + ``last_state.pt`` (resumable), ``eval/``, ``log.txt`` and, for SCN,
 ``scn/``. The data set is held in memory as uint8 (``fer_core.data.materialize``) and converted batch by batch on
@@ -39,18 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core import distributed, io
+from fer_core import distributed, io, runs
 from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
-from fer_core.evaluate import (
-    ProgressFn,
-    classification_metrics,
-    evaluate_model,
-    load_split,
-    model_from_config,
-    predict_logits,
-)
+from fer_core.evaluate import ProgressFn, classification_metrics, evaluate_model, predict_logits
 from fer_core.losses import balanced_class_weights, inject_label_noise
 from fer_core.methods import StandardTraining, TrainData, build_method
 from fer_core.models import count_params
@@ -360,8 +353,8 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
     where = {"placement": cfg.train.data_placement, "device": device, "workers": cfg.train.num_workers}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_ds, x_train, y_train = load_split(cfg.data, "train", **where)
-        _, x_val, y_val = load_split(cfg.data, "val", **where)
+        train_ds, x_train, y_train = runs.load_split(cfg.data, "train", **where)
+        _, x_val, y_val = runs.load_split(cfg.data, "val", **where)
     for warning in caught:
         logger.warning("%s", warning.message)
     classes = list(train_ds.classes)
@@ -382,7 +375,7 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
 
 def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool,
            world: World = SINGLE_PROCESS, device_name: str | None = None) -> dict[str, Any]:
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = runs.checkpoints_dir(run_dir)
     main = world.main  # only rank 0 writes the run directory
     state: dict[str, Any] | None = None
     if resume:
@@ -393,8 +386,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         if status.get("pid") not in (None, os.getpid()) and io.run_state(run_dir, status) in ("running", "queued"):
             raise RuntimeError(f"run {run_dir.name} is still {status['state']} in process {status['pid']}; "
                                "cancel it before resuming")
-        if (ckpt_dir / "last_state.pt").exists():
-            state = io.load_trainer_state(ckpt_dir, "last")
+        if runs.resumable(run_dir):
+            state = runs.load_trainer_state(ckpt_dir, "last")
         else:  # stopped before its first checkpoint: nothing to keep
             logger.warning("no checkpoint yet in %s: starting from the beginning", ckpt_dir)
             if main:
@@ -430,7 +423,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     logger.info("data: %d train, %d val images %s in %.1f s", len(data.images), len(x_val),
                 tuple(data.images.shape[1:]), time.perf_counter() - t0)
     class_names = data.class_names
-    model = model_from_config(cfg, class_names).to(device)
+    model = runs.model_from_config(cfg, class_names).to(device)
     report = getattr(model, "load_report", None)
     logger.info("model %s: %s parameters, input %s; %s", cfg.model.name, f"{count_params(model):,}",
                 "x".join(map(str, model.cfg.input_size)), report.summary() if report else "random initialisation")
@@ -471,7 +464,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     def checkpoint(optimizer=None, scheduler=None) -> None:
         if not main:
             return
-        io.save_checkpoint(ckpt_dir, model, "last", metadata={**meta, "epoch": str(progress["epoch"])},
+        runs.save_checkpoint(ckpt_dir, model, "last", metadata={**meta, "epoch": str(progress["epoch"])},
                            extra_state={**progress, "model": model.state_dict(), "method": method.state_dict(),
                                         "optimizer": None if optimizer is None else optimizer.state_dict(),
                                         "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -521,11 +514,11 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
             if row.get("val_acc", -1.0) > progress["stage_best_acc"]:
                 progress.update(stage_best_acc=row["val_acc"], stage_best_epoch=epoch)
                 if main:
-                    io.save_checkpoint(ckpt_dir, model, "stage_best", metadata={**meta, "epoch": str(epoch)})
+                    runs.save_checkpoint(ckpt_dir, model, "stage_best", metadata={**meta, "epoch": str(epoch)})
             if row.get("val_acc", -1.0) > progress["best_val_acc"]:
                 progress.update(best_val_acc=row["val_acc"], best_epoch=epoch)
                 if main:
-                    io.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
+                    runs.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
             if main:
                 io.append_jsonl(run_dir / "metrics.jsonl", row)
                 checkpoint(optimizer, scheduler)
@@ -537,9 +530,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                                  for k, v in row.items() if k != "epoch"))
             emit({"event": "epoch", "epochs": epochs, **row})
         more = stage_index + 1 < len(stages)  # after the last stage the final evaluation loads the best weights
-        if more and stage.early_stopping.restore_best and (ckpt_dir / "stage_best.safetensors").exists() \
+        if more and stage.early_stopping.restore_best and runs.weights_path(run_dir, "stage_best").exists() \
                 and progress["stage_best_epoch"] not in (0, progress["epoch"]):
-            io.load_weights(model, ckpt_dir / "stage_best.safetensors")
+            runs.load_weights(model, runs.weights_path(run_dir, "stage_best"))
             logger.info("stage %r ends: restored its best weights (epoch %d, val acc %.4f)", stage.name,
                         progress["stage_best_epoch"], progress["stage_best_acc"])
         progress.update(stage=stage_index + 1, stage_epoch=0, stage_best_acc=-1.0, stage_best_epoch=0)
@@ -550,11 +543,11 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         distributed.barrier(world)
         return {"state": "done", "run_dir": str(run_dir), "best_val_acc": best, "best_epoch": best_epoch,
                 "results": {}}
-    (ckpt_dir / "stage_best.safetensors").unlink(missing_ok=True)
+    runs.weights_path(run_dir, "stage_best").unlink(missing_ok=True)
 
     emit({"event": "phase", "phase": "eval"})
-    if (ckpt_dir / "best.safetensors").exists():
-        io.load_weights(model, ckpt_dir / "best.safetensors")
+    if runs.weights_path(run_dir, "best").exists():
+        runs.load_weights(model, runs.weights_path(run_dir, "best"))
     results = evaluate_model(model, cfg, run_dir, device=str(device), progress=emit,
                              extra={"weights": "best", "epoch": best_epoch})
     for key, r in results.items():

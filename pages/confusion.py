@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui
+from app import charts, pickers, ui
 from fer_core import compare, io
 from fer_core.explain import render
+from fer_core.runs import weights_path
 
 RUN_KEY = "confusion.run"
 SUBSET_KEY = "confusion.subset"
@@ -45,7 +46,7 @@ def _dataset(run_dir: str, split: str, subset: str, stamp: tuple):
 def _overlays(run_dir: str, split: str, subset: str, indices: tuple[int, ...], targets: tuple[int, ...],
               stamp: tuple) -> list[np.ndarray]:
     faces = compare.face_images(_dataset(run_dir, split, subset, stamp[:1]), indices)
-    return compare.explain_faces(ui.load_predictor(run_dir), faces, targets, method="gradcam")
+    return compare.explain_faces(pickers.load_predictor(run_dir), faces, targets, method="gradcam")
 
 
 # --------------------------------------------------------------------------------------------- run and subset
@@ -146,7 +147,7 @@ overlays: list[np.ndarray | None] = [None] * len(faces)
 try:
     with st.spinner(f"Grad-CAM for {len(faces)} faces..."):
         overlays = _overlays(str(run_dir), split, subset, indices, tuple(int(p) for p in shown["pred"]),
-                             config_stamp + (ui.file_stamp(run_dir / "checkpoints" / "best.safetensors"),))
+                             config_stamp + (ui.file_stamp(weights_path(run_dir, "best")),))
 except Exception as err:  # noqa: BLE001 - show the faces anyway, and why there is no overlay
     st.warning(f"No Grad-CAM overlays: {err}")
 

@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 import yaml
 
-from app import charts, ui
+from app import charts, pickers, ui
+from fer_core import io
 from fer_core.data import browse, build_dataset
 from fer_core.data.sheet import mask_overlay
 from fer_core.data.synthfaces import OCCLUDERS
@@ -42,7 +42,6 @@ OCCLUDER_KEY = "datasets.play.occluder"
 SUBJECT_KEY = "datasets.play.subject"
 PLAY_MASK_KEY = "datasets.play.mask"
 UPPER_FACE = ("1", "2", "4", "5", "6", "7")  # brows, lids, cheeks; the rest are nose, lips and jaw
-SPLIT_COLORS = {"train": "#3b6fd8", "val": "#e8710a", "test": "#2a9d8f"}
 FACES_PER_PAGE = 24
 
 
@@ -91,41 +90,10 @@ def _compose(aus: tuple[tuple[str, float], ...], yaw: float, pitch: float, roll:
     return face.image, face.mask, dict(zip(face.classes, map(float, face.label_dist), strict=True))
 
 
-# --------------------------------------------------------------------------------------------- figures
-def _counts_figure(counts: dict[str, np.ndarray], classes: tuple[str, ...]) -> go.Figure:
-    fig = go.Figure()
-    for split, values in counts.items():
-        total = max(1, int(values.sum()))
-        fig.add_trace(go.Bar(
-            x=list(classes), y=values.tolist(), name=f"{split} ({int(values.sum()):,})",
-            marker_color=SPLIT_COLORS.get(split), text=[f"{v:,}" for v in values], textposition="outside",
-            customdata=100.0 * values / total,
-            hovertemplate=f"{split}<br>%{{x}}: %{{y:,}} faces (%{{customdata:.1f}}% of the split)<extra></extra>",
-        ))
-    fig.update_layout(
-        barmode="group", height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title="Faces per class and split",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0},
-    )
-    fig.update_yaxes(title_text="faces")
-    fig.update_xaxes(title_text="class")
-    return fig
-
-
 def _show_faces(faces: list[dict], classes: tuple[str, ...], masks: bool, width: int = 96,
                 details: bool = False) -> None:
     """A row of faces (wrapping), each with its class under it; masks tinted over the faces when asked."""
-    images, captions = [], []
-    for f in faces:
-        show_mask = masks and "mask" in f
-        images.append(mask_overlay(f["image"], f["mask"]) if show_mask else f["image"])
-        caption = f["class_name"]
-        if "clean_label" in f and f["clean_label"] != f["label"]:
-            caption += f" (clean: {classes[f['clean_label']]})"
-        if details and "pose" in f:
-            caption += f" · yaw {round(f['pose'][0]):+d}°"
-        if details and f.get("occluder") not in (None, "none"):
-            caption += f" · {f['occluder']}"
-        captions.append(caption)
+    images, captions = charts.face_tiles(faces, classes, masks=masks, details=details)
     st.image(images, caption=captions, width=width, output_format="PNG")
 
 
@@ -178,7 +146,7 @@ def _browse() -> None:
                              help="Options of this data set's loader, e.g. RAN's subset lists (occlusion_list: "
                                   "/path/list.txt) or the protocol; the loader names the valid ones.").strip()
         try:
-            options = yaml.safe_load(text) if text else {}
+            options = io.load_yaml(text) if text else {}
         except yaml.YAMLError as err:
             st.error(f"The options are not valid YAML: {err}", icon=":material/error:")
             return
@@ -203,7 +171,7 @@ def _browse() -> None:
     # ------------------------------------------------------------------- class distribution
     st.subheader("Classes")
     counts = {split: browse.class_counts(ds) for split, ds in splits.items()}
-    st.plotly_chart(_counts_figure(counts, classes), width="stretch", key="datasets.counts")
+    st.plotly_chart(charts.class_counts(counts, classes), width="stretch", key="datasets.counts")
     st.caption(f"{len(classes)} classes · " + " · ".join(f"{s}: {int(c.sum()):,} faces" for s, c in counts.items())
                + ". Hover a bar for its share of the split.")
     skipped = {split: browse.split_report(ds).get("dropped") for split, ds in splits.items()}
@@ -331,7 +299,7 @@ def _playground() -> None:
         st.toggle("Show the relevance mask", key=PLAY_MASK_KEY,
                   help="Where the rendered face differs from the same face at rest, minus occluded pixels.")
     with pred_col:
-        model = ui.model_picker("datasets.play", dataset="synthfaces",
+        model = pickers.model_picker("datasets.play", dataset="synthfaces",
                                 help="The pretrained mini-Xception, or any finished run trained on SynthFACS.")
         if model is None:
             return

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui
+from app import charts, pickers
 from fer_core.explain import list_methods, method_info
 from fer_core.explain.evaluation import localisation
 from fer_core.explain.render import enlarge, mask_tile, overlay_tile
@@ -58,10 +58,10 @@ st.markdown(
     "its own). SynthFACS faces come with a **ground-truth mask** of where the expression is, so you can check which "
     "methods point at it."
 )
-model = ui.model_picker("explain")
+model = pickers.model_picker("explain")
 if model is None:
     st.stop()
-face = ui.face_picker("explain", model.synth_options)
+face = pickers.face_picker("explain", model.synth_options)
 if face is None:
     st.stop()
 predictor = model.predictor

@@ -3,11 +3,12 @@
 Two views of the same layers (by default the model's stages, e.g. ``layer1``-``layer4`` of a ResNet):
 
 * **Filter visualisations**: for the first channels of each layer, an image made by gradient ascent to excite that
-  channel (``fer_core.explain.visualize_filter``), as the founding report showed for ResNet stages;
+  channel, the channels of one layer optimised together as one batch (``fer_core.explain.visualize_filters``), as
+  the founding report showed for ResNet stages;
 * **Activation maps**: for one face (a photo or a SynthFACS test face, chosen as on the Explain page), the most
   active channels of each layer (``fer_core.explain.activation_grid``).
 
-Both are cached per (model, layer, channel or face, settings), so only new combinations cost time.
+Both are cached per (model, layer, channels or face, settings), so only new combinations cost time.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import ui
-from fer_core.explain import activation_grid, visualize_filter
+from app import pickers
+from fer_core.explain import activation_grid, visualize_filters
 from fer_core.explain.render import enlarge
 
 LAYERS_KEY = "filters.layers"
@@ -45,10 +46,11 @@ def _layers(model_key: str, _predictor: Any) -> tuple[list, list]:
     return _predictor.layers(), _predictor.stage_layers()
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
-def _filter(model_key: str, layer: str, channel: int, steps: int, size: int, _predictor: Any) -> np.ndarray:
-    """The gradient-ascent image of one channel."""
-    return visualize_filter(_predictor.model, layer, channel, size=size, steps=steps)
+@st.cache_data(show_spinner=False, max_entries=512)
+def _filters(model_key: str, layer: str, channels: tuple[int, ...], steps: int, size: int,
+             _predictor: Any) -> list[np.ndarray]:
+    """The gradient-ascent images of channels of one layer, optimised as one batch."""
+    return visualize_filters(_predictor.model, layer, channels, size=size, steps=steps)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -64,7 +66,7 @@ st.markdown(
     "excite one channel as much as possible (gradient ascent from noise); early layers answer to edges and colours, "
     "later ones to parts of faces. **Activation maps** show which channels a given face lights up, layer by layer."
 )
-model = ui.model_picker("filters")
+model = pickers.model_picker("filters")
 if model is None:
     st.stop()
 predictor = model.predictor
@@ -99,39 +101,36 @@ with filters_tab:
                                 help="More steps give clearer patterns and take proportionally longer."))
     size = int(d.select_slider("Image size (pixels)", list(SIZES), key=SIZE_KEY,
                                help=f"The model's input is {in_h} pixels; smaller images are faster."))
-    jobs = [(name, ch) for name in chosen for ch in range(first, min(first + count, by_name[name].channels))]
+    jobs = {name: tuple(range(first, min(first + count, by_name[name].channels))) for name in chosen}
+    todo = sum(len(channels) for channels in jobs.values())
     bar = st.progress(0.0, text="Visualising filters…")
     done = 0
     columns = st.columns(LAYERS_PER_ROW)
     for i, name in enumerate(chosen):  # layer by layer, so each grid shows as soon as it is ready
         if i and i % LAYERS_PER_ROW == 0:
             columns = st.columns(LAYERS_PER_ROW)
-        column, layer = columns[i % LAYERS_PER_ROW], by_name[name]
+        column, layer, channels = columns[i % LAYERS_PER_ROW], by_name[name], jobs[name]
         column.markdown(f"**{layer.label}**")
-        channels = [ch for n, ch in jobs if n == name]
         if not channels:
             column.caption(f"No channel in range: {name} has channels 0 to {layer.channels - 1}.")
             continue
-        shown: list[tuple[int, np.ndarray]] = []
-        for channel in channels:
-            bar.progress(done / len(jobs), text=f"Gradient ascent: {name}, channel {channel} ({done + 1} of "
-                         f"{len(jobs)})")
-            done += 1
-            try:
-                shown.append((channel, _filter(model.key, name, channel, steps, size, predictor)))
-            except Exception as err:  # noqa: BLE001 - e.g. a layer the forward pass skips: one message per layer
-                column.error(f"{name}: {err}", icon=":material/error:")
-                break
-        if shown:
-            column.image([enlarge(img, TILE) for _, img in shown], caption=[f"channel {ch}" for ch, _ in shown],
-                         width=TILE)
+        bar.progress(done / todo, text=f"Gradient ascent: {name}, channels {channels[0]} to {channels[-1]} "
+                     f"({done + len(channels)} of {todo})")
+        done += len(channels)
+        try:
+            images = _filters(model.key, name, channels, steps, size, predictor)
+        except Exception as err:  # noqa: BLE001 - e.g. a layer the forward pass skips: one message per layer
+            column.error(f"{name}: {err}", icon=":material/error:")
+            continue
+        column.image([enlarge(img, TILE) for img in images], caption=[f"channel {ch}" for ch in channels], width=TILE)
     bar.empty()
     st.caption(f"Each image was optimised for {steps} steps from noise (Fourier-parametrised, with random jitter, "
-               "scale and rotation) to maximise the channel's mean activation; grey models give grey images.")
+               "scale and rotation) to maximise the channel's mean activation, the channels of a layer together "
+               "in one batch; grey models give grey images.")
 
 # --------------------------------------------------------------------------------------------- activations
 with activations_tab:
-    face = ui.face_picker("filters", model.synth_options)
+    face = pickers.face_picker("filters", model.synth_options)
     if face is not None:
         if face.label is not None:  # a data-set face (a photo's crop is already shown by the picker)
             st.image(enlarge(face.crop, 128), caption=f"{face.name} · {face.label}")

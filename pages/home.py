@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import ui
-from fer_core import io, launch
+from fer_core import io, lifecycle
 
 DEMO_KEY = "home.demo_run"  # id of the demo run this session started (the run folder is the real record)
 st.session_state.setdefault(DEMO_KEY, None)
@@ -32,7 +32,7 @@ active = [r for r in runs if r["state"] in ui.ACTIVE_STATES]
 def _start_demo() -> None:
     """Launch the demo training run as a child process (the app never trains in its own process)."""
     try:
-        run_id, _pid = launch.launch_train(ui.demo_config(), root=root)
+        run_id, _pid = lifecycle.launch_train(ui.demo_config(), root=root)
     except Exception as err:  # noqa: BLE001 - show any launch problem on the page, do not crash it
         st.error(f"Could not start the demo run: {err}")
         return
@@ -56,7 +56,7 @@ if not runs:
 
 
 # --------------------------------------------------------------------------------------------- active runs
-def _where(run_dir: Path) -> tuple[str, int]:
+def _run_position(run_dir: Path) -> tuple[str, int]:
     """(state, finished epochs) of a run, read fresh from its folder."""
     status = io.read_status(run_dir)
     return io.run_state(run_dir, status), int(status.get("epoch") or 0)
@@ -68,7 +68,7 @@ def _progress(seen: dict[str, tuple[str, int]]) -> None:
     so the runs table below stays in step without re-reading every run each second."""
     for run_id, before in seen.items():
         run_dir = io.run_path(run_id, root)
-        if _where(run_dir) != before:
+        if _run_position(run_dir) != before:
             st.rerun()
         status = io.read_status(run_dir)
         metrics = ui.load_metrics(run_dir)
@@ -81,7 +81,7 @@ def _progress(seen: dict[str, tuple[str, int]]) -> None:
 
 if active:
     st.subheader("Training now")
-    _progress({r["run_id"]: _where(Path(r["path"])) for r in active})
+    _progress({r["run_id"]: _run_position(Path(r["path"])) for r in active})
 
 demo = st.session_state[DEMO_KEY]
 if demo and any(r["run_id"] == demo and r["state"] == "done" for r in runs):
@@ -95,10 +95,11 @@ if runs:
     frame = ui.runs_frame(runs)
     event = st.dataframe(
         ui.style_states(frame), column_config=ui.runs_column_config(frame), hide_index=True, width="stretch",
-        on_select="rerun", selection_mode="single-row", key="home.runs_table",
+        on_select="rerun", selection_mode="single-row", placeholder=ui.MISSING, key="home.runs_table",
     )
     st.caption(f"{len(runs)} run(s) in `{root}`. Click a run id, or select a row, to open its page. "
-               "Accuracies are in percent; subset columns are test accuracy on that subset.")
+               f"Accuracies are in percent; subset columns are test accuracy on that subset ({ui.MISSING}: not "
+               "evaluated).")
     rows = event.selection.rows if event is not None else []
     if rows:
         st.switch_page(ui.RUN_PAGE, query_params={"run": runs[rows[0]]["run_id"]})
@@ -110,13 +111,14 @@ if skipped:
 st.subheader("Data sets")
 
 
-def _where(d: dict) -> str:
+def _dataset_source(d: dict) -> str:
+    """Where a data set's faces come from, for the list: built in, its folder, or not configured."""
     if not d["needs_root"]:
         return "built in"
     return f"from `{d['root']}`" if d["root"] else "not configured"
 
 
-st.markdown("\n".join(f"- **{d['name']}** ({_where(d)}): {d['description']}" for d in ui.dataset_list()))
+st.markdown("\n".join(f"- **{d['name']}** ({_dataset_source(d)}): {d['description']}" for d in ui.dataset_list()))
 st.caption(ui.data_home_note())
 st.subheader("Models")
 models = ui.model_frame()

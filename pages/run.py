@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
-import yaml
 
 from app import charts, ui
-from fer_core import io, launch
+from fer_core import io, lifecycle
 
 SELECT_KEY = "run.selected"
 NORMALISE_KEY = "run.normalise"
@@ -58,7 +57,7 @@ if config:
     for col, chunk in zip(st.columns(3), (pairs[0:2], pairs[2:4], pairs[4:6]), strict=True):
         col.markdown("  \n".join(f"**{label}:** {value}" for label, value in chunk))
     with st.expander("Full config (config.yaml)"):
-        st.code(yaml.safe_dump(config, sort_keys=False), language="yaml")
+        st.code(io.dump_yaml(config), language="yaml")
 if run.get("problem"):
     st.warning(f"Parts of this run folder could not be read: {run['problem']}")
 
@@ -96,7 +95,7 @@ def _live(initial_state: str) -> None:
         text = ui.progress_text(None, state, status, metrics, epochs)
         st.progress(ui.progress_of(status, metrics, epochs), text=text)
         if st.button("Cancel this run", icon=":material/stop:", key="run.cancel"):
-            launch.cancel_run(run_dir)
+            lifecycle.cancel_run(run_dir)
             st.rerun()
     else:
         _state_notice(state, status)
@@ -123,7 +122,8 @@ if not evals:
         st.info("No evaluation: the run stopped before training finished.")
     st.stop()
 
-st.dataframe(ui.eval_frame(evals), column_config=ui.EVAL_COLUMN_CONFIG, hide_index=True, width="stretch")
+st.dataframe(ui.eval_frame(evals), column_config=ui.EVAL_COLUMN_CONFIG, hide_index=True, width="stretch",
+             placeholder=ui.MISSING)
 st.caption("Mean class accuracy averages the per-class recalls, so rare expressions count as much as common ones.")
 
 st.session_state.setdefault(NORMALISE_KEY, True)

@@ -10,15 +10,12 @@ least and most, and every relabel event with whether it restored the clean label
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app import charts, ui
 from fer_core import io
@@ -30,9 +27,6 @@ SELECT_KEY = "scn.selected"
 EPOCH_KEY = "scn.epoch"
 COLOUR_KEY = "scn.colour_by"
 EXTREMES_KEY = "scn.extremes"
-GROUP_COLORS = {"high": "#3b6fd8", "low": "#e8710a"}
-NOISE_COLORS = {"clean": "#2a9d8f", "noisy": "#c0392b"}
-RESULT_COLORS = {"fixed": "#2a9d8f", "broke": "#c0392b", "still wrong": "#9aa0a6"}
 TRAIN_COMMAND = "python -m fer_core train --config configs/synth/scn.yaml"
 
 
@@ -63,83 +57,6 @@ def _is_scn(run: dict) -> bool:
     cfg = ui.load_config(run["path"])
     method = ((cfg.get("train") or {}).get("method") or {}).get("name")
     return run.get("model") == "scn" or method == "scn"
-
-
-# --------------------------------------------------------------------------------------------- figures
-def _histograms(df: pd.DataFrame, classes: list[str], colour_by: str) -> go.Figure:
-    """One histogram of importance weights per class (the label trained on), stacked by group or by noise."""
-    cols = min(4, len(classes))
-    rows = math.ceil(len(classes) / cols)
-    counts = df["label"].value_counts()
-    titles = [f"{c} ({int(counts.get(k, 0))})" for k, c in enumerate(classes)]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True, horizontal_spacing=0.05,
-                        vertical_spacing=0.12 if rows > 1 else 0.0)
-    if colour_by == "noise":
-        parts = {"clean": ~df["noisy"], "noisy": df["noisy"]}
-        colors, names = NOISE_COLORS, {"clean": "clean label", "noisy": "injected noise"}
-    else:
-        parts = {"high": df["group"] == "high", "low": df["group"] == "low"}
-        colors, names = GROUP_COLORS, {"high": "high-importance group", "low": "low-importance group"}
-    in_legend: set[str] = set()  # plotly leaves empty traces out of the legend: name each part on its first faces
-    for k, _cls in enumerate(classes):
-        row, col = k // cols + 1, k % cols + 1
-        for part, sel in parts.items():
-            values = df.loc[sel & (df["label"] == k), "weight"].dropna()
-            first = part not in in_legend and len(values) > 0
-            if first:
-                in_legend.add(part)
-            fig.add_trace(go.Histogram(
-                x=values, xbins={"start": 0.0, "end": 1.0, "size": 0.05}, name=names[part], legendgroup=part,
-                showlegend=first, marker_color=colors[part],
-                hovertemplate=f"{names[part]}<br>weight %{{x}}<br>%{{y}} faces<extra></extra>",
-            ), row=row, col=col)
-    fig.update_xaxes(range=[0, 1], dtick=0.25)
-    for col in range(1, cols + 1):
-        fig.update_xaxes(title_text="importance weight", row=rows, col=col)
-    for row in range(1, rows + 1):
-        fig.update_yaxes(title_text="faces", row=row, col=1)
-    fig.update_layout(barmode="stack", height=60 + 220 * rows, margin={"l": 10, "r": 10, "t": 60, "b": 10},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "xanchor": "right", "x": 1.0},
-                      bargap=0.05)
-    return fig
-
-
-def _weight_curves(summary: pd.DataFrame, noisy: bool) -> go.Figure:
-    """Mean importance weight per epoch: high and low groups, and noisy against clean faces when there is noise."""
-    lines = [("weight_high", "high-importance group", GROUP_COLORS["high"], "dot"),
-             ("weight_low", "low-importance group", GROUP_COLORS["low"], "dot")]
-    if noisy:
-        lines = [("weight_clean", "faces with a clean label", NOISE_COLORS["clean"], "solid"),
-                 ("weight_noisy", "faces with injected noise", NOISE_COLORS["noisy"], "solid"), *lines]
-    fig = go.Figure()
-    for column, name, color, dash in lines:
-        fig.add_trace(go.Scatter(
-            x=summary["epoch"], y=summary[column], name=name, mode="lines+markers",
-            line={"color": color, "dash": dash, "width": 2}, marker={"size": 6},
-            hovertemplate=f"{name}<br>epoch %{{x}}: mean weight %{{y:.3f}}<extra></extra>",
-        ))
-    fig.update_xaxes(title_text="epoch", dtick=charts.epoch_dtick(len(summary)))
-    fig.update_yaxes(title_text="mean importance weight", range=[0, 1])
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",
-                      title="Mean importance weight per epoch",
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0})
-    return fig
-
-
-def _relabel_bars(summary: pd.DataFrame) -> go.Figure:
-    """Relabel events per epoch, split by what they did to the label."""
-    fig = go.Figure()
-    other = summary["relabelled"] - summary["fixed"] - summary["broke"]
-    for name, values in (("fixed", summary["fixed"]), ("broke", summary["broke"]), ("still wrong", other)):
-        fig.add_trace(go.Bar(x=summary["epoch"], y=values, name=name, marker_color=RESULT_COLORS[name],
-                             hovertemplate=f"epoch %{{x}}: %{{y}} relabels {name}<extra></extra>"))
-    fig.update_xaxes(title_text="epoch", dtick=charts.epoch_dtick(len(summary)))
-    fig.update_yaxes(title_text="relabelled faces")
-    fig.update_layout(barmode="stack", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      title="Relabel events per epoch",
-                      legend={"orientation": "h", "traceorder": "normal", "yanchor": "top", "y": -0.25,
-                              "xanchor": "left", "x": 0.0})
-    return fig
 
 
 # --------------------------------------------------------------------------------------------- run choice
@@ -232,10 +149,10 @@ if has_noise:
     colour_by = st.radio("Colour the bars by", ["group", "noise"], key=COLOUR_KEY, horizontal=True,
                          format_func=lambda v: {"group": "importance group (high / low)",
                                                 "noise": "label noise (injected / clean)"}[v])
-st.plotly_chart(_histograms(samples, classes, colour_by), width="stretch", key="scn.histograms")
+st.plotly_chart(charts.scn_weight_histograms(samples, classes, colour_by), width="stretch", key="scn.histograms")
 st.caption(f"Epoch {epoch}: {int(row['seen']):,} training faces, grouped by the label trained on at the end of the "
            "epoch (after its relabels). Weights are in (0, 1): SCN's attention output for each face.")
-st.plotly_chart(_weight_curves(summary, has_noise), width="stretch", key="scn.curves")
+st.plotly_chart(charts.scn_weight_curves(summary, has_noise), width="stretch", key="scn.curves")
 if not has_noise:
     st.caption("This run had no label noise (every label is its clean label), so there are no noisy faces to "
                "compare; train with `data.label_noise: 0.2` to see SCN separate them.")
@@ -302,7 +219,7 @@ if not total:
     st.info(f"No relabel events: SCN relabels {when} on, and only low-importance faces whose top class beats "
             "their label by the margin.")
 else:
-    st.plotly_chart(_relabel_bars(summary), width="stretch", key="scn.relabel_bars")
+    st.plotly_chart(charts.scn_relabel_bars(summary), width="stretch", key="scn.relabel_bars")
     result = np.where(relabels["fixed"], "fixed", np.where(relabels["broke"], "broke", "still wrong"))
     st.dataframe(pd.DataFrame({
         "epoch": relabels["epoch"], "index": relabels["index"],

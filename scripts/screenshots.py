@@ -235,12 +235,12 @@ def start_scn_run(runs_dir: Path, log_path: Path) -> subprocess.Popen:
 
 def stop_active_runs(runs_dir: Path) -> None:
     """Cancel every queued or running run in ``runs_dir`` (the ones the tour launched from the Train page)."""
-    from fer_core import io, launch
+    from fer_core import io, lifecycle
 
     for r in io.list_runs(runs_dir):
         if r["state"] in ("queued", "running"):
             with contextlib.suppress(Exception):
-                launch.cancel_run(r["path"])
+                lifecycle.cancel_run(r["path"])
                 print(f"cancelled {r['run_id']}", file=sys.stderr)
 
 

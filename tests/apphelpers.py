@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import ui
 from fer_core import io
+from fer_core.data.synthfaces import SUBSETS as SYNTH_SUBSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "app" / "Home.py")
@@ -25,8 +26,8 @@ TIMEOUT = 60
 # The smallest run that still has two epochs (two points per curve) and every test subset.
 TINY = ("data.options.image_size=32", "data.options.train_size=64", "data.options.val_size=32",
         "data.options.test_size=96", "model.input_size=32", "train.epochs=2", "train.batch_size=32")
-SUBSETS = list(ui.SUBSET_ORDER)
-"""The test subsets a SynthFACS run is evaluated on, in the order the pages show them."""
+SUBSETS = ["all", *SYNTH_SUBSETS]
+"""The test subsets a SynthFACS run is evaluated on, in the order the pages show them (:func:`app.ui.subset_order`)."""
 
 
 def ok(at: AppTest) -> AppTest:

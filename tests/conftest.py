@@ -5,6 +5,7 @@ Plain helpers of the app tests are in apphelpers.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,10 +18,17 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Rendered SynthFACS splits go to a cache folder private to this test session, so tests never read a cache left
-# by other code (or another version of it) and never write into the user's ~/.cache. Child processes inherit it.
-os.environ["FER_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer_test_cache_")
+# by other code (or another version of it) and never write into the user's ~/.cache. Child processes inherit it;
+# the folder is removed when the session ends (pytest_sessionfinish), after every test and its children.
+CACHE_DIR = tempfile.mkdtemp(prefix="fer_test_cache_")
+os.environ["FER_CACHE_DIR"] = CACHE_DIR
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this session's SynthFACS cache folder, so test runs leave no ``fer_test_cache_*`` behind."""
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """AppTest smoke tests of every page, over real run folders written by real (tiny) training runs.
 
 The finished run is the session's ``smoke_run`` (conftest.py: configs/smoke.yaml trained once); the demo-button test
-trains its own, smaller run through ``fer_core.launch`` in a child process, the way the app does. Running, failed and
+trains its own, smaller run through ``fer_core.lifecycle`` in a child process, the way the app does. Running, failed and
 interrupted runs are copies of the finished one with ``status.json`` rewritten through ``fer_core.io``, so the pages
 see exactly the files the trainer writes.
 """
@@ -102,6 +102,9 @@ def test_home_lists_runs_with_accuracies(runs_root: Path, finished_run: Path, de
     for subset in SUBSETS[1:]:
         assert subset in runs.columns and 0 <= done[subset] <= 100
     assert np.isnan(runs.iloc[0]["test acc"])
+    # the interrupted run was never evaluated: its accuracy cells show a dash, not "None"
+    assert runs.iloc[0][["test acc", *SUBSETS[1:]]].isna().all()
+    assert at.dataframe[0].proto.placeholder == ui.MISSING == "—"
 
 
 # --------------------------------------------------------------------------------------------- Run page
@@ -195,3 +198,18 @@ def test_eval_keys_and_subsets_are_ordered():
     assert ui.ordered_eval_keys(keys) == ["test/all", "test/clean", "test/occlusion", "test/pose45", "test/zzz",
                                           "val/all"]
     assert ui.ordered_subsets({"ambiguous", "mine", "pose30"}) == ["pose30", "ambiguous", "mine"]
+
+
+def test_subset_order_comes_from_the_library_and_importing_ui_stays_light():
+    from fer_core.data.subsets import SUBSET_OPTIONS
+    from fer_core.data.synthfaces import SUBSETS as SYNTH
+
+    order = ui.subset_order()
+    assert order[: 1 + len(SYNTH)] == ("all", *SYNTH), "SynthFACS's subsets in the library's order"
+    assert set(SUBSET_OPTIONS) <= set(order) and len(set(order)) == len(order), "RAN's subsets too, once each"
+    # every page imports app.ui: it must not pull in the data registry (and torch with it) just by being imported
+    code = ("import sys; import app.ui, app.charts, app.pickers, app.config_form; "
+            "print(sorted(m for m in ('torch', 'fer_core.data') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

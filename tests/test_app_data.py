@@ -15,10 +15,11 @@ import pytest
 from apphelpers import ROOT, app, array, charts_on, copy_run
 from streamlit.testing.v1 import AppTest
 
-from app import ui
+from app import charts, ui
 from fer_core import io
 from fer_core.config import load_config
-from fer_core.data import _REGISTRY, browse, build_dataset, register_dataset
+from fer_core.data import browse, build_dataset, register_dataset
+from fer_core.data.registry import _REGISTRY
 from fer_core.data.synthfaces import OCCLUDERS
 from fer_core.data.synthfaces.aus import AU_INDEX, AUS, prototype_vector
 from fer_core.data.synthfaces.dataset import compose_face
@@ -308,3 +309,42 @@ def test_browse_counts_and_picks_faces_per_class():
     with pytest.raises(ValueError, match="per_class"):
         browse.per_class_indices(ds, 0)
 
+
+# --------------------------------------------------------------------------------------------- app.charts
+def test_face_tiles_caption_faces_and_tint_masks():
+    face = np.full((8, 8, 3), 100, np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 1
+    faces = [{"image": face, "class_name": "happy", "label": 1, "clean_label": 2, "mask": mask, "pose": (-31.6, 0, 0),
+              "occluder": "sunglasses"},
+             {"image": face, "class_name": "sad", "label": 2, "clean_label": 2, "mask": mask, "pose": (4.2, 0, 0),
+              "occluder": "none"}]
+    images, captions = charts.face_tiles(faces, ["neutral", "happy", "sad"])
+    assert captions == ["happy (clean: sad)", "sad"] and all(img is face for img in images)
+    images, captions = charts.face_tiles(faces, ["neutral", "happy", "sad"], masks=True, details=True)
+    assert captions == ["happy (clean: sad) · yaw -32° · sunglasses", "sad · yaw +4°"]
+    red, grey = images[0][:4].reshape(-1, 3), images[0][4:].reshape(-1, 3)  # the mask's rows, the others
+    assert (red[:, 0] > red[:, 1]).all() and (grey[:, 0] == grey[:, 1]).all(), "the mask is tinted red"
+
+
+def test_scn_figures_from_plain_frames():
+    import pandas as pd
+
+    samples = pd.DataFrame({"label": [0, 0, 1, 2], "weight": [0.1, 0.9, 0.5, np.nan],
+                            "group": ["low", "high", "high", "low"], "noisy": [True, False, False, False]})
+    by_group = charts.scn_weight_histograms(samples, ["a", "b", "c"], "group")
+    assert [a.text for a in by_group.layout.annotations] == ["a (2)", "b (1)", "c (1)"]
+    assert sorted(v for t in by_group.data for v in t.x) == [0.1, 0.5, 0.9]  # the face without a weight is left out
+    assert [t.name for t in by_group.data if t.showlegend] == ["high-importance group", "low-importance group"]
+    by_noise = charts.scn_weight_histograms(samples, ["a", "b", "c"], "noise")
+    assert {t.marker.color for t in by_noise.data} == set(charts.NOISE_COLORS.values())
+    summary = pd.DataFrame({"epoch": [1, 2], "weight_high": [0.8, 0.9], "weight_low": [0.3, 0.2],
+                            "weight_clean": [0.7, 0.8], "weight_noisy": [0.4, 0.3], "relabelled": [0, 5],
+                            "fixed": [0, 3], "broke": [0, 1]})
+    assert len(charts.scn_weight_curves(summary, noisy=False).data) == 2
+    assert [t.name for t in charts.scn_weight_curves(summary, noisy=True).data][:2] == [
+        "faces with a clean label", "faces with injected noise"]
+    bars = charts.scn_relabel_bars(summary)
+    assert {t.name: list(t.y) for t in bars.data} == {"fixed": [0, 3], "broke": [0, 1], "still wrong": [0, 1]}
+    counts = charts.class_counts({"train": np.array([3, 1]), "test": np.array([0, 2])}, ("x", "y"))
+    assert [t.name for t in counts.data] == ["train (4)", "test (2)"] and list(counts.data[1].y) == [0, 2]

@@ -13,7 +13,7 @@ import pytest
 from apphelpers import ROOT, TINY, app, charts_on, ok, wait_for, wait_until_stopped
 from streamlit.testing.v1 import AppTest
 
-from fer_core import io, launch
+from fer_core import io, lifecycle
 from fer_core.config import ConfigError, load_config
 from fer_core.data import list_datasets
 
@@ -94,6 +94,37 @@ def test_form_shows_the_recipe_values(runs_root: Path):
         assert any("data.root" in e.value for e in at.error)
     else:
         assert any("rafdb" in w.value for w in at.warning)
+
+
+def _form_only(recipe_path: str, typed: dict | None = None) -> None:
+    """An app that is only the config form (app.config_form), seeded from a recipe; what it returns goes into
+    session_state["values"]. ``typed``: inputs set before the form draws, as if the user had typed them."""
+    import streamlit as st
+
+    from app import config_form
+    from fer_core.config import load_config
+
+    for key, value in (typed or {}).items():
+        st.session_state.setdefault(key, value)
+    choices = config_form.Choices(datasets={"synthfaces": {"needs_root": False, "description": "built in"}},
+                                  models={"small_cnn": "a small CNN", "scn": "SCN"}, devices=["cpu"])
+    st.session_state["values"] = config_form.show(load_config(recipe_path).to_dict(), choices, key="t.form")
+
+
+@pytest.mark.parametrize("recipe", ["smoke.yaml", "synth/scn.yaml"])
+def test_config_form_returns_plain_data_that_is_the_recipe_until_edited(recipe: str):
+    path = str(ROOT / "configs" / recipe)
+    at = ok(AppTest.from_function(_form_only, args=(path,), default_timeout=60).run())
+    values = at.session_state["values"]
+    assert isinstance(values, dict) and set(values) >= {"name", "seed", "data", "model", "train", "eval"}
+    assert load_config(values).to_dict() == load_config(path).to_dict(), "the untouched form gives the recipe back"
+
+    typed = {"t.form.train.optimizer.lr": "1e-3", "t.form.data.options.+": "{label_set: basic8}",
+             "t.form.train.scheduler.milestones": "[3, 6]"}
+    at = ok(AppTest.from_function(_form_only, args=(path, typed), default_timeout=60).run())
+    cfg = load_config(at.session_state["values"])
+    assert cfg.train.optimizer.lr == 0.001 and cfg.data.options["label_set"] == "basic8"  # YAML 1.2: 1e-3 a number
+    assert cfg.train.scheduler.milestones == [3, 6]
 
 
 def test_an_invalid_value_is_named_and_nothing_launches(runs_root: Path):
@@ -189,7 +220,7 @@ def test_sweep_plan_of_two_values_launches_two_runs_in_one_group(runs_root: Path
     button(at, "Launch 2 runs").click().run()
     ok(at)
     assert at.query_params["group"] == "tiny-seeds"
-    info = launch.read_sweep("tiny-seeds", runs_root)
+    info = lifecycle.read_sweep("tiny-seeds", runs_root)
     assert info["pid"] != os.getpid() and [p["tags"] for p in info["planned"]] == [{"seed": 0}, {"seed": 1}]
     runs = wait_for(lambda: len(found := io.list_runs(runs_root, group="tiny-seeds")) == 2 and found,
                     what="both runs of the sweep to start")
@@ -202,7 +233,7 @@ def test_sweep_plan_of_two_values_launches_two_runs_in_one_group(runs_root: Path
     assert {r["run_id"] for r in runs} <= {link.proto.label for link in at.get("page_link")}
     button(at, "Cancel the sweep").click().run()
     ok(at)
-    assert not launch.read_sweep("tiny-seeds", runs_root)["running"]
+    assert not lifecycle.read_sweep("tiny-seeds", runs_root)["running"]
     assert [r["state"] for r in io.list_runs(runs_root, group="tiny-seeds")] == ["cancelled", "cancelled"]
     assert any("2 of 2 runs ended" in (p.proto.text or "") for p in at.get("progress"))
     assert not [b for b in at.button if b.label == "Cancel the sweep"]
@@ -211,24 +242,24 @@ def test_sweep_plan_of_two_values_launches_two_runs_in_one_group(runs_root: Path
 def test_launch_sweep_validates_before_it_starts_anything(runs_root: Path):
     base = load_config(ROOT / "configs" / "smoke.yaml", TINY)
     with pytest.raises(ConfigError, match="train.optimizer.lr"):
-        launch.launch_sweep(base, ["train.optimizer.lr=0.1,-1"], group="bad", root=runs_root)
+        lifecycle.launch_sweep(base, ["train.optimizer.lr=0.1,-1"], group="bad", root=runs_root)
     with pytest.raises(ValueError, match="group name"):
-        launch.launch_sweep(base, ["seed=0,1"], group="../escape", root=runs_root)
+        lifecycle.launch_sweep(base, ["seed=0,1"], group="../escape", root=runs_root)
     with pytest.raises(ValueError, match="parallel"):
-        launch.launch_sweep(base, ["seed=0,1"], parallel=0, root=runs_root)
+        lifecycle.launch_sweep(base, ["seed=0,1"], parallel=0, root=runs_root)
     assert list(runs_root.iterdir()) == [], "an invalid sweep creates nothing"
-    assert launch.read_sweep("bad", runs_root) is None
+    assert lifecycle.read_sweep("bad", runs_root) is None
 
 
 def test_check_launch_catches_what_the_schema_cannot(runs_root: Path):
     smoke = load_config(ROOT / "configs" / "smoke.yaml")
-    assert launch.check_launch(smoke, runs_root) == []
+    assert lifecycle.check_launch(smoke, runs_root) == []
     teacher = load_config(smoke, ["train.method.name=pseudo_label", "train.method.teacher_run=no-such-run"])
-    assert any(p.startswith("train.method.teacher_run:") for p in launch.check_launch(teacher, runs_root))
+    assert any(p.startswith("train.method.teacher_run:") for p in lifecycle.check_launch(teacher, runs_root))
     bad_model = load_config(smoke, ["model.options.nonsense=1"])
-    assert any(p.startswith("model.options:") and "nonsense" in p for p in launch.check_launch(bad_model, runs_root))
+    assert any(p.startswith("model.options:") and "nonsense" in p for p in lifecycle.check_launch(bad_model, runs_root))
     import torch
 
     if not torch.cuda.is_available():
         gpu = load_config(smoke, ["train.device=cuda"])
-        assert any(p.startswith("train.device:") for p in launch.check_launch(gpu, runs_root))
+        assert any(p.startswith("train.device:") for p in lifecycle.check_launch(gpu, runs_root))

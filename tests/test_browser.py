@@ -1,23 +1,28 @@
-"""The real-browser test: the app served on 127.0.0.1 and driven through every page in headless Chromium.
+"""The real-browser tests: the app served on 127.0.0.1 and driven in headless Chromium.
 
-It runs the tour of ``scripts/screenshots.py`` (the same one ``make screenshots`` uses for the README) over an empty
-runs folder: the tour trains a tiny SCN run first, launches ``configs/smoke.yaml`` from the Train page and watches it
-finish, clicks a confusion-matrix cell, uploads a photo on the Explain page, and checks what each page shows, failing
-with the page and step that went wrong. It needs Debian's ``chromium`` (``.ci/run`` installs it) and the ``playwright``
-package (``requirements-dev.txt``); without either it is skipped, saying which is missing. About two minutes.
+The first runs the tour of ``scripts/screenshots.py`` (the same one ``make screenshots`` uses for the README) over an
+empty runs folder: the tour trains a tiny SCN run first, launches ``configs/smoke.yaml`` from the Train page and
+watches it finish, clicks a confusion-matrix cell, uploads a photo on the Explain page, and checks what each page
+shows, failing with the page and step that went wrong. About two minutes. The second is a new user's first click:
+Home's demo button on an empty runs folder, followed to the end by Home's own 1-second polling fragment (which
+AppTest cannot fire). They need Debian's ``chromium`` (``.ci/run`` installs it) and the ``playwright`` package
+(``requirements-dev.txt``); without either they are skipped, saying which is missing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import TINY
 from PIL import Image
 
 from fer_core import io
+from fer_core.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,12 +39,16 @@ def _screenshots_module(monkeypatch: pytest.MonkeyPatch):
     return module
 
 
-def test_every_page_works_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _needs_a_browser() -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"needs Debian's chromium at {CHROMIUM}: apt-get install -y --no-install-recommends chromium "
                     "(.ci/run installs it)")
     pytest.importorskip("playwright.sync_api", reason="needs the playwright package: pip install -r "
                         "requirements-dev.txt (make test installs it)")
+
+
+def test_every_page_works_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _needs_a_browser()
     screenshots = _screenshots_module(monkeypatch)
     runs, out = tmp_path / "runs", tmp_path / "png"
     runs.mkdir()
@@ -65,3 +74,62 @@ def test_every_page_works_in_chromium(tmp_path: Path, monkeypatch: pytest.Monkey
         status = io.read_status(run["path"])
         assert not (status.get("pid") and io.pid_alive(status["pid"], status.get("pid_start"))), run["run_id"]
     assert not (out / "streamlit.log").exists(), "logs are kept only when the tour fails"
+
+
+def _table_rows(table) -> list[list[str]]:
+    """The cell texts of an ``st.dataframe``, row by row (from the grid's accessibility table; its canvas has none)."""
+    return [[cell.inner_text() for cell in row.locator("[role=gridcell]").all()]
+            for row in table.locator("tbody tr").all()]
+
+
+def test_demo_button_is_followed_to_done_without_a_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Fresh clone, no runs: the demo button trains a run, Home's "Training now" panel follows it with no exception
+    (the polling fragment once called a helper that a later one of the same name had replaced), and when the run
+    ends the page reruns by itself: the success message, and the runs table saying done, without a reload."""
+    _needs_a_browser()
+    from playwright.sync_api import sync_playwright
+
+    screenshots = _screenshots_module(monkeypatch)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    demo = tmp_path / "demo.yaml"  # configs/smoke.yaml made tiny: seconds, most of them the child's start
+    demo.write_text(load_config(ROOT / "configs" / "smoke.yaml", TINY).to_yaml())
+    monkeypatch.setenv("FER_DEMO_CONFIG", str(demo))
+    shots = tmp_path / "png"
+    shots.mkdir()
+
+    with (screenshots.serve_app(runs, tmp_path / "streamlit.log") as base, sync_playwright() as pw):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=screenshots.CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            screenshots.open_page(page, base)
+            page.get_by_text("No runs yet").wait_for(timeout=30_000)
+
+            def no_exception(when: str) -> None:
+                shown = screenshots.exceptions_on(page)
+                if shown:
+                    screenshots.grab(page, shots / "demo_failed.png")
+                assert not shown, f"{when}: the page shows an exception (screenshot in {shots}):\n" + "\n".join(shown)
+
+            page.get_by_role("button", name="Train a demo model on SynthFACS").click()
+            page.get_by_role("heading", name="Training now").wait_for(timeout=60_000)
+            no_exception("right after the click")
+            finished = page.get_by_text("has finished")
+            deadline, polls = time.monotonic() + 180, 0
+            while not finished.count():  # look at every step: the panel redraws once a second
+                no_exception(f"while the demo run trains ({polls / 2:.0f} s after the click)")
+                assert time.monotonic() < deadline, "no 'has finished' 180 s after the click"
+                page.wait_for_timeout(500)
+                polls += 1
+            assert polls >= 2, "the run ended before the panel had polled it once: make the demo slower"
+            screenshots.wait_idle(page)
+            no_exception("after the run finished")
+
+            (run_dir,) = runs.iterdir()
+            assert io.run_state(run_dir) == "done"
+            assert page.get_by_role("heading", name="Training now").count() == 0
+            table = page.get_by_test_id("stDataFrame").first  # the runs table (the models table comes later)
+            rows = _table_rows(table)
+            assert len(rows) == 1 and rows[0][:2] == [f"run?run={run_dir.name}", "done"], rows
+        finally:
+            browser.close()

@@ -13,7 +13,7 @@ import pytest
 
 from fer_core import io
 from fer_core.cli import main
-from fer_core.launch import cancel_run, launch_resume, launch_train
+from fer_core.lifecycle import cancel_run, launch_resume, launch_train
 from fer_core.models import list_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,10 +95,57 @@ def test_launch_cancel_and_resume_in_the_background(runs_root):
 
 
 def test_data_sheet_command(tmp_path, capsys):
-    pytest.importorskip("fer_core.data.sheet")
+    import fer_core.data.sheet  # noqa: F401  (a broken import fails here, never skips)
     out = tmp_path / "sheet.png"
     assert main(["data", "sheet", "synthfaces", "--out", str(out), "--set", "image_size=32", "--set", "per_row=1",
                  "--set", "test_size=200"]) == 0
     assert out.stat().st_size > 0 and out.read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "sheet", "nope", "--out", str(out)]) == 1
     assert "only 'synthfaces'" in capsys.readouterr().err
+
+
+def _train_argv(root: Path) -> list[str]:
+    return [sys.executable, "-m", "fer_core", "train", "--config", str(SMOKE), "--runs-dir", str(root),
+            "--set", "train.epochs=1", "--set", "eval.subsets=[all]"]
+
+
+@pytest.mark.slow
+def test_train_draws_a_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path):
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    master, slave = os.openpty()  # a real pseudo-terminal, 100 columns wide, as a user's shell gives
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(_train_argv(tmp_path / "tty"), stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "epoch 1/1:" in screen and "img/s" in screen and "\r" in screen  # tqdm's bar: images, rate, redrawn
+    assert "epoch 1/1 loss" in screen  # and the epoch's line after it
+
+    piped = subprocess.run(_train_argv(tmp_path / "pipe"), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert "epoch 1/1 loss" in piped.stdout and "test/all: accuracy" in piped.stdout
+    assert "img/s" not in piped.stdout + piped.stderr and "\r" not in piped.stdout  # a log gets lines only
+
+
+def test_output_into_a_closed_pipe_ends_quietly(runs_root):
+    """``python -m fer_core models --json | head -0``: no BrokenPipeError traceback, the exit code of SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "fer_core", "models", "--no-latency", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err

@@ -78,9 +78,9 @@ def _stem(g: int) -> str:
 def test_registered_with_description():
     assert "affectnet" in list_datasets()
     info = dataset_info("affectnet")
-    assert info["needs_root"] is True
+    assert info.needs_root is True
     for words in ("mohammadmahoor.com/pages/databases/affectnet", "7-class", "8-class", "official validation set"):
-        assert words in info["description"]
+        assert words in info.description
 
 
 def test_test_split_labels_class_by_class(aff_root):
@@ -233,6 +233,10 @@ def test_subsets_match_on_stem(aff_root, tmp_path):
     (aff_root / "subsets" / "pose30.txt").write_bytes((lists / "pose30.txt").read_bytes())
     found = build_dataset("affectnet", root=aff_root, split="test", subset="pose30")
     assert found.subsets == ("pose30",) and found.image_names == p30.image_names
+    # and under the name RAN published it, in the data set's folder
+    (aff_root / "occlusion_affectnet_list.txt").write_bytes((lists / "occlusion.txt").read_bytes())
+    named = build_dataset("affectnet", root=aff_root, split="test", subset="occlusion")
+    assert named.subsets == ("occlusion", "pose30") and named.image_names == occ.image_names
 
 
 def test_unknown_option_lists_valid(aff_root, monkeypatch):

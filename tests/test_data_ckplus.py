@@ -95,8 +95,8 @@ def _frames_by_sequence(datasets):
 def test_registered_with_description():
     assert "ckplus" in list_datasets()
     info = dataset_info("ckplus")
-    assert info["needs_root"] is True and "jeffcohn.net" in info["description"]
-    assert "593" in info["description"] and "10-fold" in info["description"] and "fold=k" in info["description"]
+    assert info.needs_root is True and "jeffcohn.net" in info.description
+    assert "593" in info.description and "10-fold" in info.description and "fold=k" in info.description
 
 
 def test_labels_class_by_class(ck_root):

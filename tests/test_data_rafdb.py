@@ -46,8 +46,8 @@ def raf_root(tmp_path):
 
 def test_registered_with_descriptions():
     assert {"rafdb", "imagefolder", "caer_s"} <= set(list_datasets())
-    assert "whdeng.cn/raf" in dataset_info("rafdb")["description"]
-    assert dataset_info("caer_s")["needs_root"] is True
+    assert "whdeng.cn/raf" in dataset_info("rafdb").description
+    assert dataset_info("caer_s").needs_root is True
 
 
 def test_rafdb_test_split_labels_and_items(raf_root):
@@ -139,7 +139,7 @@ def test_imagefolder_and_caer_s(tmp_path):
     caer_tr = build_dataset("caer_s", root=root, split="train")
     caer_va = build_dataset("caer_s", root=root, split="val")
     assert caer_tr.name == "caer_s" and len(caer_va) == 1 and len(caer_tr) == 11
-    assert "CAER" in dataset_info("caer_s")["description"]
+    assert "CAER" in dataset_info("caer_s").description
 
 
 def test_imagefolder_label_map_contempt_and_unknown(tmp_path):
@@ -225,3 +225,56 @@ def test_data_info_counts_and_reports(raf_root, capsys):
     assert "repeated list entries: 1" in out
     assert main(["data", "info", "rafdb", "--root", str(root), "--json"]) == 0
     assert '"subsets": {}' in capsys.readouterr().out
+
+
+def test_subset_lists_found_by_published_names_in_order(raf_root):
+    """Option, then <root>/subsets/<subset>.txt, then RAN's published name (subsets/, then root), then the names
+    earlier exports wrote: the first file found is the list."""
+    root, lists = raf_root
+    one, two = "0/test_0004_aligned.jpg\n", "0/test_0004_aligned.jpg\n1/test_0002_aligned.jpg\n"
+    (root / "subsets").mkdir()
+    (root / "subsets" / "pose_30_list.txt").write_text(two + "0/test_0001_aligned.jpg\n")  # an earlier export's
+    assert len(build_dataset("rafdb", root=root, split="test", subset="pose30")) == 3
+    (root / "val_raf_db_list.txt").write_text(two)  # RAN's name for pose > 30, even in the root, comes before it
+    assert len(build_dataset("rafdb", root=root, split="test", subset="pose30")) == 2
+    (root / "subsets" / "val_raf_db_list.txt").write_text(one)  # RAN's name in subsets/ comes before the root
+    ds = build_dataset("rafdb", root=root, split="test", subset="pose30")
+    assert len(ds) == 1 and ds.config["pose30_list"] == str(root / "subsets" / "val_raf_db_list.txt")
+    (root / "subsets" / "pose30.txt").write_text(two)  # FER Lab's own name comes first
+    assert len(build_dataset("rafdb", root=root, split="test", subset="pose30")) == 2
+    opt = build_dataset("rafdb", root=root, split="test", subset="pose30", pose30_list=lists / "pose45.txt")
+    assert len(opt) == 1  # an option overrides every file
+    assert build_dataset("rafdb", root=root, split="test").subsets == ("pose30",)
+    (root / "rafdb_occlusion_list.txt").write_bytes((lists / "occlusion.txt").read_bytes())
+    (root / "val_raf_db_list_45.txt").write_text(one)
+    assert build_dataset("rafdb", root=root, split="test").subsets == ("occlusion", "pose30", "pose45")
+
+
+def test_synthfaces_export_round_trips_through_the_rafdb_loader(tmp_path, monkeypatch, capsys):
+    """`data export synthfaces` writes RAN's list names, so the rafdb loader and `data info` find the challenge
+    subsets of the export with no option, and they are SynthFACS's own test subsets: same faces, same labels."""
+    from fer_core.cli import main
+    from fer_core.data.subsets import RAN_LIST_NAMES
+    from fer_core.data.synthfaces import SynthFaces
+
+    options = {"train_size": 12, "test_size": 80, "image_size": 32}
+    out = tmp_path / "rafdb"
+    assert main(["data", "export", "synthfaces", "--out", str(out),
+                 *(a for k, v in options.items() for a in ("--set", f"{k}={v}"))]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.txt")) == sorted([*RAN_LIST_NAMES["rafdb"].values(), "README.txt"])
+    assert b"\r\n" in (out / "rafdb_occlusion_list.txt").read_bytes()  # CRLF, as RAN's RAF-DB occlusion list
+    assert build_dataset("rafdb", root=out, split="test").subsets == ("occlusion", "pose30", "pose45")
+    for subset in ("all", "occlusion", "pose30", "pose45"):
+        raf = build_dataset("rafdb", root=out, split="test", subset=subset)
+        synth = SynthFaces("test", subset=subset, **options)
+        assert len(raf) == len(synth) > 0, subset
+        # test_0001 is SynthFACS test face 0, so the stems give the faces' indices in the split
+        assert [int(p.name.split("_")[1]) - 1 for p in raf.paths] == list(synth.split_indices), subset
+        assert [raf.classes[k] for k in raf.labels] == [synth.classes[k] for k in synth.labels], subset
+        assert raf.unmatched == [] and raf.duplicates == 0
+    monkeypatch.setenv("FER_DATA", str(tmp_path))
+    assert main(["data", "info", "rafdb"]) == 0
+    text = capsys.readouterr().out
+    assert "test/occlusion" in text and "test/pose30" in text and "test/pose45" in text
+    assert "no challenge subsets" not in text

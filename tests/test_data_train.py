@@ -66,13 +66,13 @@ def test_real_data_set_without_a_folder_fails_before_training(tmp_path, monkeypa
 def test_unknown_data_set_options_are_refused_before_a_run_exists(tmp_path, monkeypatch):
     from fer_core.cli import main
     from fer_core.data import dataset_info
-    from fer_core.launch import check_launch
+    from fer_core.lifecycle import check_launch
 
     monkeypatch.setenv("FER_DATA", str(tmp_path))
     (tmp_path / "rafdb").mkdir()
     cfg = load_config(SMOKE, (*OVERRIDES, "data.name=rafdb", "data.options={colour: true, seed: 1}"))
     assert check_launch(cfg) == ["data.options: unknown option(s) colour for rafdb; valid: "
-                                 + ", ".join(dataset_info("rafdb")["options"])]
+                                 + ", ".join(dataset_info("rafdb").options)]
     runs = tmp_path / "runs"
     assert main(["train", "--config", str(SMOKE), "--runs-dir", str(runs), "--set", "data.name=rafdb",
                  "--set", "data.options={colour: true}"]) == 2
@@ -82,7 +82,8 @@ def test_unknown_data_set_options_are_refused_before_a_run_exists(tmp_path, monk
 @pytest.mark.parametrize("name", ["synthfaces", "rafdb"])
 def test_subsets_picked_from_the_loaded_split_equal_subsets_loaded_alone(name, raf_root, tmp_path,  # noqa: F811
                                                                           monkeypatch):
-    from fer_core.evaluate import _subset_of, load_split
+    from fer_core.evaluate import _subset_of
+    from fer_core.runs import load_split
 
     root, lists = raf_root
     sets = [f"data.name={name}"] + ([f"data.root={root}", "data.options.image_size=32",

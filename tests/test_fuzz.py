@@ -3,7 +3,8 @@ the run ids derived from names). Deterministic for CI: ``derandomize=True`` (the
 code, not a random seed), no example database, no deadline; each test takes a few seconds.
 
 Properties: ``load_image`` on any bytes or array returns an RGB ``uint8`` image or raises ``ImageError`` (never
-anything else); a header claiming more pixels than the limit is refused before decoding; ``load_config`` on any
+anything else), and on the valid seed images always returns their pixels (an error is allowed only once they are
+damaged); a header claiming more pixels than the limit is refused before decoding; ``load_config`` on any
 mapping or override returns a ``Config`` or raises ``ConfigError`` whose every line names a key; a valid config
 survives its own YAML; any name gives a valid run id and no id leaves the runs folder.
 """
@@ -60,17 +61,21 @@ def _seeds() -> dict[str, bytes]:
 
 
 SEEDS = _seeds()
+SEED_RGB = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)  # what the seeds encode
+LOSSLESS = ("png", "gif", "gif_animated", "bmp", "tiff", "ico", "rgba")
 MAGICS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"GIF87a", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"BM",
           b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00", b"P6\n", b"<!DOCTYPE html>", b"%PDF-"]
 
 
-def _check(source, **kw) -> None:
-    """The property: an RGB uint8 image, or ImageError."""
+def _check(source, valid: bool = False, **kw) -> None:
+    """The property: an RGB uint8 image, or ImageError; ``valid``: an image, never an error."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about truncated TIFF reads; only the outcome matters here
         try:
             out = load_image(source, **kw)
-        except ImageError:
+        except ImageError as err:
+            if valid:
+                raise AssertionError(f"a valid image was refused: {err}") from None
             return
     assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     assert out.shape[0] > 0 and out.shape[1] > 0
@@ -99,18 +104,33 @@ def test_damaged_images_of_every_format_decode_or_raise_image_error(fmt, edits):
             raw[i:i] = payload
         else:
             del raw[i:]
-    _check(bytes(raw))
+    _check(bytes(raw), valid=bytes(raw) == SEEDS[fmt])  # edits that change nothing leave a valid image
+
+
+def test_every_seed_image_decodes_to_its_pixels_and_animations_to_their_first_frame():
+    for fmt, raw in SEEDS.items():
+        _check(raw, valid=True)
+        out = load_image(raw).astype(int)
+        assert out.shape == SEED_RGB.shape, fmt
+        if fmt in LOSSLESS:
+            assert np.array_equal(out, SEED_RGB), fmt
+        elif fmt == "png16":
+            assert np.array_equal(out, np.repeat(SEED_RGB[..., :1], 3, axis=2)), fmt
+        else:  # lossy: near the image (random noise compresses badly), far from the animations' green frame 2
+            near, green = np.abs(out - SEED_RGB).mean(), np.abs(out - [0, 255, 0]).mean()
+            assert near < 60 and near < green / 2, (fmt, near, green)
 
 
 def test_every_truncation_and_byte_of_every_format_decodes_or_raises_image_error():
     """Exhaustive where random edits are sparse: each seed image cut at every length, and each of its bytes set to
     0x00 and to 0xFF in turn (an animated GIF cut inside its second frame's header once raised struct.error)."""
     for raw in SEEDS.values():
+        _check(raw, valid=True)
         for cut in range(len(raw)):
             _check(raw[:cut])
         for i in range(len(raw)):
             for value in (0x00, 0xFF):
-                _check(raw[:i] + bytes([value]) + raw[i + 1:])
+                _check(raw[:i] + bytes([value]) + raw[i + 1:], valid=raw[i] == value)  # unchanged: still valid
 
 
 @FUZZ

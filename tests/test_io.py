@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fer_core import io
+from fer_core.runs import load_trainer_state, load_weights, save_checkpoint
 
 
 def test_runs_dir_env_and_default(tmp_path, monkeypatch):
@@ -172,14 +173,14 @@ def test_checkpoint_round_trip_and_strict_load(tmp_path):
     model(torch.randn(5, 3)).sum().backward()
     opt.step()
     state = {"optimizer": opt.state_dict(), "epoch": 3, "rng": torch.get_rng_state(), "best": 0.5}
-    path = io.save_checkpoint(tmp_path, model, "last", state)
+    path = save_checkpoint(tmp_path, model, "last", state)
     assert path.name == "last.safetensors" and (tmp_path / "last_state.pt").exists()
 
     fresh = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    io.load_weights(fresh, path)
+    load_weights(fresh, path)
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    loaded = io.load_trainer_state(tmp_path, "last")
+    loaded = load_trainer_state(tmp_path, "last")
     assert loaded["epoch"] == 3 and torch.equal(loaded["rng"], state["rng"])
     opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(loaded["optimizer"])
@@ -188,6 +189,6 @@ def test_checkpoint_round_trip_and_strict_load(tmp_path):
     expected = (r"missing from the file \(2\): 3\.bias, 3\.weight; unexpected in the file \(5\): 1\.bias, "
                 r"1\.num_batches_tracked.*shape mismatch \(2\): 2\.bias \(2,\) vs model \(3,\)")
     with pytest.raises(ValueError, match=expected):
-        io.load_weights(other, path)
+        load_weights(other, path)
     with pytest.raises(FileNotFoundError, match="cannot be resumed"):
-        io.load_trainer_state(tmp_path, "best")
+        load_trainer_state(tmp_path, "best")

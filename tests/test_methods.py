@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fer_core import io
 from fer_core.config import ConfigError, load_config
+from fer_core.distributed import SINGLE_PROCESS
 from fer_core.losses import (
     balanced_class_weights,
     inject_label_noise,
@@ -21,6 +22,7 @@ from fer_core.losses import (
     soft_target_cross_entropy,
 )
 from fer_core.methods import SCNTraining, TrainData
+from fer_core.models import AttentionOutput
 from fer_core.train import train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
@@ -95,6 +97,46 @@ def test_scn_relabels_only_confident_low_importance_samples(tmp_path):
         assert list(csv.DictReader(f)) == [{"index": "0", "old_label": "0", "new_label": "1", "clean_label": "1"}]
 
 
+class _FixedImportance:
+    """Stands in for the SCN model: the same logits and importance weights for every batch of four."""
+
+    def __init__(self, logits: torch.Tensor, weights: torch.Tensor):
+        self.logits, self.weights = logits, weights
+
+    def forward_attention(self, x: torch.Tensor) -> AttentionOutput:
+        return AttentionOutput(self.logits, self.weights.view(-1, 1), self.logits.unsqueeze(1))
+
+
+def _relabel_rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_scn_relabels_first_at_relabel_epoch_not_before_or_after(tmp_path):
+    """``relabel_epoch`` is 0-based, numbered as the trainer passes epochs to ``step()``/``end_epoch()`` (which write
+    ``scn/relabels_NNN.csv`` with that number; metrics.jsonl's ``epoch`` is one more). With relabel_epoch 2 a sample
+    that is relabelled as soon as relabelling is allowed keeps its label through epochs 0 and 1 and changes in 2."""
+    cfg = load_config(None, ["model.name=scn", "train.method={name: scn, relabel_epoch: 2}"])
+    data = TrainData(images=torch.zeros(4, 3, 8, 8, dtype=torch.uint8), labels=torch.tensor([0, 0, 0, 0]),
+                     clean_labels=torch.tensor([1, 0, 0, 0]), class_names=["neutral", "happy", "sad"])
+    method = SCNTraining(cfg, data, tmp_path, torch.device("cpu"))
+    # beta 0.7 of 4: samples 1 and 2 are the high group, 0 and 3 the low; sample 0 is sure to be relabelled to
+    # happy (P(happy) - P(neutral) is about 0.98 > margin_2 0.2), sample 3 already has its argmax
+    model = _FixedImportance(torch.tensor([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0], [0.0, 5.0, 0.0], [5.0, 0.0, 0.0]]),
+                             torch.tensor([0.1, 0.9, 0.8, 0.7]))
+    rows = []
+    for epoch in range(4):
+        method.step(model, torch.zeros(4, 3, 8, 8), torch.arange(4), epoch)
+        method.synchronize(SINGLE_PROCESS)
+        rows.append(method.end_epoch(epoch))
+    assert [r["scn_relabelled"] for r in rows] == [0, 0, 1, 0]
+    assert [r["scn_relabel_fixed"] for r in rows] == [0, 0, 1, 0]
+    assert [len(_relabel_rows(tmp_path / "scn" / f"relabels_{e:03d}.csv")) for e in range(4)] == [0, 0, 1, 0]
+    assert _relabel_rows(tmp_path / "scn" / "relabels_002.csv") == [
+        {"index": "0", "old_label": "0", "new_label": "1", "clean_label": "1"}]
+    assert method.labels.tolist() == [1, 0, 0, 0]
+
+
 # --------------------------------------------------------------------------------------------- configs
 def test_method_configs_are_validated_before_anything_runs():
     with pytest.raises(ConfigError, match="train.method.teacher_run: required"):
@@ -115,11 +157,18 @@ def _tiny(*overrides: str):
 
 
 def test_scn_run_writes_weights_groups_and_relabels(tmp_path):
-    cfg = _tiny("model.name=scn", "model.input_size=32", "train.method={name: scn, relabel_epoch: 1}",
+    # margin_2 0: every low-importance sample whose argmax is not its label is relabelled, so epoch 1 (0-based, the
+    # first that relabel_epoch 1 allows; metrics epoch 2) certainly relabels and epoch 0 (metrics epoch 1) must not
+    cfg = _tiny("model.name=scn", "model.input_size=32", "train.method={name: scn, relabel_epoch: 1, margin_2: 0.0}",
                 "data.label_noise=0.3")
     result = train(cfg, tmp_path / "scn")
     assert result["state"] == "done"
     rows = io.read_metrics(tmp_path / "scn")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["scn_relabelled"] == 0 and _relabel_rows(tmp_path / "scn" / "scn" / "relabels_000.csv") == []
+    relabelled = _relabel_rows(tmp_path / "scn" / "scn" / "relabels_001.csv")
+    assert rows[1]["scn_relabelled"] == len(relabelled) > 0
+    assert all(r["old_label"] != r["new_label"] for r in relabelled)
     assert {"rr_loss", "wce_loss", "scn_relabelled", "scn_label_noise", "scn_weight_noisy"} <= set(rows[-1])
     assert rows[0]["scn_label_noise"] == pytest.approx(0.3, abs=0.12)
     with open(tmp_path / "scn" / "scn" / "epoch_001.csv") as f:

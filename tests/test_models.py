@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from fer_core import models
 from fer_core.labels import CLASSES
 from fer_core.models import (
     ModelConfig,
@@ -16,6 +15,7 @@ from fer_core.models import (
     list_models,
     model_info,
     register_model,
+    registry,
 )
 
 
@@ -62,7 +62,7 @@ def test_registry_refuses_duplicates_and_lists_valid_names():
 
 
 def test_new_registration_is_listed(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_model(ModelConfig(name="tiny_test", input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)))(
         lambda *, num_classes, pretrained=False: nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)))
     assert "tiny_test" in list_models()
@@ -221,8 +221,8 @@ def test_region_attention_ablations_and_two_branch_fusion():
 def test_strict_loading_lists_the_keys_of_a_mismatched_state_dict(tmp_path):
     from safetensors.torch import save_file
 
-    from fer_core import io
     from fer_core.models.weights import WeightsMismatchError, load_state_dict
+    from fer_core.runs import load_weights
 
     model = create_model("small_cnn", num_classes=7)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -240,7 +240,7 @@ def test_strict_loading_lists_the_keys_of_a_mismatched_state_dict(tmp_path):
     path = tmp_path / "other.safetensors"                        # the same through a run's weights file
     save_file({k: v.contiguous() for k, v in create_model("resnet18", num_classes=7).state_dict().items()}, str(path))
     with pytest.raises(ValueError, match=r"do not fit SmallCNN: missing from the file \(\d+\): blocks"):
-        io.load_weights(model, path)
+        load_weights(model, path)
     report = load_state_dict(model, model.state_dict(), source="itself")
     assert len(report.matched) == len(model.state_dict()) and not report.new and not report.dropped
 

@@ -28,12 +28,12 @@ from apphelpers import app, charts_on, copy_run
 from PIL import Image, ImageFile
 from skimage import data
 
-from app import ui
+from app import pickers
 from fer_core import io as runio
 from fer_core.cli import main
 from fer_core.config import ConfigError, load_config
 from fer_core.face import ImageError, NoFaceFound, faces, load_image
-from fer_core.launch import launch_train
+from fer_core.lifecycle import launch_train
 from fer_core.models.weights import WeightsMismatchError, read_state_dict
 from fer_core.predict import Predictor
 
@@ -333,7 +333,7 @@ def test_explain_page_survives_every_bad_upload_and_keeps_serving(runs_root):
     at = app("../pages/explain.py", {"explain.methods": ["gradcam"]})
 
     def upload(name: str, raw: bytes, mime: str) -> None:  # the widget is looked up afresh after every rerun
-        if Path(name).suffix.lstrip(".") not in ui.IMAGE_TYPES:  # the uploader refuses other extensions;
+        if Path(name).suffix.lstrip(".") not in pickers.IMAGE_TYPES:  # the uploader refuses other extensions;
             name = f"{Path(name).stem}.png"                      # the content decides anyway
         at.file_uploader[0].set_value((name, raw, mime)).run()
 
@@ -354,10 +354,51 @@ def test_explain_page_survives_every_bad_upload_and_keeps_serving(runs_root):
     assert len(chart["data"][0]["y"]) == 7
 
 
-def test_an_animated_gif_can_be_uploaded(runs_root):
+def animated(first: np.ndarray, fmt: str, **kw) -> bytes:
+    """A three-frame animation whose first frame is ``first``, then a blue and a yellow frame."""
+    h, w = first.shape[:2]
+    frames = [Image.fromarray(first), Image.new("RGB", (w, h), (0, 0, 255)), Image.new("RGB", (w, h), (255, 255, 0))]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0, **kw)
+
+
+def few_colours(h: int = 24, w: int = 36) -> np.ndarray:
+    """An asymmetric RGB image of four colours, which GIF's 256-colour palette keeps exactly."""
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.full((h, w, 3), 240, np.uint8)
+    img[: h // 3, : w // 4] = (250, 20, 20)
+    img[h // 2:, w // 2:] = (20, 30, 200)
+    img[(x + 2 * y) % 7 == 0] = (10, 160, 40)
+    return img
+
+
+@pytest.mark.parametrize(("name", "kw"), [("anim.gif", {}), ("anim.webp", {"lossless": True})])
+def test_animated_gif_and_webp_give_their_first_frame(name, kw, tmp_path):
+    first = few_colours()
+    raw = animated(first, "GIF" if name.endswith(".gif") else "WEBP", **kw)
+    with Image.open(io.BytesIO(raw)) as im:
+        assert im.n_frames == 3
+    path = tmp_path / name
+    path.write_bytes(raw)
+    assert np.array_equal(load_image(path), first)
+    assert np.array_equal(load_image(raw), first)
+    with Image.open(path) as im:  # an animation already opened (and moved to a later frame) by the caller
+        im.seek(2)
+        assert np.array_equal(load_image(im), first)
+
+
+@pytest.mark.parametrize(("name", "mime", "kw"), [("party.gif", "image/gif", {}),
+                                                  ("party.webp", "image/webp", {"quality": 90})])
+def test_an_animated_image_upload_is_explained_from_its_first_frame(name, mime, kw, runs_root):
+    """The Explain page on an animation whose first frame is a photo (then two plain frames): the face is found in
+    the first frame and explained, as for the photo itself; no error, no "no face" warning."""
+    raw = animated(data.astronaut(), "GIF" if name.endswith(".gif") else "WEBP", **kw)
     at = app("../pages/explain.py", {"explain.methods": ["gradcam"]})
-    at.file_uploader[0].set_value(("party.gif", odd_but_fine()["gif_animated"][1], "image/gif")).run()
+    at.file_uploader[0].set_value((name, raw, mime)).run()
     assert not at.exception, [e.value for e in at.exception]
+    assert not at.error and not at.warning, [e.value for e in [*at.error, *at.warning]]
+    assert at.metric[0].value == "happy"  # the pretrained model on the smiling face of frame 1
+    (chart,) = charts_on(at)
+    assert len(chart["data"][0]["y"]) == 7
 
 
 # --------------------------------------------------------------------------------------------- configs

@@ -31,8 +31,8 @@ import torch
 from fer_core import io
 from fer_core.cli import main
 from fer_core.config import load_config
-from fer_core.launch import resumable
 from fer_core.models.weights import read_state_dict
+from fer_core.runs import load_trainer_state, resumable
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -135,7 +135,7 @@ def assert_readable(run_dir: Path) -> dict:
     for weights in ckpt.glob("*.safetensors") if ckpt.is_dir() else []:
         assert read_state_dict(weights)
     if resumable(run_dir):
-        state = io.load_trainer_state(ckpt)
+        state = load_trainer_state(ckpt)
         assert {"model", "epoch", "stage", "rng"} <= set(state)
     return row
 
@@ -350,7 +350,7 @@ def test_disk_full_while_checkpointing_fails_clearly_and_keeps_the_last_good_che
     assert status["state"] == "failed" and "No space left on device" in status["error"], status
     assert re.search(r"could not write \S+(safetensors|_state\.pt)", status["error"]), status["error"]
     assert io.run_state(run_dir) == "failed"
-    assert io.load_trainer_state(run_dir / "checkpoints")["epoch"] == 1
+    assert load_trainer_state(run_dir / "checkpoints")["epoch"] == 1
     assert not list(run_dir.rglob("*.tmp"))
     assert_readable(run_dir)
     assert run(resume_argv(root, "full")) == 0
@@ -370,7 +370,7 @@ def test_runs_folder_turning_read_only_mid_run_leaves_it_interrupted_and_resumab
     assert io.run_state(run_dir) == "interrupted", io.read_status(run_dir)
     assert "Read-only file system" in (run_dir / "log.txt").read_text()
     assert_readable(run_dir)
-    assert resumable(run_dir) and io.load_trainer_state(run_dir / "checkpoints")["epoch"] == 1
+    assert resumable(run_dir) and load_trainer_state(run_dir / "checkpoints")["epoch"] == 1
     assert [m["epoch"] for m in io.read_metrics(run_dir)] == [1]
     assert not list(run_dir.rglob("*.tmp"))
     assert run(resume_argv(root, "ro")) == 0
@@ -410,7 +410,7 @@ def test_unwritable_runs_folder_simulated(code, tmp_path, monkeypatch, capsys):
     raises the same error for the page to show; nothing is created."""
     import tempfile
 
-    from fer_core.launch import launch_train
+    from fer_core.lifecycle import launch_train
 
     root = tmp_path / "runs"
     root.mkdir()

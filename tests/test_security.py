@@ -29,6 +29,7 @@ from fer_core.cli import main
 from fer_core.config import ConfigError, load_config
 from fer_core.models import create_model, list_models
 from fer_core.models.weights import WeightsMismatchError, read_state_dict
+from fer_core.runs import CheckpointError, load_trainer_state, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -84,7 +85,7 @@ def test_read_state_dict_and_load_weights_refuse_code(tmp_path, marker):
         if kind != "disguised":
             assert "refused on purpose" in str(info.value) and "Unsupported global" in str(info.value), kind
         with pytest.raises(WeightsMismatchError, match=path.name):
-            io.load_weights(model, path)
+            load_weights(model, path)
 
 
 def test_trainer_state_refuses_code(tmp_path, marker):
@@ -92,8 +93,8 @@ def test_trainer_state_refuses_code(tmp_path, marker):
     ckpt.mkdir()
     for path in evil_files(tmp_path / "evil", marker).values():
         shutil.copy(path, ckpt / "last_state.pt")
-        with pytest.raises(io.CheckpointError, match=r"cannot read the trainer state .*last_state\.pt.*refused"):
-            io.load_trainer_state(ckpt)
+        with pytest.raises(CheckpointError, match=r"cannot read the trainer state .*last_state\.pt.*refused"):
+            load_trainer_state(ckpt)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -254,7 +255,7 @@ def test_training_writes_only_its_run_folder_and_the_data_cache(runs_root):
 
 
 def test_uploaded_photos_stay_in_memory(runs_root):
-    """The Explain page's upload path (app/ui.py face_picker -> _read_photo -> fer_core.face.load_image on the
+    """The Explain page's upload path (app/pickers.py face_picker -> _read_photo -> fer_core.face.load_image on the
     bytes): reading, detecting, cropping and explaining an upload opens no file for writing (matplotlib's own font
     cache aside), and a broken upload likewise."""
     from skimage import data

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fer_core import io, launch
+from fer_core import io, lifecycle
 from fer_core.cli import main
 from fer_core.config import ConfigError, load_config
-from fer_core.sweep import expand_grid, parse_grid, parse_range, parse_variant, plan_sweep, run_sweep
+from fer_core.lifecycle import run_sweep
+from fer_core.sweep import expand_grid, parse_grid, parse_range, parse_variant, plan_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -34,7 +35,7 @@ def no_launch(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("launch_train called")
 
-    monkeypatch.setattr(launch, "launch_train", refuse)
+    monkeypatch.setattr(lifecycle, "launch_train", refuse)
 
 
 # --------------------------------------------------------------------------------------------- parsing

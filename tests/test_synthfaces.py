@@ -17,7 +17,7 @@ SMALL = {"train_size": 300, "val_size": 60, "test_size": 300, "image_size": 64}
 
 def test_registry_lists_synthfaces_and_rejects_unknown_names():
     assert "synthfaces" in list_datasets()
-    assert dataset_info("synthfaces")["needs_root"] is False
+    assert dataset_info("synthfaces").needs_root is False
     with pytest.raises(ValueError, match="valid: .*synthfaces"):
         build_dataset("synthfacez")
     with pytest.raises(ValueError, match="unknown synthfaces option.*imgsize.*valid"):
@@ -177,7 +177,7 @@ def test_export_writes_rafdb_layout(tmp_path):
     assert DATASET_ORDERS["rafdb"][int(code) - 1] == ds.classes[ds.labels[0]]
     assert (out / "Image" / "aligned" / "test_0001_aligned.jpg").exists()
     assert (out / "masks" / "train_00012_mask.png").exists()
-    assert counts["occlusion"] == (out / "occlusion_list.txt").read_bytes().count(b"\r\n")  # CRLF, as RAN ships it
+    assert counts["occlusion"] == (out / "rafdb_occlusion_list.txt").read_bytes().count(b"\r\n")  # CRLF, as RAN
     with pytest.raises(FileExistsError):
         export_folder("synthfaces", out, train_size=2, test_size=2)
     with pytest.raises(ValueError, match="contempt"):

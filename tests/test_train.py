@@ -16,9 +16,10 @@ import torch
 
 from fer_core import io
 from fer_core.config import load_config
-from fer_core.evaluate import BatchTransform, classification_metrics, evaluate_run
+from fer_core.evaluate import classification_metrics, evaluate_run
 from fer_core.models import ModelConfig
 from fer_core.train import train
+from fer_core.transforms import BatchTransform
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
@@ -134,6 +135,41 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
     assert "resumed after epoch 2" in (stopped / "log.txt").read_text()
     assert io.read_eval(stopped)["test/all"]["n"] == cfg.data.options["test_size"]
+
+
+def test_resume_restores_the_schedule_not_only_the_current_rate(tmp_path):
+    """Stopped after epoch 1 of 3 and resumed: epoch 2 runs at the rate the optimiser's state carries, but epoch 3's
+    rate comes from the scheduler, so a resume that restored the optimiser and not the scheduler shows here (the
+    resume test above stops one epoch too late to see it). Rates, metrics and weights match the run that went
+    through."""
+    cfg = load_config(SMOKE, ["train.epochs=3", "train.scheduler={name: exponential, gamma: 0.5}",
+                              "eval.subsets=[all]"])
+    straight = tmp_path / "straight"
+    train(cfg, straight)
+
+    def stop_after_epoch_1(event):
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise KeyboardInterrupt  # right after epoch 1's checkpoint
+
+    stopped = tmp_path / "stopped"
+    assert train(cfg, stopped, progress=stop_after_epoch_1)["state"] == "cancelled"
+    assert [m["epoch"] for m in io.read_metrics(stopped)] == [1]
+    assert train(load_config(stopped / "config.yaml"), stopped, resume=True)["state"] == "done"
+    expected, resumed = io.read_metrics(straight), io.read_metrics(stopped)
+    lr = cfg.train.optimizer.lr
+    assert [m["lr"] for m in expected] == pytest.approx([lr, lr / 2, lr / 4], rel=1e-9)
+    assert [m["lr"] for m in resumed] == pytest.approx([lr, lr / 2, lr / 4], rel=1e-9), "the schedule after resume"
+    for a, b in zip(expected, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            pytest.approx({k: v for k, v in b.items() if k != "seconds"}, rel=1e-5, abs=1e-7), a["epoch"]
+    from safetensors.torch import load_file
+
+    for name in ("last", "best"):
+        want, got = load_file(straight / "checkpoints" / f"{name}.safetensors"), \
+            load_file(stopped / "checkpoints" / f"{name}.safetensors")
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.allclose(want[key], got[key], rtol=1e-5, atol=1e-7), (name, key)
 
 
 def test_failure_is_recorded_not_left_running(tmp_path):

@@ -37,11 +37,22 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.data.registry import register_dataset
 from fer_core.labels import DATASET_ORDERS, label_set, mapping_from
 
-from . import register_dataset
 from .imagefolder import FileFaceDataset, check_fraction, check_split, holdout_mask, require_images
-from .subsets import SUBSET_OPTIONS, check_subset, image_stem, match_subset, read_subset_list, with_default_lists
+from .subsets import (
+    RAN_LIST_NAMES,
+    SUBSET_OPTIONS,
+    check_subset,
+    image_stem,
+    match_subset,
+    read_subset_list,
+    with_default_lists,
+)
+
+RAN_LIST_FILES = {subset: (file,) for subset, file in RAN_LIST_NAMES["affectnet"].items()}
+"""Subset -> RAN's published list file, looked for after ``subsets/<subset>.txt`` (:func:`with_default_lists`)."""
 
 LIST_DIR = Path("Manually_Annotated_file_lists")
 IMAGE_DIR = Path("Manually_Annotated_Images")
@@ -121,6 +132,11 @@ def _parse_numbers(row: list[str], where: str) -> tuple[int, tuple[int, ...], tu
         raise ValueError(f"{where}: valence and arousal must be numbers, got {row[7]!r}, {row[8]!r}") from None
 
 
+def protocol_classes(classes: int = 7, **_: object) -> tuple[str, ...]:
+    """The class names of the 7- or 8-class protocol (option ``classes``)."""
+    return label_set(PROTOCOLS[check_protocol(classes)])
+
+
 def check_protocol(classes) -> int:
     if isinstance(classes, bool) or classes not in tuple(PROTOCOLS):
         raise ValueError(f"classes must be 7 (basic expressions) or 8 (with contempt), got {classes!r}")
@@ -144,7 +160,7 @@ class AffectNet(FileFaceDataset):
             raise ValueError(f"crop_face must be true or false, got {crop_face!r}")
         root = Path(root)
         lists = with_default_lists(root, {"occlusion": occlusion_list, "pose30": pose30_list,
-                                          "pose45": pose45_list})
+                                          "pose45": pose45_list}, RAN_LIST_FILES)
         self.subsets = tuple(s for s, p in lists.items() if p is not None)
         subset = check_subset(self.name, subset, lists)
         csv_path, image_dir = root / LIST_DIR / SPLIT_FILES[split], root / IMAGE_DIR
@@ -191,7 +207,6 @@ _OPTIONS = ("classes", "crop_face", "val_fraction", "seed", "occlusion_list", "p
                   "sizes, 7-class (classes=7) or 8-class with contempt (classes=8) protocols, other codes dropped "
                   "and counted; test = the official validation set, val held out of training.csv; optional crop "
                   "to the CSV face box; subsets occlusion/pose30/pose45 from RAN's lists. " + OBTAIN,
-                  needs_root=True,
-                  options=_OPTIONS)
+                  needs_root=True, options=_OPTIONS, classes=protocol_classes)
 def build_affectnet(root=None, split="train", subset=None, **options):
     return AffectNet(root, split, subset, **options)

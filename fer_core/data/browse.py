@@ -108,7 +108,7 @@ def summary(name: str, root=None, subset_split: str = "test", **options: Any) ->
     Raises:
         whatever the loader raises for a missing or malformed data set (its message names the file).
     """
-    from . import build_dataset, resolve_root
+    from fer_core.data.registry import build_dataset, resolve_root
 
     first = build_dataset(name, root=root, split="train", **options)
     built = {"train": first}

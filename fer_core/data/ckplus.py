@@ -49,10 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.data.registry import register_dataset
 from fer_core.face import faces, load_image
 from fer_core.labels import CLASSES, DATASET_ORDERS, label_set, mapping_from
 
-from . import register_dataset
 from .imagefolder import FileFaceDataset, check_image_size, check_split
 
 __all__ = ["CKPlus", "CKScan", "read_emotion", "scan", "fold_of_subjects", "IMAGE_DIR", "EMOTION_DIR", "MIN_FACE"]
@@ -251,6 +251,6 @@ _OPTIONS = ("last_frames", "neutral_first", "folds", "fold", "crop_face", "image
                   "labelled with 8 classes (with contempt); the last frames of each labelled sequence "
                   "(last_frames=3), faces cropped, subject-independent 10-fold cross-validation (fold=k: test fold "
                   "k, val fold k+1, train the rest). " + OBTAIN, needs_root=True,
-                  options=_OPTIONS)
+                  options=_OPTIONS, classes=label_set("basic8"))
 def build_ckplus(root=None, split="train", subset=None, **options):
     return CKPlus(root, split, subset, **options)

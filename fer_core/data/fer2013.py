@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fer_core.data.registry import register_dataset
+
 from ..labels import DATASET_ORDERS, LABEL_SETS, mapping_from
-from . import register_dataset
 
 __all__ = ["FER2013", "load_fer2013_csv", "SPLIT_USAGE", "IMAGE_SIZE"]
 
@@ -263,6 +264,6 @@ class FER2013(GreyFaces):
 
 @register_dataset("fer2013", description="FER2013 (Kaggle 2013): 48x48 grey faces, 7 classes; train=Training, "
                   "val=PublicTest, test=PrivateTest; root holds fer2013.csv", needs_root=True,
-                  options=("cache_dir",))
+                  options=("cache_dir",), classes=LABEL_SETS["basic7"])
 def _fer2013(root=None, split="train", subset=None, **options):
     return FER2013(root, split=split, subset=subset, **options)

@@ -35,11 +35,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_core.data.registry import register_dataset
+
 from ..labels import CLASSES, DATASET_ORDERS, LABEL_SETS, mapping_from
-from . import register_dataset
 from .fer2013 import IMAGE_SIZE, SPLIT_USAGE, USAGES, GreyFaces, _check_split, csv_path, load_fer2013_csv
 from .imagefolder import require_images
-from .subsets import SUBSET_OPTIONS, check_subset, match_subset, read_subset_list, with_default_lists
+from .subsets import RAN_LIST_NAMES, SUBSET_OPTIONS, check_subset, match_subset, read_subset_list, with_default_lists
+
+RAN_LIST_FILES = {subset: (file,) for subset, file in RAN_LIST_NAMES["ferplus"].items()}
+"""Subset -> RAN's published list file, looked for after ``subsets/<subset>.txt`` (:func:`with_default_lists`)."""
 
 __all__ = ["FERPlus", "read_votes", "MODES"]
 
@@ -149,7 +153,7 @@ class FERPlus(GreyFaces):
                  occlusion_list=None, pose30_list=None, pose45_list=None):
         _check_split("ferplus", split, None)
         lists = with_default_lists(root, {"occlusion": occlusion_list, "pose30": pose30_list,
-                                          "pose45": pose45_list})
+                                          "pose45": pose45_list}, RAN_LIST_FILES)
         subset = check_subset("ferplus", subset, lists)
         if mode not in MODES:
             raise ValueError(f"ferplus: unknown mode {mode!r}; valid: {', '.join(MODES)}")
@@ -221,6 +225,7 @@ _OPTIONS = ("mode", "cache_dir", "occlusion_list", "pose30_list", "pose45_list")
 @register_dataset("ferplus", description="FERPlus: FER2013 images relabelled by 10 taggers, 8 classes with "
                   "contempt, majority or probability labels and vote distributions; root holds fer2013.csv and "
                   "fer2013new.csv, or the FER2013Train/Valid/Test image folders; subsets occlusion/pose30/pose45 "
-                  "from RAN's lists. Labels: " + FERPLUS_URL, needs_root=True, options=_OPTIONS)
+                  "from RAN's lists. Labels: " + FERPLUS_URL, needs_root=True, options=_OPTIONS,
+                  classes=LABEL_SETS["basic8"])
 def _ferplus(root=None, split="train", subset=None, **options):
     return FERPlus(root, split=split, subset=subset, **options)

@@ -23,10 +23,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fer_core.data.registry import register_dataset
 from fer_core.face import load_image
 from fer_core.labels import CLASSES, label_set
-
-from . import register_dataset
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -265,16 +264,22 @@ class CAERS(ImageFolderFaces):
 _OPTIONS = ("label_map", "val_fraction", "seed", "label_set", "image_size")
 
 
+def _declared_classes(**options: object) -> tuple[str, ...] | None:
+    """The classes an image-folder data set has without looking at its folders: only a forced ``label_set`` tells."""
+    name = options.get("label_set")
+    return None if name is None else label_set(str(name))
+
+
 @register_dataset("imagefolder", description="Any image-folder tree root/<split>/<class>/*.jpg|png (splits train, "
                   "val, test; class folders mapped to canonical classes by name or label_map)", needs_root=True,
-                  options=_OPTIONS)
+                  options=_OPTIONS, classes=_declared_classes)
 def build_imagefolder(root=None, split="train", subset=None, **options):
     return ImageFolderFaces(root, split, subset, **options)
 
 
 @register_dataset("caer_s", description="CAER-S static frames (7 classes, train/test folders; val held out of "
                   "train). Obtained on request from the CAER authors: https://caer-dataset.github.io/",
-                  needs_root=True, options=_OPTIONS)
+                  needs_root=True, options=_OPTIONS, classes=_declared_classes)
 def build_caer_s(root=None, split="train", subset=None, **options):
     options.setdefault("val_fraction", None if (Path(root) / "val").is_dir() else 0.1)
     return CAERS(root, split, subset, **options)

@@ -7,15 +7,18 @@ Entries are matched on the image *stem* (folder, extension and a ``_aligned`` su
 image of the split are reported in ``unmatched`` and repeated entries counted in ``duplicates``, never dropped
 silently.
 
-The list files are given as options (``occlusion_list=...``); a data set folder may also carry them as
-``<root>/subsets/occlusion.txt``, ``pose30.txt``, ``pose45.txt``, which are used when the option is not given, so a
-config needs no more than the data set's name.
+The list files are given as options (``occlusion_list=...``); a data set folder may also carry them, and then a
+config needs no more than the data set's name. Where an option is not given, the first file found is used
+(:func:`with_default_lists`): ``<root>/subsets/occlusion.txt``, ``pose30.txt``, ``pose45.txt`` (FER Lab's own
+names, every data set), then the names a loader passes on, in ``<root>/subsets/`` and then ``<root>/``: RAF-DB
+passes the file names RAN published (:data:`RAN_LIST_NAMES`: ``rafdb_occlusion_list.txt``,
+``val_raf_db_list.txt``, ``val_raf_db_list_45.txt``), which are also what ``data export synthfaces`` writes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +62,35 @@ def match_subset(stems: Sequence[str], entries: Sequence[str]) -> SubsetMatch:
 
 SUBSET_FOLDER = "subsets"
 
+RAN_LIST_NAMES: dict[str, dict[str, str]] = {
+    "rafdb": {"occlusion": "rafdb_occlusion_list.txt", "pose30": "val_raf_db_list.txt",
+              "pose45": "val_raf_db_list_45.txt"},
+    "ferplus": {"occlusion": "jianfei_occlusion_list.txt", "pose30": "pose_30_ferplus_list.txt",
+                "pose45": "pose_45_ferplus_list.txt"},
+    "affectnet": {"occlusion": "occlusion_affectnet_list.txt", "pose30": "pose_30_affectnet_list.txt",
+                  "pose45": "pose_45_affectnet_list.txt"},
+}
+"""The names of RAN's list files as published (github.com/kaiwang960112/Challenge-condition-FER-dataset, folders
+``RAF_DB_dir/``, ``FERplus_dir/``, ``AffectNet_dir/``), per data set and subset. RAF-DB's: 735 occlusion lines
+(CRLF), 1,247 pose > 30 and 558 pose > 45 lines."""
 
-def with_default_lists(root, lists: dict[str, object]) -> dict[str, object]:
-    """``lists`` (subset -> list path or None) with each missing path filled from ``<root>/subsets/<subset>.txt``
-    where that file exists."""
-    folder = Path(root).expanduser() / SUBSET_FOLDER
-    return {s: p if p is not None or not (folder / f"{s}.txt").is_file() else folder / f"{s}.txt"
-            for s, p in lists.items()}
+
+def with_default_lists(root, lists: dict[str, object],
+                       names: Mapping[str, Sequence[str]] | None = None) -> dict[str, object]:
+    """``lists`` (subset -> list path or None) with each missing path filled from the data set's folder ``root``:
+    the first existing file of ``<root>/subsets/<subset>.txt``, then each name of ``names[subset]`` in turn (e.g.
+    RAN's published file name) in ``<root>/subsets/`` and then in ``<root>/``. A path given stays, even if another
+    file exists."""
+    root = Path(root).expanduser()
+    folder = root / SUBSET_FOLDER
+    out: dict[str, object] = {}
+    for subset, path in lists.items():
+        if path is None:
+            extra = list((names or {}).get(subset, ()))
+            candidates = [folder / f"{subset}.txt", *(place / n for n in extra for place in (folder, root))]
+            path = next((c for c in candidates if c.is_file()), None)
+        out[subset] = path
+    return out
 
 
 def check_subset(name: str, subset: str | None, lists: dict[str, object]) -> str | None:

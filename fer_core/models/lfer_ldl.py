@@ -49,7 +49,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.shufflenet import IMAGENET_WEIGHTS, ShuffleNetV2
 from fer_core.models.weights import load_state_dict, refuse_weights_path, torchvision_state_dict
 

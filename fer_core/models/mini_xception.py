@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_core.labels import CLASSES, DATASET_ORDERS
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import LoadReport, load_state_dict, read_state_dict, refuse_weights_path
 
 WEIGHTS_FILE = Path(__file__).with_name("weights") / "mini_xception_fer2013.safetensors"

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import load_state_dict, refuse_weights_path, timm_state_dict
 
 TIMM_WEIGHTS = "mobilenetv1_100.ra4_e3600_r224_in1k"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fer_core.models import count_params, create_model, list_models
+from fer_core.models.registry import count_params, create_model, list_models
 
 
 @dataclass

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, attach_backbone, register_model
+from fer_core.models.registry import AttentionOutput, ModelConfig, attach_backbone, register_model
 
 REGION_NAMES = ("face", "top_left", "top_right", "bottom_left", "bottom_right")
 

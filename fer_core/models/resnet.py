@@ -27,7 +27,7 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import load_state_dict, refuse_weights_path, torchvision_state_dict
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "mish": lambda: nn.Mish(inplace=True)}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_core.models import AttentionOutput, ModelConfig, attach_backbone, register_model
+from fer_core.models.registry import AttentionOutput, ModelConfig, attach_backbone, register_model
 
 
 class SCN(nn.Module):

@@ -21,7 +21,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import load_state_dict, refuse_weights_path, torchvision_state_dict
 
 IMAGENET_WEIGHTS = tvm.ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1

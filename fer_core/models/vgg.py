@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_core.models import ModelConfig, register_model
+from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import refuse_pretrained
 
 

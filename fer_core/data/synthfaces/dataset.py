@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fer_core.data.registry import register_dataset
+from fer_core.labels import SUBSETS as LABEL_SUBSETS
 from fer_core.labels import label_set
 
 from .aus import AU_INDEX, AUS, CONFUSABLE, expression_vector, label_distribution
@@ -24,7 +26,7 @@ VERSION = "1.0"
 _VERSION_KEY = 10  # integer form of VERSION's major part, mixed into every seed
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
-SUBSETS: tuple[str, ...] = ("clean", "occlusion", "pose30", "pose45", "ambiguous")
+SUBSETS: tuple[str, ...] = LABEL_SUBSETS  # every challenge subset the project names
 DEFAULT_SIZES = {"train": 12271, "val": 1534, "test": 3068}  # RAF-DB basic's train/test sizes
 SUBJECT_RANGES = {"train": (0, 600), "val": (600, 680), "test": (680, 830)}
 CLASS_PRIOR = {  # imbalanced like real FER data (few fear, disgust, contempt; many happy, neutral)
@@ -387,3 +389,18 @@ def compose_face(aus: dict[str, float] | None = None, *, yaw: float = 0.0, pitch
     image, mask, occ = render(spec, int(image_size))
     dist = label_distribution(np.clip(au + spec.identity.bias, 0, 1), classes)
     return ComposedFace(image=image, mask=mask, occluder_mask=occ, label_dist=dist, classes=classes, spec=spec)
+
+
+def _classes(**options) -> tuple[str, ...]:
+    """The classes of SynthFACS with these options (validating every option)."""
+    return SynthConfig.from_options(**options).classes
+
+
+@register_dataset("synthfaces", description="SynthFACS: procedural faces rendered from FACS action units, with "
+                  "pose, occluders, soft labels and ground-truth relevance masks (built in, no files)",
+                  needs_root=False, classes=_classes)
+def build_synthfaces(root=None, split: str = "train", subset: str | None = None, **options) -> SynthFaces:
+    """The registry's builder: SynthFACS needs no files, so a root is an error."""
+    if root is not None:
+        raise ValueError("synthfaces needs no root (it is generated); remove data.root")
+    return SynthFaces(split=split, subset=subset, **options)

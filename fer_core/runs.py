@@ -1,0 +1,248 @@
+"""What belongs to a run: its checkpoints and trainer state, its model, and its data split.
+
+The trainer saves and resumes through these functions, and evaluation, prediction, explanation and teacher models
+load a run's model through them; the file layout is docs/CONTRACTS.md's::
+
+    runs/<id>/checkpoints/best.safetensors   weights (safetensors) with the class names in their metadata
+    runs/<id>/checkpoints/last.safetensors   + last_state.pt: the resumable trainer state (weights_only pickle)
+
+    model = load_run_model("runs/<id>")              # strict load, eval mode, model.cfg.class_names
+    weights_path("runs/<id>", "best")                # where a tag's weights are (nothing read)
+    ds, images, labels = load_split(cfg.data, "test", placement="host")
+
+Importing this module imports no torch (it is imported on first use), so the app's pages may ask for paths.
+Plain files of a run (status, metrics, eval results) are :mod:`fer_core.io`'s; starting and stopping runs is
+:mod:`fer_core.lifecycle`'s.
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fer_core import io
+from fer_core.config import Config, DataConfig, format_value, load_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+"""The sub-folder of a run that holds its weights and trainer state."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: damaged, truncated, or a pickle that would need code to load."""
+
+
+# --------------------------------------------------------------------------------------------- paths
+def checkpoints_dir(run_dir: str | os.PathLike) -> Path:
+    """``<run>/checkpoints``."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def weights_path(run_dir: str | os.PathLike, tag: str = "best") -> Path:
+    """The weights file of checkpoint ``tag`` (``best``, ``last``, ``stage_best``) of a run (it may not exist)."""
+    return checkpoints_dir(run_dir) / f"{tag}.safetensors"
+
+
+def trainer_state_path(run_dir: str | os.PathLike, tag: str = "last") -> Path:
+    """The resumable trainer state of checkpoint ``tag`` of a run (it may not exist)."""
+    return checkpoints_dir(run_dir) / f"{tag}_state.pt"
+
+
+def resumable(run_dir: str | os.PathLike) -> bool:
+    """Whether the run has a trainer state to resume from (it finished an epoch)."""
+    return trainer_state_path(run_dir).exists()
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(directory: str | os.PathLike, model: nn.Module, tag: str,
+                    extra_state: Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
+    """Save ``model`` weights as ``<directory>/<tag>.safetensors`` and, if given, ``extra_state`` as
+    ``<tag>_state.pt``; ``directory`` is a run's :func:`checkpoints_dir`.
+
+    ``extra_state`` is the trainer state (optimizer, scheduler, epoch, RNG states, best metric): tensors,
+    numbers, strings, lists and dicts only, so it loads with ``torch.load(weights_only=True)``.
+    Returns the weights path.
+    """
+    import torch
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    path = io.atomic_write_bytes(directory / f"{tag}.safetensors", save(tensors, metadata=dict(metadata or {})))
+    if extra_state is not None:
+        buf = _bytes_io.BytesIO()
+        torch.save(dict(extra_state), buf)
+        io.atomic_write_bytes(directory / f"{tag}_state.pt", buf.getvalue())
+    return path
+
+
+def load_trainer_state(directory: str | os.PathLike, tag: str = "last") -> dict:
+    """Load ``<directory>/<tag>_state.pt`` with ``weights_only=True`` (a checkpoint is data, never code)."""
+    import torch
+
+    from fer_core.models.weights import load_error
+
+    path = Path(directory) / f"{tag}_state.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trainer state {path}; the run cannot be resumed from {tag!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zips and refused pickles raise many types
+        raise CheckpointError(
+            f"cannot read the trainer state {path} ({load_error(err)}); it is "
+            "damaged, or a pickle that needs code to load, which is refused on purpose. The run cannot be resumed "
+            "from it; its weights (.safetensors) are separate files.") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a trainer state (a dict)")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load safetensors weights into ``model`` strictly; the error names missing, unexpected and mis-shaped keys."""
+    from fer_core.models.weights import load_state_dict, read_state_dict
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    load_state_dict(model, read_state_dict(path), source=str(path))
+    return model
+
+
+def checkpoint_class_names(path: str | os.PathLike) -> list[str] | None:
+    """Class names stored in a safetensors checkpoint's metadata by the trainer (None if absent)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read {path} ({err}): the file is damaged or truncated; train the run "
+                              "again, or resume it to write new weights") from None
+    return json.loads(meta["class_names"]) if "class_names" in meta else None
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_split(data: DataConfig, split: str, subset: str | None = None, *, placement: str = "auto",
+               device: torch.device | str = "cpu", workers: int = 0) -> tuple[Dataset, Any, torch.Tensor]:
+    """Build one split (and subset) of the configured data set and put its images where ``placement`` says
+    (:mod:`fer_core.batches`): ``host`` holds them as uint8 ``N x C x H x W`` in memory (``materialize``),
+    ``device`` also moves them to ``device``, ``stream`` reads them batch by batch with ``workers`` processes, and
+    ``auto`` chooses by size and logs why. Returns ``(data set, images, labels)``."""
+    import torch
+
+    from fer_core.batches import StreamedImages, choose_placement, estimated_bytes, place
+    from fer_core.data import build_dataset, materialize
+
+    ds = build_dataset(data.name, root=data.root, split=split, subset=None if subset == "all" else subset,
+                       **data.options)
+    choice = choose_placement(estimated_bytes(ds), device, placement)
+    if len(ds):
+        logger.info("%s %s%s: %d images held %s: %s", data.name, split, "" if subset in (None, "all") else
+                    f"/{subset}", len(ds), {"device": f"on {device}", "host": "in host memory",
+                                            "stream": f"nowhere, streamed by {workers} worker(s)"}[choice.placement],
+                    choice.reason)
+    if choice.placement == "stream" and len(ds):
+        return ds, StreamedImages(ds, workers), torch.as_tensor(ds.labels, dtype=torch.long)
+    images, labels = materialize(ds)
+    size = getattr(ds, "image_size", None)
+    if size and len(images) and tuple(images.shape[-2:]) != (size, size):
+        warnings.warn(f"{data.name} {split}: materialize returned {tuple(images.shape[-2:])} images for "
+                      f"image_size={size}; a stale cache? (they are resized to the model's input anyway)",
+                      stacklevel=2)
+    return ds, place(images, choice, device), labels.long()
+
+
+# --------------------------------------------------------------------------------------------- models
+def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
+    """Create the model a config describes, with one logit per class name."""
+    from fer_core.models import create_model
+
+    m = cfg.model
+    kwargs = dict(m.options)
+    if m.weights_path:
+        kwargs["weights_path"] = m.weights_path
+    return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=m.pretrained,
+                        input_size=m.input_size, **kwargs)
+
+
+def _without_weights(cfg: Config) -> Config:
+    """``cfg`` with nothing to download or read: its architecture only (the weights come from elsewhere)."""
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False, "weights_path": None})})
+
+
+def check_model(cfg: Config, seen: dict[str, list[str]] | None = None) -> list[str]:
+    """What is wrong with the model a config describes, found before any run exists, one line per problem naming
+    the key: options its builder refuses (``model.options: ...``), and a method that needs something the model
+    lacks (SCN's importance weights, the region-biased loss's part attention).
+
+    The model is built once on the ``meta`` device (no memory, no weights), with one logit per class of the
+    configured data set (or the model's own head size when only the data set's files tell). ``seen`` caches the
+    answer per distinct model section and method, for a sweep's many points.
+    """
+    import torch
+
+    from fer_core.data import dataset_classes
+
+    m = cfg.model
+    needs = ("train.method: scn needs a model with importance weights (model.name: scn)"
+             if cfg.train.method.name == "scn" else
+             "train.region_bias needs a model with part attention (model.name: region_attention)"
+             if cfg.train.region_bias.weight > 0 else None)
+    key = json.dumps([m.name, m.input_size, m.options, cfg.data.name, cfg.data.options, needs], sort_keys=True,
+                     default=str)
+    seen = {} if seen is None else seen
+    if key in seen:
+        return seen[key]
+    seen[key] = problems = []
+    try:
+        classes = dataset_classes(cfg.data.name, cfg.data.options)
+    except (TypeError, ValueError):  # bad data options: the launch check reports them on their own
+        classes = None
+    if classes is None:
+        from fer_core.models import model_info
+
+        classes = model_info(m.name).class_names
+    try:
+        with torch.device("meta"):
+            model = model_from_config(_without_weights(cfg), classes)
+    except (TypeError, ValueError) as err:
+        problems.append(f"model.options: model {m.name} with options {format_value(m.options)}: {err}")
+        return problems
+    except Exception:  # noqa: BLE001 - a builder that cannot run on meta: the run itself will tell
+        return problems
+    if needs and not hasattr(model, "forward_attention"):
+        problems.append(f"{needs}; model.name is {m.name}")
+    return problems
+
+
+def load_run_model(run: str | os.PathLike, *, weights: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a run (a folder or an id under the runs folder) with its ``checkpoints/<weights>`` loaded
+    strictly, in eval mode on ``device``; ``model.cfg.class_names`` are the run's classes."""
+    import torch
+
+    run_dir = io.resolve_run_dir(run)
+    cfg = load_config(run_dir / "config.yaml")
+    path = weights_path(run_dir, weights)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; the run has no {weights!r} weights yet")
+    classes = checkpoint_class_names(path)
+    if classes is None:  # weights saved without metadata: ask the data set
+        from fer_core.data import build_dataset
+
+        classes = build_dataset(cfg.data.name, root=cfg.data.root, split="train", **cfg.data.options).classes
+    model = model_from_config(_without_weights(cfg), classes)
+    load_weights(model, path)
+    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+    return model.eval()
