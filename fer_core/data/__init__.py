@@ -12,7 +12,16 @@ one folder holding a sub-folder per data set, e.g. ``$FER_DATA/rafdb``, ``$FER_D
 from __future__ import annotations
 
 # The loaders register themselves on import (each imports fer_core.data.registry).
-from fer_core.data import affectnet, ckplus, fer2013, ferplus, imagefolder, rafdb, synthfaces  # noqa: F401
+from fer_core.data import (  # noqa: F401
+    affectnet,
+    ckplus,
+    fer2013,
+    ferplus,
+    imagefolder,
+    rafdb,
+    synthfaces,
+    synthfaces_pretrain,
+)
 from fer_core.data.cache import materialize
 from fer_core.data.registry import (
     DATA_ENV,
