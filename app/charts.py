@@ -84,6 +84,22 @@ def epoch_dtick(epochs: int) -> int | None:
     return 1 if epochs <= 12 else None
 
 
+MANY_CLASSES = 30
+"""Above this many classes (an identity-pretraining run has hundreds) the class charts drop per-cell text, thin the
+tick labels and cap their height, and per-class bars show the lowest ones only."""
+
+
+def _class_axes(fig: go.Figure, names: list[str], *, title: str | None) -> None:
+    """Axes and height of a class x class heatmap: every class labelled up to :data:`MANY_CLASSES`, else plotly's
+    thinned labels on a plot of at most 900 px."""
+    many = len(names) > MANY_CLASSES
+    ticks = {"tickmode": "auto", "nticks": 24} if many else {"tickmode": "array", "tickvals": names}
+    fig.update_yaxes(title_text="true class", autorange="reversed", **ticks)
+    fig.update_xaxes(title_text="predicted class", tickangle=-35, **ticks)
+    fig.update_layout(title=title, height=min(900, 160 + 4 * len(names)) if many else 120 + 42 * len(names),
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10}, plot_bgcolor="white")
+
+
 def confusion_matrix(
     confusion: Sequence[Sequence[float]],
     class_names: Sequence[str],
@@ -99,6 +115,8 @@ def confusion_matrix(
         normalise: divide each row by its total, so a cell reads "share of true class X predicted as Y"
             (the diagonal is per-class recall); empty rows stay 0.
         title: figure title.
+
+    With more than :data:`MANY_CLASSES` classes the cells carry no text (hover says it) and the labels are thinned.
     """
     counts = np.asarray(confusion, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
@@ -113,21 +131,17 @@ def confusion_matrix(
         zmax, colorbar = max(1.0, float(counts.max(initial=0))), {"title": "faces"}
     custom = np.dstack([counts, shares * 100.0])
     names = list(class_names)
+    many = len(names) > MANY_CLASSES
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=names, y=names, text=text, texttemplate="%{text}", customdata=custom,
-            colorscale="Blues", zmin=0.0, zmax=zmax, colorbar={**colorbar, "thickness": 12},
+            z=z, x=names, y=names, text=None if many else text, texttemplate=None if many else "%{text}",
+            customdata=custom, colorscale="Blues", zmin=0.0, zmax=zmax, colorbar={**colorbar, "thickness": 12},
             hovertemplate="true %{y}, predicted %{x}<br>%{customdata[0]:.0f} faces (%{customdata[1]:.1f}% of row)"
             "<extra></extra>",
-            xgap=1, ygap=1,
+            xgap=0 if many else 1, ygap=0 if many else 1,
         )
     )
-    fig.update_yaxes(title_text="true class", autorange="reversed", tickmode="array", tickvals=names)
-    fig.update_xaxes(title_text="predicted class", tickmode="array", tickvals=names, tickangle=-35)
-    fig.update_layout(
-        title=title, height=120 + 42 * len(names), margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        plot_bgcolor="white",
-    )
+    _class_axes(fig, names, title=title)
     return fig
 
 
@@ -136,16 +150,27 @@ def per_class_recall(results: Mapping[str, tuple[Sequence[Sequence[float]], Sequ
 
     Args:
         results: ``{label: (confusion, class_names)}``, e.g. ``{"test/all": ..., "test/occlusion": ...}`` to see
-            which expressions a subset makes harder. Classes are matched by name.
+            which expressions a subset makes harder. Classes are matched by name. With more than
+            :data:`MANY_CLASSES` classes only the :data:`MANY_CLASSES` of lowest recall in the first result are drawn.
     """
     fig = go.Figure()
     palette = (TRAIN_COLOR, VAL_COLOR, "#2a9d8f", "#8e44ad")
     order: list[str] = []
+    title = "Per-class recall"
     for i, (label, (confusion, class_names)) in enumerate(results.items()):
         counts = np.asarray(confusion, dtype=float)
         totals = counts.sum(axis=1)
         recall = np.divide(np.diag(counts), totals, out=np.full(len(totals), np.nan), where=totals > 0) * 100.0
-        order = order or list(class_names)
+        names = list(class_names)
+        if not order:
+            order = names
+            if len(names) > MANY_CLASSES:  # the weakest classes, the ones worth a look
+                worst = np.argsort(np.nan_to_num(recall, nan=np.inf), kind="stable")[:MANY_CLASSES]
+                order = [names[k] for k in worst]
+                title = f"Per-class recall: the {MANY_CLASSES} lowest of {len(names)} classes"
+        wanted = set(order)
+        keep = [k for k, c in enumerate(names) if c in wanted]
+        recall, totals, class_names = recall[keep], totals[keep], [names[k] for k in keep]
         fig.add_trace(go.Bar(
             x=recall, y=list(class_names), orientation="h", name=label, marker_color=palette[i % len(palette)],
             text=[f"{v:.0f}%" if np.isfinite(v) else "n/a" for v in recall], textposition="outside",
@@ -154,7 +179,7 @@ def per_class_recall(results: Mapping[str, tuple[Sequence[Sequence[float]], Sequ
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=order)
     fig.update_xaxes(title_text="recall (% of the true class)", range=[0, 115], ticksuffix="%", dtick=25)
     fig.update_layout(
-        title="Per-class recall", barmode="group", height=120 + 42 * max(1, len(order)),
+        title=title, barmode="group", height=120 + 42 * max(1, len(order)),
         margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.25,
         legend=_legend_below(-0.18),
     )
@@ -338,6 +363,119 @@ def sweep_lines(agg: Any, *, x_title: str, y_title: str = "accuracy (%)", numeri
     return fig
 
 
+def sweep_lines_ci(agg: Any, **kwargs: Any) -> go.Figure:
+    """:func:`sweep_lines` with error bars over the mean's 95% confidence interval instead of the min-max range.
+
+    Args:
+        agg: ``fer_core.compare.accuracy_vs_swept`` output; its ``low`` and ``high`` (NaN for one run: no bar) are
+            drawn clipped to 0-100%, where an accuracy lives.
+        **kwargs: as for :func:`sweep_lines`.
+    """
+    ci = agg.copy()
+    repeated = ci["n"] > 1
+    ci["min"] = ci["low"].where(repeated, ci["mean"]).astype(float).clip(lower=0.0)
+    ci["max"] = ci["high"].where(repeated, ci["mean"]).astype(float).clip(upper=1.0)
+    fig = sweep_lines(ci, **kwargs)
+    for trace in fig.data:
+        if trace.hovertemplate:
+            trace.hovertemplate = trace.hovertemplate.replace("(min ", "(95% CI ").replace(", max ", " to ")
+    return fig
+
+
+def _interval_bars(mean: np.ndarray, low: np.ndarray, high: np.ndarray, color: str) -> dict[str, Any]:
+    """Asymmetric error bars from ``low`` to ``high`` (NaN bounds: no bar)."""
+    plus, minus = np.nan_to_num(high - mean), np.nan_to_num(mean - low)
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "visible": True,
+            "thickness": 1.5, "width": 5, "color": color}
+
+
+def arm_bars(summary: Any, colors: Mapping[str, str] | None = None, *, subsets: Sequence[str] | None = None,
+             y_title: str = "accuracy (%)") -> go.Figure:
+    """Each arm's mean over its seeds per subset, with the 95% confidence interval as error bars.
+
+    Args:
+        summary: ``fer_core.compare.arm_metrics`` output (``arm``, ``subset``, ``n``, ``mean``, ``low``, ``high``),
+            0-1 fractions; the interval is drawn clipped to 0-100%, and an arm with one run has no bar.
+        colors: ``{arm label: colour}`` (default :func:`run_colors`).
+        subsets: the subsets in display order (default as they come).
+        y_title: the metric, for the axis title.
+    """
+    arms = list(dict.fromkeys(summary["arm"]))
+    colors = colors or run_colors(arms)
+    order = list(subsets) if subsets is not None else list(dict.fromkeys(summary["subset"]))
+    fig = go.Figure()
+    for arm in arms:
+        rows = summary[summary["arm"] == arm].set_index("subset").reindex(order)
+        mean = 100.0 * rows["mean"].to_numpy(dtype=float)
+        low = 100.0 * rows["low"].to_numpy(dtype=float).clip(0.0, 1.0)
+        high = 100.0 * rows["high"].to_numpy(dtype=float).clip(0.0, 1.0)
+        n = rows["n"].fillna(0).to_numpy(dtype=int)
+        color = colors.get(arm, TRAIN_COLOR)
+        interval = [f"95% CI {lo:.1f} to {hi:.1f}%" if k > 1 and np.isfinite(lo) else
+                    "one run: no interval" if k == 1 else "no result"
+                    for lo, hi, k in zip(100.0 * rows["low"].to_numpy(dtype=float),
+                                         100.0 * rows["high"].to_numpy(dtype=float), n, strict=True)]
+        fig.add_trace(go.Bar(
+            x=order, y=mean, name=str(arm), marker_color=color, error_y=_interval_bars(mean, low, high, "#5f6368"),
+            customdata=np.column_stack([n, interval]),
+            hovertemplate=f"{arm} · %{{x}}<br>mean %{{y:.1f}}% over %{{customdata[0]}} run(s)<br>%{{customdata[1]}}"
+            "<extra></extra>",
+        ))
+    top = float(np.nanmax(100.0 * summary["high"].to_numpy(dtype=float).clip(0.0, 1.0), initial=0.0))
+    top = max(top, float(np.nanmax(100.0 * summary["mean"].to_numpy(dtype=float), initial=0.0)))
+    fig.update_yaxes(title_text=y_title, ticksuffix="%", range=[0, min(100.0, top + 5.0) if top else 100.0])
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    fig.update_layout(barmode="group", bargap=0.25, height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={**_legend_above(), "title": "arm"}, hovermode="closest")
+    return fig
+
+
+def paired_differences(comparisons: Any, colors: Mapping[str, str] | None = None, *,
+                       subsets: Sequence[str] | None = None) -> go.Figure:
+    """Differences between arms per subset (B − A, percentage points) with their 95% bootstrap interval: a filled
+    marker labelled with the p-value where the paired test supports the difference, a hollow one labelled "n.s."
+    where it does not.
+
+    Args:
+        comparisons: ``fer_core.compare.arm_comparisons`` rows (``a``, ``b``, ``subset``, ``difference``, ``low``,
+            ``high``, ``p_value``, ``supported``); rows that could not be paired are left out.
+        colors: ``{arm label: colour}`` of arm B (default :func:`run_colors`).
+        subsets: the subsets in display order (default as they come).
+    """
+    from fer_core.compare import format_p  # plain formatting shared with the page's table
+
+    data = comparisons[comparisons["difference"].notna()] if len(comparisons) else comparisons
+    order = list(subsets) if subsets is not None else list(dict.fromkeys(data["subset"]))
+    colors = colors or run_colors(list(dict.fromkeys(data["b"])))
+    pairs = list(dict.fromkeys(zip(data["a"], data["b"], strict=True)))
+    fig = go.Figure()
+    for a, b in pairs:
+        rows = data[(data["a"] == a) & (data["b"] == b)].set_index("subset").reindex(order)
+        rows = rows.dropna(subset=["difference"])
+        d, low, high = (100.0 * rows[c].to_numpy(dtype=float) for c in ("difference", "low", "high"))
+        marked = rows["supported"].astype(bool).to_numpy()
+        color = colors.get(b, TRAIN_COLOR)
+        label = [f"{'▲' if v > 0 else '▼'} {format_p(p)}" if m else "n.s."
+                 for v, p, m in zip(d, rows["p_value"], marked, strict=True)]
+        fig.add_trace(go.Scatter(
+            x=list(rows.index), y=d, name=f"{b} − {a}", mode="markers+text", text=label,
+            textposition="middle right", textfont={"size": 11},
+            marker={"size": 11, "color": color, "symbol": ["circle" if m else "circle-open" for m in marked],
+                    "line": {"width": 2, "color": color}},
+            error_y=_interval_bars(d, low, high, color),
+            customdata=np.column_stack([low, high, rows["p_value"].to_numpy(dtype=float)]),
+            hovertemplate=f"{b} − {a} · %{{x}}<br>%{{y:+.1f}} pp, 95% CI %{{customdata[0]:+.1f}} to "
+            "%{customdata[1]:+.1f}<br>p = %{customdata[2]:.3g}<extra></extra>",
+        ))
+    fig.add_hline(y=0, line_color="#5f6368", line_width=1)
+    # room on the right of the last subset for its label
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, range=[-0.5, len(order) - 0.2])
+    fig.update_yaxes(title_text="difference B − A (percentage points)", ticksuffix=" pp", zeroline=False)
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="closest",
+                      legend={**_legend_above(), "title": "B − A"}, showlegend=True)
+    return fig
+
+
 def pickable_confusion_matrix(confusion: Sequence[Sequence[float]], class_names: Sequence[str], *,
                               normalise: bool = False, title: str | None = None,
                               selected: tuple[int, int] | None = None) -> go.Figure:
@@ -351,8 +489,11 @@ def pickable_confusion_matrix(confusion: Sequence[Sequence[float]], class_names:
     xs, ys, custom = [], [], []
     shares = np.divide(counts, counts.sum(axis=1, keepdims=True), out=np.zeros_like(counts),
                        where=counts.sum(axis=1, keepdims=True) > 0) * 100.0
+    many = len(names) > MANY_CLASSES  # hundreds of classes: markers on the cells that hold faces only
     for t, true_name in enumerate(names):
         for p, pred_name in enumerate(names):
+            if many and not counts[t, p]:
+                continue
             xs.append(pred_name)
             ys.append(true_name)
             custom.append((counts[t, p], shares[t, p]))
@@ -387,7 +528,14 @@ def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, t
         reference: another distribution to draw beside the model's, in grey (e.g. a generator's soft label);
             its classes the model lacks follow the model's.
         reference_name: its name in the legend.
+
+    With more than :data:`MANY_CLASSES` classes (an identity model) only the most probable ones are drawn (and the
+    highlighted and true class), in the model's order.
     """
+    if len(probs) > MANY_CLASSES:
+        top = set(sorted(probs, key=lambda c: -float(probs[c]))[:MANY_CLASSES]) | {highlight, truth}
+        probs = {c: p for c, p in probs.items() if c in top}
+        title = title or f"The {len(probs)} most probable classes"
     names = list(probs) + [c for c in reference or {} if c not in probs]
     values = [100.0 * float(probs[c]) if c in probs else None for c in names]
     colors = [VAL_COLOR if c == highlight else TRAIN_COLOR for c in names]
@@ -436,7 +584,8 @@ def class_counts(counts: Mapping[str, Sequence[int]], classes: Sequence[str]) ->
         total = max(1, int(values.sum()))
         fig.add_trace(go.Bar(
             x=list(classes), y=values.tolist(), name=f"{split} ({int(values.sum()):,})",
-            marker_color=SPLIT_COLORS.get(split), text=[f"{v:,}" for v in values], textposition="outside",
+            marker_color=SPLIT_COLORS.get(split), text=[f"{v:,}" for v in values] if len(classes) <= MANY_CLASSES
+            else None, textposition="outside",
             customdata=100.0 * values / total,
             hovertemplate=f"{split}<br>%{{x}}: %{{y:,}} faces (%{{customdata:.1f}}% of the split)<extra></extra>",
         ))

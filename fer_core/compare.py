@@ -12,20 +12,33 @@ run summaries), so the pages only draw::
 
 A *sweep group* is the set of runs sharing ``config.group`` (see :mod:`fer_core.sweep`); each run's ``tags`` hold the
 values it was started with.
+
+Runs whose configs differ only by ``seed`` (and by name, group and tags) are one *arm*: repeats of one configuration.
+Arms are summarised by the mean over seeds with its 95% interval and compared with the paired tests of
+:mod:`fer_core.stats` on the same test faces; a difference counts only when that test supports it::
+
+    arms = compare.group_arms(runs, [io.read_config(r["path"]) for r in runs])      # [Arm(label, run_ids, paths...)]
+    summary = compare.arm_metrics(arms, {r["run_id"]: io.read_eval(r["path"]) for r in runs})   # mean, low, high, n
+    tests = compare.arm_comparisons({a.label: a.paths for a in arms})              # B - A per pair and subset
+    compare.difference_table(tests)                                                  # "+3.2 pp ▲ p = 0.004" / "n.s."
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fer_core import io, stats
 from fer_core.config import format_value
+from fer_core.labels import SUBSETS
 
 IGNORED_KEYS = ("name", "group", "tags")
 """Config keys left out of :func:`config_differences`: they name a run rather than change what it trains."""
@@ -258,6 +271,269 @@ def class_accuracy_deltas(results: Mapping[str, Mapping[str, Any]], reference: s
     return frame
 
 
+# --------------------------------------------------------------------------------------------- arms (seeds)
+ARM_IGNORED_KEYS = (*IGNORED_KEYS, SEED_KEY)
+"""Config keys that do not separate arms: runs equal apart from these are repeats of one configuration."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Runs of one configuration that differ only by seed (one run is an arm too)."""
+
+    label: str
+    run_ids: tuple[str, ...]
+    paths: tuple[str, ...]
+    seeds: tuple[Any, ...]
+
+    @property
+    def n(self) -> int:
+        """How many runs (seeds) the arm has."""
+        return len(self.run_ids)
+
+
+def arm_key(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """What identifies a run's arm: its flattened config without :data:`ARM_IGNORED_KEYS`, values as text.
+
+    A key set to null counts as not set, so a run written before a config key existed (``model.init_from`` missing)
+    and one written after (``model.init_from: null``) stay in one arm.
+    """
+    return tuple(sorted((k, format_value(v)) for k, v in flatten(config).items()
+                        if k.split(".", 1)[0] not in ARM_IGNORED_KEYS and v is not None))
+
+
+def group_arms(runs: Sequence[Mapping[str, Any]], configs: Sequence[Mapping[str, Any]]) -> list[Arm]:
+    """Put runs that differ only by seed into arms.
+
+    Two runs are in one arm when their configs are equal apart from :data:`ARM_IGNORED_KEYS` (``name``, ``group``,
+    ``tags``, ``seed``). Arms are named like runs (:func:`short_labels` of each arm's first run, with the seed left
+    out of its tags and config), so a sweep's arms go by their swept values (``scn``, ``lr=0.01``).
+
+    Args:
+        runs: run summaries (``io.list_runs`` rows: ``run_id``, ``path``, ``name``, ``tags``).
+        configs: the runs' configs (``io.read_config``), in the same order.
+
+    Returns:
+        The arms in the order their first run appears; each arm's runs in the given order.
+    """
+    if len(runs) != len(configs):
+        raise ValueError(f"got {len(runs)} runs and {len(configs)} configs")
+    members: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        members.setdefault(arm_key(config), []).append(i)
+    firsts = [idx[0] for idx in members.values()]
+    reps = [{**runs[i], "tags": {k: v for k, v in (runs[i].get("tags") or {}).items() if k != SEED_KEY}}
+            for i in firsts]
+    rep_configs = [{k: v for k, v in configs[i].items() if k != SEED_KEY} for i in firsts]
+    labels = short_labels(reps, rep_configs)
+    return [Arm(label=label, run_ids=tuple(str(runs[i]["run_id"]) for i in idx),
+                paths=tuple(str(runs[i].get("path", "")) for i in idx),
+                seeds=tuple(configs[i].get(SEED_KEY) for i in idx))
+            for label, idx in zip(labels, members.values(), strict=True)]
+
+
+def arm_metrics(arms: Sequence[Arm], evals: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str = "accuracy",
+                split: str = "test", confidence: float = stats.CONFIDENCE) -> pd.DataFrame:
+    """Mean over each arm's seeds, with its Student-t interval (:func:`fer_core.stats.mean_ci`), per subset.
+
+    Args:
+        arms: from :func:`group_arms`.
+        evals: ``{run id: io.read_eval(run_dir)}`` for every run of the arms.
+        metric: ``accuracy``, ``mean_class_accuracy`` or ``macro_f1``.
+        split: whose subsets to summarise.
+        confidence: of the intervals.
+
+    Returns:
+        One row per arm and subset: ``arm``, ``subset``, ``n`` (runs with that result), ``mean``, ``low``, ``high``,
+        ``half_width`` (0-1 fractions; the bounds are NaN for an arm with one run), ``text`` (``"62.3 ± 4.1%"``).
+        Arms in order, subsets in first appearance with ``all`` first.
+    """
+    rows = []
+    for arm in arms:
+        table = metrics_table({run_id: evals.get(run_id, {}) for run_id in arm.run_ids}, metric=metric, split=split)
+        for subset in table.columns:
+            ci = stats.mean_ci(table[subset].to_numpy(), confidence)
+            rows.append({"arm": arm.label, "subset": subset, "n": ci.n, "mean": ci.mean, "low": ci.low,
+                         "high": ci.high, "half_width": ci.half_width, "text": ci.format()})
+    frame = pd.DataFrame(rows, columns=["arm", "subset", "n", "mean", "low", "high", "half_width", "text"])
+    order = list(dict.fromkeys(["all", *frame["subset"]])) if len(frame) else []
+    frame["_s"] = frame["subset"].map({s: i for i, s in enumerate(order)})
+    frame["_a"] = frame["arm"].map({a.label: i for i, a in enumerate(arms)})
+    return frame.sort_values(["_a", "_s"], kind="stable").drop(columns=["_a", "_s"]).reset_index(drop=True)
+
+
+def arm_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """An :func:`arm_metrics` summary as a paper's table: one row per arm, ``seeds`` (runs), then one text column
+    per subset, ``mean ± half-width`` (``"–"`` where an arm lacks the subset)."""
+    if summary.empty:
+        return pd.DataFrame(columns=["seeds"])
+    arms = list(dict.fromkeys(summary["arm"]))
+    table = summary.pivot(index="arm", columns="subset", values="text").reindex(arms)
+    table = table[list(dict.fromkeys(summary["subset"]))].fillna("–")
+    table.insert(0, "seeds", summary.groupby("arm", sort=False)["n"].max().reindex(arms).astype(int))
+    table.index.name = "arm"
+    table.columns.name = None
+    return table
+
+
+COMPARISON_COLUMNS = ["a", "b", "subset", "test", "n_faces", "seeds_a", "seeds_b", "accuracy_a", "accuracy_b",
+                      "difference", "low", "high", "p_value", "only_a", "only_b", "supported", "verdict", "error"]
+"""The columns of :func:`arm_comparisons`."""
+
+
+def arm_comparisons(arms: Mapping[str, Sequence[str | os.PathLike]], *, pairs: Sequence[tuple[str, str]] | None = None,
+                    subsets: Sequence[str] | None = None, split: str = "test", alpha: float = stats.ALPHA,
+                    n_resamples: int = stats.N_RESAMPLES, seed: int = 0,
+                    read: Callable[[str | os.PathLike, str, str], pd.DataFrame] = io.read_predictions) -> pd.DataFrame:
+    """Paired tests between arms on the same test faces (:func:`fer_core.stats.paired_test`), per subset.
+
+    Args:
+        arms: ``{arm label: run folders}`` (e.g. ``{a.label: a.paths for a in group_arms(...)}``).
+        pairs: ``(A, B)`` label pairs, the difference being B − A; default every pair, earlier arm as A.
+        subsets: default every subset of ``split`` evaluated in every run of the pair (``all`` first).
+        split: the evaluated split.
+        alpha: significance level (and ``1 - alpha`` intervals).
+        n_resamples: bootstrap replicates.
+        seed: of the bootstrap (the same seed gives the same table).
+        read: reads one run's predictions (``io.read_predictions``; a cached reader in the app).
+
+    Returns:
+        One row per pair and subset: ``a``, ``b``, ``subset``, ``test`` (McNemar exact / paired bootstrap),
+        ``n_faces``, ``seeds_a``, ``seeds_b``, ``accuracy_a``, ``accuracy_b``, ``difference`` (B − A), ``low``,
+        ``high`` (its bootstrap interval), ``p_value``, ``only_a`` and ``only_b`` (McNemar's discordant faces: right
+        only in A, only in B; NaN for the bootstrap), ``supported`` (the test supports a difference, see
+        :mod:`fer_core.stats`), ``verdict`` (on "B beats A") and ``error``: why a pair could not be tested (faces
+        that differ, missing predictions), None otherwise; the numbers of such a row are NaN.
+    """
+    labels = list(arms)
+    pairs = list(itertools.combinations(labels, 2)) if pairs is None else list(pairs)
+    unknown = sorted({x for pair in pairs for x in pair} - set(labels))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}; arms: {', '.join(labels)}")
+    cache: dict[tuple[str, str], pd.DataFrame] = {}
+
+    def predictions(path: str | os.PathLike, subset: str) -> pd.DataFrame:
+        key = (str(path), subset)
+        if key not in cache:
+            cache[key] = read(path, split, subset)
+        return cache[key]
+
+    rows = []
+    for a, b in pairs:
+        dirs = [*arms[a], *arms[b]]
+        for subset in list(subsets) if subsets is not None else _common_subsets(dirs, split):
+            row: dict[str, Any] = {"a": a, "b": b, "subset": subset}
+            try:
+                result = stats.paired_test_from_predictions(
+                    {Path(d).name: predictions(d, subset) for d in arms[a]},
+                    {Path(d).name: predictions(d, subset) for d in arms[b]},
+                    alpha=alpha, n_resamples=n_resamples, seed=seed)
+            except (FileNotFoundError, ValueError) as err:
+                rows.append({**row, "supported": False, "verdict": None, "error": str(err)})
+                continue
+            rows.append({**row, "test": result.test, "n_faces": result.n_faces, "seeds_a": result.seeds_a,
+                         "seeds_b": result.seeds_b, "accuracy_a": result.accuracy_a, "accuracy_b": result.accuracy_b,
+                         "difference": result.difference, "low": result.low, "high": result.high,
+                         "p_value": result.p_value, "only_a": result.mcnemar.only_a if result.mcnemar else None,
+                         "only_b": result.mcnemar.only_b if result.mcnemar else None,
+                         "supported": result.supported, "verdict": result.verdict, "error": None})
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for column in ("error", "verdict", "test"):  # None, not NaN, where there is nothing to say
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def _common_subsets(run_dirs: Sequence[str | os.PathLike], split: str) -> list[str]:
+    """The subsets of ``split`` every run has results for: ``all``, the challenge subsets in the order of
+    :data:`fer_core.labels.SUBSETS`, then any other alphabetically."""
+    common: set[str] | None = None
+    for d in run_dirs:
+        have = {key.partition("/")[2] for key in io.read_eval(d) if key.partition("/")[0] == split}
+        common = have if common is None else common & have
+    order = {s: i for i, s in enumerate(("all", *SUBSETS))}
+    return sorted(common or (), key=lambda s: (order.get(s, len(order)), s))
+
+
+def format_p(p: float) -> str:
+    """``"p = 0.004"``, ``"p < 0.001"``; ``""`` for NaN."""
+    if not isinstance(p, int | float) or not math.isfinite(p):
+        return ""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def format_difference(row: Mapping[str, Any]) -> str:
+    """One :func:`arm_comparisons` row as a table cell: ``"+3.2 pp ▲ p = 0.004"`` when the test supports the
+    difference (▼ for B worse), else ``"+0.8 pp n.s."``; ``"not paired"`` for a row with an error."""
+    if _error(row) or not math.isfinite(float(row.get("difference", math.nan))):
+        return "not paired"
+    text = f"{100 * row['difference']:+.1f} pp".replace("-", "−")
+    if row.get("supported"):
+        return f"{text} {'▲' if row['difference'] > 0 else '▼'} {format_p(row['p_value'])}"
+    return f"{text} n.s."
+
+
+def _error(row: Mapping[str, Any]) -> str | None:
+    """The ``error`` of an :func:`arm_comparisons` row, None when the pair was tested."""
+    error = row.get("error")
+    return error if isinstance(error, str) and error else None
+
+
+def difference_table(comparisons: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`arm_comparisons` as a table: one row per pair (``"B − A"``), one column per subset, cells from
+    :func:`format_difference`.
+
+    Returns:
+        ``(text, supported)``: the cells, and a boolean table of the same shape saying which to mark.
+    """
+    if comparisons.empty:
+        empty = pd.DataFrame(index=pd.Index([], name="difference"))
+        return empty, empty.astype(bool)
+    frame = comparisons.assign(pair=comparisons["b"] + " − " + comparisons["a"],
+                               cell=comparisons.apply(format_difference, axis=1),
+                               marked=comparisons["supported"].fillna(False).astype(bool))
+    pairs, subsets = list(dict.fromkeys(frame["pair"])), list(dict.fromkeys(frame["subset"]))
+    text = frame.pivot(index="pair", columns="subset", values="cell").reindex(index=pairs, columns=subsets)
+    marked = frame.pivot(index="pair", columns="subset", values="marked").reindex(index=pairs, columns=subsets)
+    for table in (text, marked):
+        table.index.name, table.columns.name = "difference", None
+    return text.fillna("–"), marked.fillna(False).astype(bool)
+
+
+def comparison_details(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """:func:`arm_comparisons` with its numbers as text, for a table a reader can check: the pair and subset, B − A
+    with its interval and p, whether it is supported, the verdict, both accuracies, faces, seeds and the test."""
+    rows = []
+    for _, r in comparisons.iterrows():
+        paired = _error(r) is None
+        pct = (lambda v: f"{100 * v:.1f}%") if paired else (lambda v: "")
+        rows.append({
+            "B − A": f"{r['b']} − {r['a']}", "subset": r["subset"],
+            "B − A (pp)": f"{100 * r['difference']:+.1f}" if paired else "",
+            "95% CI (pp)": f"{100 * r['low']:+.1f} to {100 * r['high']:+.1f}" if paired else "",
+            "p": format_p(r["p_value"]).removeprefix("p ").removeprefix("= ") if paired else "",
+            "supported": bool(r["supported"]), "verdict on B > A": r["verdict"] or "",
+            "accuracy A": pct(r["accuracy_a"]), "accuracy B": pct(r["accuracy_b"]),
+            "faces": int(r["n_faces"]) if paired else None,
+            "seeds A / B": f"{int(r['seeds_a'])} / {int(r['seeds_b'])}" if paired else "",
+            "test": r["test"] if paired else "not paired", "note": _error(r) or "",
+        })
+    return pd.DataFrame(rows, columns=["B − A", "subset", "B − A (pp)", "95% CI (pp)", "p", "supported",
+                                       "verdict on B > A", "accuracy A", "accuracy B", "faces", "seeds A / B", "test",
+                                       "note"])
+
+
+def text_markdown(table: pd.DataFrame, marked: pd.DataFrame | None = None) -> str:
+    """A table of text cells (:func:`arm_table`, :func:`difference_table`) as Markdown; ``marked`` cells in bold."""
+    head = [str(table.index.name or ""), *map(str, table.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * len(table.columns)) + "|"]
+    for label, row in table.iterrows():
+        cells = [str(label)]
+        for col in table.columns:
+            bold = marked is not None and col in marked.columns and bool(marked.at[label, col])
+            cells.append(f"**{row[col]}**" if bold else str(row[col]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- sweeps
 def sweep_frame(runs: Sequence[Mapping[str, Any]], evals: Sequence[Mapping[str, Mapping[str, Any]]],
                 keys: Sequence[str] | None = None, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
@@ -303,26 +579,29 @@ def default_sweep_axis(frame: pd.DataFrame, keys: Sequence[str]) -> str | None:
 
 def accuracy_vs_swept(frame: pd.DataFrame, x: str, by: Sequence[str] = (), seed_key: str = SEED_KEY
                       ) -> pd.DataFrame:
-    """Aggregate a :func:`sweep_frame` over repeated runs: mean, min and max per (``by``..., subset, x value).
+    """Aggregate a :func:`sweep_frame` over repeated runs: mean, min, max and the mean's 95% Student-t interval per
+    (``by``..., subset, x value).
 
     Runs that differ only in ``seed_key`` (or in any key not named in ``x`` and ``by``) are the repeats.
 
     Returns:
         Columns ``*by``, ``subset``, ``x`` (the swept value), ``mean``, ``min``, ``max``, ``n`` (runs averaged),
-        sorted by ``by`` and subset, then by ``x`` (numerically when every value is a number, else in order of
-        first appearance).
+        ``half_width``, ``low``, ``high`` (:func:`fer_core.stats.mean_ci`; NaN for a single run), sorted by ``by``
+        and subset, then by ``x`` (numerically when every value is a number, else in order of first appearance).
     """
     del seed_key  # the seed is simply not a grouping key; named for readability of the calls
     groups = [*by, "subset", x]
     if frame.empty:
-        return pd.DataFrame(columns=[*by, "subset", "x", "mean", "min", "max", "n"])
+        return pd.DataFrame(columns=[*by, "subset", "x", "mean", "min", "max", "n", "half_width", "low", "high"])
     data = frame.copy()
     for key in groups:  # None would be dropped by groupby; keep it as a value of its own
         data[key] = data[key].astype(object).where(data[key].notna(), None)
     order = {v: i for i, v in enumerate(dict.fromkeys(map(_hashable, data[x])))}
     data["_x"] = data[x].map(_hashable)
     agg = (data.groupby([*by, "subset", "_x"], dropna=False, sort=False)["value"]
-           .agg(mean="mean", min="min", max="max", n="count").reset_index())
+           .agg(mean="mean", min="min", max="max", n="count",
+                half_width=lambda v: stats.mean_ci(v.to_numpy()).half_width).reset_index())
+    agg["low"], agg["high"] = agg["mean"] - agg["half_width"], agg["mean"] + agg["half_width"]
     agg = agg.rename(columns={"_x": "x"})
     numeric = is_numeric(v for v in agg["x"] if v is not None)
     agg["_order"] = agg["x"].map(lambda v: (v is None, v if numeric and v is not None else order.get(v, 0)))

@@ -2,11 +2,15 @@
 
 What differs in their configs, a metrics table per test subset like a paper's ablation table, overlaid learning
 curves, two runs' confusion matrices with their difference, per-class accuracy changes, and for a group the metric
-against the swept value. ``/compare?runs=a,b`` or ``/compare?group=g`` opens a given comparison; the widgets keep the
+against the swept value. Runs that differ only by seed are one arm (mean over seeds with its 95% interval), and a
+difference between arms is marked only where a paired test on the same test faces supports it
+(:mod:`fer_core.stats`). ``/compare?runs=a,b`` or ``/compare?group=g`` opens a given comparison; the widgets keep the
 query parameters in step, so the URL can be shared.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -23,8 +27,10 @@ A_KEY, B_KEY = "compare.a", "compare.b"
 PAIR_SUBSET_KEY = "compare.pair_subset"
 NORMALISE_KEY = "compare.normalise"
 SWEEP_X_KEY = "compare.sweep_x"
+REFERENCE_KEY = "compare.reference"
 
 MODES = ("Runs", "Sweep or ablation group")
+MARK = "font-weight: 700; background-color: rgba(42, 157, 143, 0.18)"  # a best value, a supported difference
 MAX_RUNS = 6
 METRICS = {"accuracy": "accuracy", "mean class accuracy": "mean_class_accuracy", "macro F1": "macro_f1"}
 SWEEP_EXAMPLE = ("python -m fer_core sweep --config configs/smoke.yaml "
@@ -117,9 +123,27 @@ configs = [ui.load_config(r["path"]) for r in chosen]
 labels = compare.short_labels(chosen, configs)
 evals = {label: ui.load_eval(r["path"]) for label, r in zip(labels, chosen, strict=True)}
 colors = charts.run_colors(labels)
+arms = compare.group_arms(chosen, configs)  # runs that differ only by seed are one arm
+arm_of = {run_id: arm.label for arm in arms for run_id in arm.run_ids}
+grouped = len(arms) < len(chosen)
+arm_colors = charts.run_colors([arm.label for arm in arms])
+
+
+@st.cache_data(show_spinner="Paired tests on the same test faces…", max_entries=32)
+def _paired_tests(arm_dirs: dict[str, tuple[str, ...]], pairs: tuple[tuple[str, str], ...], stamps: tuple,
+                  subsets: tuple[str, ...] | None = None, split: str = "test") -> pd.DataFrame:
+    """``compare.arm_comparisons``, cached until a run's ``eval/`` files change (``stamps``)."""
+    del stamps
+    return compare.arm_comparisons(arm_dirs, pairs=list(pairs), subsets=subsets, split=split)
+
+
+def _stamps(paths: list[str]) -> tuple:
+    return tuple(ui.folder_stamp(Path(p) / "eval") for p in paths)
+
 
 overview = pd.DataFrame({
     "label": labels,
+    **({"arm": [arm_of[r["run_id"]] for r in chosen]} if grouped else {}),
     "run": [ui.run_link(r["run_id"]) for r in chosen],
     "model": [r.get("model") or "" for r in chosen],
     "data": [r.get("dataset") or "" for r in chosen],
@@ -129,8 +153,12 @@ st.dataframe(
     overview, hide_index=True, width="stretch",
     column_config={"run": st.column_config.LinkColumn("run", display_text=r"run\?run=(.*)",
                                                       help="Open the run's page"),
-                   "label": st.column_config.TextColumn("label", help="how the charts below name the run")},
+                   "label": st.column_config.TextColumn("label", help="how the charts below name the run"),
+                   "arm": st.column_config.TextColumn("arm", help="runs whose configs differ only by seed")},
 )
+if grouped:
+    st.caption(f"{len(chosen)} runs in {len(arms)} arms: runs whose configs differ only by `seed` are repeats of one "
+               "configuration, summarised below by their mean and its 95% confidence interval.")
 
 # --------------------------------------------------------------------------------------------- config differences
 st.subheader("Config differences")
@@ -162,15 +190,63 @@ else:
     best = compare.best_per_column(table)
 
     def _bold(column: pd.Series) -> list[str]:
-        return ["font-weight: 700; background-color: rgba(42, 157, 143, 0.18)" if i in best.get(column.name, ())
-                else "" for i in column.index]
+        return [MARK if i in best.get(column.name, ()) else "" for i in column.index]
 
     shown = (100.0 * table).style.apply(_bold, axis=0).format("{:.1f}%", na_rep="–")
-    st.dataframe(shown, width="stretch")
-    st.caption(f"Test {metric_name} per subset (all test faces, then the challenge subsets); the best of each "
-               "column in bold.")
-    with st.expander("As a Markdown table"):
-        st.code(compare.markdown_table(table, best), language="markdown")
+    if grouped:
+        summary = compare.arm_metrics(arms, {r["run_id"]: evals[label] for label, r in zip(labels, chosen,
+                                                                                          strict=True)}, metric=metric)
+        subsets = ui.ordered_subsets(summary["subset"].unique())
+        arm_table = compare.arm_table(summary)[["seeds", *subsets]]
+        st.dataframe(arm_table, width="stretch")
+        st.caption(f"One row per arm. Test {metric_name}: mean over the arm's seeds ± half-width of its 95% "
+                   "confidence interval (Student t; an arm with one run has none). Whether two arms differ is "
+                   "tested below on the same test faces.")
+        st.plotly_chart(charts.arm_bars(summary, arm_colors, subsets=subsets, y_title=f"test {metric_name} (%)"),
+                        width="stretch", key="compare.arms")
+        with st.expander(f"Per run ({len(chosen)} runs)"):
+            st.dataframe(shown, width="stretch")
+            st.caption("The highest value of each column in bold (a ranking, not a tested difference).")
+        with st.expander("As a Markdown table"):
+            st.code(compare.text_markdown(arm_table), language="markdown")
+    else:
+        st.dataframe(shown, width="stretch")
+        st.caption(f"Test {metric_name} per subset (all test faces, then the challenge subsets); the best of each "
+                   "column in bold (a ranking: whether a difference is real is tested below).")
+        with st.expander("As a Markdown table"):
+            st.code(compare.markdown_table(table, best), language="markdown")
+
+# --------------------------------------------------------------------------------------------- paired tests
+if len(arms) >= 2:
+    st.subheader("Paired tests on the same test faces")
+    arm_labels = [arm.label for arm in arms]
+    if st.session_state.get(REFERENCE_KEY) not in arm_labels:
+        st.session_state[REFERENCE_KEY] = arm_labels[0]
+    reference = (st.selectbox("Reference arm A (every other arm is a B)", arm_labels, key=REFERENCE_KEY)
+                 if len(arms) > 2 else arm_labels[0])
+    arm_dirs = {arm.label: arm.paths for arm in arms}
+    pairs = tuple((reference, other) for other in arm_labels if other != reference)
+    tests = _paired_tests(arm_dirs, pairs, _stamps([p for arm in arms for p in arm.paths]))
+    text, marked = compare.difference_table(tests)
+    order = ui.ordered_subsets(text.columns)
+    text, marked = text[order], marked[order]
+    st.dataframe(text.style.apply(lambda col: [MARK if m else "" for m in marked[col.name]], axis=0),
+                 width="stretch")
+    st.caption(f"Test accuracy of each arm B minus arm A ({reference}) on the same test faces, in percentage points. "
+               "Marked (bold, ▲ or ▼ with the p-value) only where the paired test supports the difference: p < 0.05 "
+               "and the 95% interval of B − A excludes 0; otherwise n.s. One run per arm: exact McNemar test; "
+               "several seeds: paired bootstrap over the faces and the arms' seeds.")
+    for (a_, b_), rows in tests[tests["error"].notna()].groupby(["a", "b"], sort=False):
+        st.warning(f"{b_} − {a_} could not be paired on {', '.join(rows['subset'])}: {rows['error'].iloc[0]}")
+    if tests["difference"].notna().any():
+        st.plotly_chart(charts.paired_differences(tests, arm_colors, subsets=order), width="stretch",
+                        key="compare.paired")
+    with st.expander("Details: intervals, p-values and verdicts"):
+        st.dataframe(compare.comparison_details(tests), hide_index=True, width="stretch")
+        st.caption("Verdict on the claim \"B beats A\": reproduced (the test supports B > A and the interval lies "
+                   "above 0), not reproduced (the interval lies at or below 0, or the test supports A > B), else "
+                   "inconclusive.")
+        st.code(compare.text_markdown(text, marked), language="markdown")
 
 # --------------------------------------------------------------------------------------------- learning curves
 st.subheader("Learning curves")
@@ -185,8 +261,10 @@ else:
 st.subheader("Two runs in detail")
 if st.session_state.get(A_KEY) not in labels:
     st.session_state[A_KEY] = labels[0]
-if st.session_state.get(B_KEY) not in labels:
-    st.session_state[B_KEY] = labels[1]
+if st.session_state.get(B_KEY) not in labels:  # a run of another arm than A's when there is one
+    arm_by_label = {label: arm_of[r["run_id"]] for label, r in zip(labels, chosen, strict=True)}
+    others = [label for label in labels if arm_by_label[label] != arm_by_label[st.session_state[A_KEY]]]
+    st.session_state[B_KEY] = others[0] if others else labels[1]
 left, mid, right = st.columns([2, 2, 2])
 a = left.selectbox("Run A (the reference)", labels, key=A_KEY)
 b = mid.selectbox("Run B", labels, key=B_KEY)
@@ -224,6 +302,18 @@ else:
     col_delta.plotly_chart(charts.class_deltas(deltas, colors, reference="A"), width="stretch",
                            key="compare.deltas")
     col_delta.caption(f"Recall of {b} on each class minus {a}'s, in percentage points (green: B is better).")
+    split, _, subset = key.partition("/")
+    paths = {label: r["path"] for label, r in zip(labels, chosen, strict=True)}
+    pair = _paired_tests({a: (paths[a],), b: (paths[b],)}, ((a, b),), _stamps([paths[a], paths[b]]),
+                         subsets=(subset,), split=split).iloc[0]
+    if pair["error"]:
+        st.warning(f"No paired test: {pair['error']}")
+    else:
+        cell = compare.format_difference(pair)
+        st.markdown(f"Accuracy B − A on these {int(pair['n_faces'])} faces: "
+                    + (f"**{cell}**" if pair["supported"] else cell)
+                    + f" · {pair['test']}: {int(pair['only_b'])} faces only B gets right, {int(pair['only_a'])} only "
+                    f"A; {compare.format_p(pair['p_value'])}.")
 
 # --------------------------------------------------------------------------------------------- sweep
 if group is not None:
@@ -243,10 +333,10 @@ if group is not None:
         facet = [k for k in axes if k != x]
         agg = compare.accuracy_vs_swept(frame, x, by=facet)
         numeric = compare.is_numeric(frame[x].dropna()) and frame[x].notna().all()
-        st.plotly_chart(charts.sweep_lines(agg, x_title=x, y_title=f"test {metric_name} (%)", numeric=numeric,
-                                               facet=facet),
+        st.plotly_chart(charts.sweep_lines_ci(agg, x_title=x, y_title=f"test {metric_name} (%)", numeric=numeric,
+                                              facet=facet),
                         width="stretch", key="compare.sweep")
         panels = f"; one panel per {', '.join(facet)}" if facet else ""
-        repeats = ("Each value is the mean over seeds; the error bars span the lowest and highest run."
-                   if compare.SEED_KEY in keys else "One run per value (no seed was swept).")
+        repeats = ("Each value is the mean over seeds; the error bars are its 95% confidence interval (Student t, "
+                   "drawn within 0-100%)." if compare.SEED_KEY in keys else "One run per value (no seed was swept).")
         st.caption(f"One {'line' if numeric else 'bar'} per test subset{panels}. {repeats}")

@@ -1,7 +1,9 @@
 """The Compare and Confusion-browser pages and the logic behind them (:mod:`fer_core.compare`).
 
 Unit tests use small hand-made tables; the page tests use copies of the session's tiny finished run (``finished_run``)
-with one config value changed, or tagged as a sweep group with known accuracies written into their ``eval/`` files.
+with one config value changed, or tagged as a sweep group with known accuracies written into their ``eval/`` files,
+or with their per-face predictions rewritten (arms of several seeds, compared by the paired tests of
+:mod:`fer_core.stats`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 import yaml
 from apphelpers import SUBSETS, app, array, charts_on, copy_run, texts
 
-from fer_core import compare, io
+from fer_core import compare, io, stats
 
 COMPARE_PAGE = "../pages/compare.py"
 CONFUSION_PAGE = "../pages/confusion.py"
@@ -31,6 +33,23 @@ def set_config(run_dir: Path, **changes: object) -> None:
             node = node.setdefault(part, {})
         node[leaf] = value
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def set_predictions(run_dir: Path, subset: str, right: np.ndarray) -> float:
+    """Rewrite which test faces of ``subset`` a run gets right (a wrong face predicts the next class), in its
+    predictions CSV and, to match, in its eval JSON (accuracy and confusion); return the new accuracy."""
+    preds = io.read_predictions(run_dir, "test", subset)
+    result = io.read_eval(run_dir)[f"test/{subset}"]
+    k = len(result["class_names"])
+    labels = preds["label"].to_numpy()
+    preds["pred"] = np.where(right, labels, (labels + 1) % k)
+    preds["correct"] = preds["pred"] == preds["label"]
+    json_path, csv_path = io.eval_paths(run_dir, "test", subset)
+    io.atomic_write_text(csv_path, preds.to_csv(index=False, float_format="%.5f"))
+    confusion = np.bincount(labels * k + preds["pred"].to_numpy(), minlength=k * k).reshape(k, k)
+    accuracy = float(np.mean(right))
+    io.atomic_write_json(json_path, {**result, "accuracy": accuracy, "confusion": confusion.tolist()})
+    return accuracy
 
 
 def set_accuracy(run_dir: Path, accuracy: dict[str, float]) -> None:
@@ -175,8 +194,8 @@ def test_compare_page_shows_differences_table_and_charts(runs_root: Path, finish
     at = app(COMPARE_PAGE, runs=f"{a.name},{b.name}")
     assert not at.error and not at.warning
     assert at.multiselect[0].value == [a.name, b.name]
-    assert texts(at.subheader)[:4] == ["Config differences", "Metrics per test subset", "Learning curves",
-                                       "Two runs in detail"]
+    assert texts(at.subheader)[:5] == ["Config differences", "Metrics per test subset",
+                                       "Paired tests on the same test faces", "Learning curves", "Two runs in detail"]
     overview, differing, _equal, table = (d.value for d in at.dataframe[:4])
     assert overview["label"].tolist() == ["lr=0.003", "lr=0.01"]
     assert list(differing.index) == ["train.optimizer.lr"]
@@ -187,7 +206,13 @@ def test_compare_page_shows_differences_table_and_charts(runs_root: Path, finish
     assert any("**" in c.value for c in at.code)  # the Markdown table marks the best values
 
     figures = charts_on(at)
-    curves, conf_a, conf_b, diff, deltas = figures
+    paired, curves, conf_a, conf_b, diff, deltas = figures
+    # one run per arm, the same weights: McNemar finds no discordant face, the difference is unmarked
+    differences = at.dataframe[4].value
+    assert list(differences.index) == ["lr=0.01 − lr=0.003"]
+    assert set(differences.loc["lr=0.01 − lr=0.003"]) == {"+0.0 pp n.s."}
+    assert {s for t in paired["data"] for s in t["marker"]["symbol"]} == {"circle-open"}
+    assert any("McNemar exact: 0 faces only B gets right, 0 only A; p = 1.000" in m.value for m in at.markdown)
     assert {t["name"] for t in curves["data"]} == {"lr=0.003", "lr=0.01"} and len(curves["data"]) == 8
     assert conf_a["data"][0]["type"] == "heatmap" and conf_b["data"][0]["type"] == "heatmap"
     assert diff["data"][0]["zmid"] == 0 and np.allclose(array(diff["data"][0]["z"]), 0)  # same weights: no change
@@ -209,17 +234,139 @@ def test_compare_page_group_plots_accuracy_against_the_swept_value(runs_root: Pa
     at = app(COMPARE_PAGE, group="lr-sweep")
     assert not at.error and at.selectbox[0].value == "lr-sweep"
     assert "Against the swept value" in texts(at.subheader)
-    table = at.dataframe[3].value
-    assert len(table) == 4 and sorted(table["all"].round(6)) == [50.0, 70.0, 80.0, 90.0]
+    arms = at.dataframe[3].value  # the two seeds of each learning rate are one arm
+    assert list(arms.index) == ["lr=0.003", "lr=0.01"] and arms["seeds"].tolist() == [2, 2]
+    assert arms["all"].tolist() == [stats.mean_ci([0.5, 0.7]).format(), stats.mean_ci([0.8, 0.9]).format()]
+    per_run = at.dataframe[4].value
+    assert len(per_run) == 4 and sorted(per_run["all"].round(6)) == [50.0, 70.0, 80.0, 90.0]
     sweep = charts_on(at)[-1]
     lines = {t["name"]: t for t in sweep["data"]}
     assert set(SUBSETS) <= set(lines)
     line = lines["all"]
     assert array(line["x"]).tolist() == [0.003, 0.01]
     assert array(line["y"]).tolist() == pytest.approx([60.0, 85.0])  # mean over the two seeds
-    assert array(line["error_y"]["array"]).tolist() == pytest.approx([10.0, 5.0])  # up to the max
+    # error bars: the mean's 95% t interval (12.7 x the standard error with two seeds), drawn within 0-100%
+    intervals = [stats.mean_ci([0.5, 0.7]), stats.mean_ci([0.8, 0.9])]
+    assert array(line["error_y"]["array"]).tolist() == pytest.approx([100 * (min(1, c.high) - c.mean)
+                                                                       for c in intervals])
+    assert array(line["error_y"]["arrayminus"]).tolist() == pytest.approx([100 * (c.mean - max(0, c.low))
+                                                                            for c in intervals])
     assert line["error_y"]["visible"] is True
     assert at.query_params["group"] == "lr-sweep" and "runs" not in at.query_params
+
+
+# --------------------------------------------------------------------------------------------- arms of seeds
+def test_group_arms_puts_runs_that_differ_only_by_seed_together():
+    def config(lr, seed, name="smoke"):
+        return {"name": name, "seed": seed, "group": "g", "tags": {"seed": seed},
+                "train": {"optimizer": {"lr": lr}}, "data": {"options": {"seed": 0}}}
+
+    configs = [config(0.1, 0), config(0.01, 0), config(0.1, 1, name="other"), config(0.1, 2)]
+    runs = [{"run_id": f"r{i}", "path": f"/runs/r{i}", "name": c["name"], "tags": c["tags"]}
+            for i, c in enumerate(configs)]
+    arms = compare.group_arms(runs, configs)
+    assert [(a.label, a.run_ids, a.seeds) for a in arms] == [("lr=0.1", ("r0", "r2", "r3"), (0, 1, 2)),
+                                                             ("lr=0.01", ("r1",), (0,))]
+    assert arms[0].n == 3 and arms[0].paths == ("/runs/r0", "/runs/r2", "/runs/r3")
+    configs[2]["model"] = {"init_from": None}  # a key set to null is a key not set: the same arm
+    assert [a.run_ids for a in compare.group_arms(runs, configs)] == [("r0", "r2", "r3"), ("r1",)]
+    # the data set's own seed is a config key like any other: another data seed is another arm (other faces)
+    configs[3]["data"]["options"]["seed"] = 1
+    assert [a.run_ids for a in compare.group_arms(runs, configs)] == [("r0", "r2"), ("r1",), ("r3",)]
+
+    evals = {"r0": {"test/all": {"accuracy": 0.5}, "test/clean": {"accuracy": 0.6}},
+             "r2": {"test/all": {"accuracy": 0.6}, "test/clean": {"accuracy": 0.7}},
+             "r3": {"test/all": {"accuracy": 0.7}},
+             "r1": {"test/all": {"accuracy": 0.4}, "test/clean": {"accuracy": 0.45}}}
+    summary = compare.arm_metrics(compare.group_arms(runs, [config(0.1, 0), config(0.01, 0), config(0.1, 1),
+                                                            config(0.1, 2)]), evals)
+    assert summary[["arm", "subset", "n"]].values.tolist() == [["lr=0.1", "all", 3], ["lr=0.1", "clean", 2],
+                                                               ["lr=0.01", "all", 1], ["lr=0.01", "clean", 1]]
+    assert summary["half_width"].iloc[0] == pytest.approx(stats.mean_ci([0.5, 0.6, 0.7]).half_width)
+    table = compare.arm_table(summary)
+    assert table.loc["lr=0.1"].tolist() == [3, "60.0 ± 24.8%", "65.0 ± 63.5%"]
+    assert table.loc["lr=0.01"].tolist() == [1, "40.0%", "45.0%"]  # one run: no interval
+    assert "| lr=0.1 | 3 | 60.0 ± 24.8% | 65.0 ± 63.5% |" in compare.text_markdown(table)
+
+
+def test_arm_comparisons_test_each_subset_and_refuse_other_faces():
+    labels = np.arange(60) % 7
+
+    def table(right):
+        pred = np.where(right, labels, (labels + 1) % 7)
+        return pd.DataFrame({"index": range(60), "label": labels, "pred": pred})
+
+    good, bad = np.arange(60) < 55, np.arange(60) < 20
+    tables = {("/a0", "all"): table(bad), ("/a1", "all"): table(bad), ("/b0", "all"): table(good),
+              ("/a0", "clean"): table(bad), ("/b0", "clean"): table(bad),
+              ("/c0", "all"): table(good).iloc[:50]}
+    found = compare.arm_comparisons({"A": ["/a0", "/a1"], "B": ["/b0"], "C": ["/c0"]}, subsets=["all"],
+                                    read=lambda d, split, subset: tables[(str(d), subset)])
+    assert found[["a", "b"]].values.tolist() == [["A", "B"], ["A", "C"], ["B", "C"]]
+    ab = found.iloc[0]
+    assert ab["test"] == stats.BOOTSTRAP and ab["difference"] == pytest.approx(35 / 60) and ab["supported"]
+    assert ab["verdict"] == stats.REPRODUCED and ab["low"] > 0
+    assert compare.format_difference(ab).startswith("+58.3 pp ▲ p < 0.001")
+    assert found.iloc[1]["error"] and "50 faces against 60" in found.iloc[1]["error"]
+    assert not found.iloc[1]["supported"] and compare.format_difference(found.iloc[1]) == "not paired"
+
+    one = compare.arm_comparisons({"A": ["/a0"], "B": ["/b0"]}, subsets=["clean"],
+                                  read=lambda d, split, subset: tables[(str(d), subset)]).iloc[0]
+    assert one["test"] == stats.MCNEMAR and (one["only_a"], one["only_b"]) == (0, 0) and one["p_value"] == 1.0
+    assert compare.format_difference(one) == "+0.0 pp n.s."
+    text, marked = compare.difference_table(found)
+    assert text.loc["B − A", "all"].startswith("+58.3 pp ▲") and marked.loc["B − A", "all"]
+    assert text.loc["C − A", "all"] == "not paired" and not marked.loc["C − A", "all"]
+    details = compare.comparison_details(found)
+    assert details.loc[0, "verdict on B > A"] == "reproduced" and details.loc[0, "seeds A / B"] == "2 / 1"
+
+
+def test_compare_page_groups_seeds_into_arms_and_marks_only_supported_differences(runs_root: Path,
+                                                                                  finished_run: Path):
+    """Two arms of two seeds each, with real prediction files: on all test faces arm b is far better (marked, with
+    its p-value), on the occlusion faces it gets one more face right (n.s.), elsewhere the runs are identical."""
+    rng = np.random.default_rng(0)
+    n_all = len(io.read_predictions(finished_run, "test", "all"))
+    occlusion = rng.random(len(io.read_predictions(finished_run, "test", "occlusion"))) < 0.5
+    accuracy = {}
+    for i, (variant, lr, seed) in enumerate([("a", 0.003, 0), ("a", 0.003, 1), ("b", 0.01, 0), ("b", 0.01, 1)]):
+        run = copy_run(finished_run, runs_root, f"20260102-10000{i}-arm-000{i}")
+        set_config(run, group="arms", tags={"variant": variant, "seed": seed}, seed=seed,
+                   **{"train.optimizer.lr": lr})
+        accuracy[(variant, seed)] = set_predictions(run, "all", rng.random(n_all) < (0.3 if variant == "a" else 0.9))
+        right = occlusion.copy()
+        if variant == "b":
+            right[np.flatnonzero(~occlusion)[0]] = True  # one face more than arm a
+        set_predictions(run, "occlusion", right)
+    at = app(COMPARE_PAGE, group="arms")
+    assert not at.error and not at.warning, [w.value for w in at.warning]
+
+    overview, _differing, _equal, arms, per_run, differences, details = (d.value for d in at.dataframe[:7])
+    assert overview["arm"].tolist() == ["a", "a", "b", "b"]
+    assert list(arms.index) == ["a", "b"] and arms["seeds"].tolist() == [2, 2]
+    for variant in "ab":
+        expected = stats.mean_ci([accuracy[(variant, 0)], accuracy[(variant, 1)]])
+        assert arms.loc[variant, "all"] == expected.format() and "±" in expected.format()
+    assert len(per_run) == 4
+
+    assert list(differences.index) == ["b − a"]
+    marked = differences.loc["b − a", "all"]
+    assert "▲" in marked and "p < 0.001" in marked  # far better on every test face: marked with its p-value
+    assert differences.loc["b − a", "occlusion"] == f"+{100 / len(occlusion):.1f} pp n.s."  # one face: unmarked
+    assert differences.loc["b − a", "clean"] == "+0.0 pp n.s."
+    rows = details.set_index("subset")
+    assert rows.loc["all", "test"] == stats.BOOTSTRAP and rows.loc["all", "seeds A / B"] == "2 / 2"
+    assert rows.loc["all", "supported"] and rows.loc["all", "verdict on B > A"] == stats.REPRODUCED
+    assert not rows.loc["occlusion", "supported"] and rows.loc["occlusion", "verdict on B > A"] == stats.INCONCLUSIVE
+    assert any(f"**{marked}**" in c.value and "n.s." in c.value for c in at.code)  # Markdown: only the marked bold
+
+    bars, paired = charts_on(at)[:2]
+    assert [(t["type"], t["name"]) for t in bars["data"]] == [("bar", "a"), ("bar", "b")]
+    assert all(t["error_y"]["visible"] for t in bars["data"])  # the 95% intervals over the seeds
+    assert len(paired["data"]) == 1 and paired["data"][0]["name"] == "b − a"
+    paired = paired["data"][0]
+    symbols = dict(zip(paired["x"], paired["marker"]["symbol"], strict=True))
+    assert symbols["all"] == "circle" and symbols["occlusion"] == "circle-open"
 
 
 # --------------------------------------------------------------------------------------------- Confusion page
