@@ -37,6 +37,7 @@ class Choices:
         models: the registered model names, each with a one-line description shown under the model's select box.
         devices: the devices a run can train on here, the default first.
         teacher_runs: ids of finished runs, offered as teachers (pseudo labels).
+        init_runs: ids of finished runs, offered as ``model.init_from`` (the backbone starts from that run's).
         data_home_note: one sentence saying where real data sets are read from (shown when one is not there).
     """
 
@@ -44,6 +45,7 @@ class Choices:
     models: Mapping[str, str]
     devices: Sequence[str] = ("cpu",)
     teacher_runs: Sequence[str] = ()
+    init_runs: Sequence[str] = ()
     data_home_note: str = ""
 
 
@@ -88,9 +90,16 @@ def show(recipe: Mapping[str, Any], choices: Choices, *, key: str) -> dict[str, 
         data["options"] = _options(form, "data", data_in, data["name"] == data_in.get("name"))
     with right.container(border=True):
         st.markdown("**Model**", help=_doc(ModelSection))
+        starts = list(choices.init_runs)  # finished runs, and a weights file the recipe names
+        if model_in.get("init_from") and model_in["init_from"] not in starts:
+            starts.insert(0, model_in["init_from"])
         model = _fields(form, "model", ModelSection, model_in, ["name", "pretrained", "input_size", "weights_path"],
                         columns=2, choices={"name": list(choices.models)}, labels={"name": "model"})
         st.caption(choices.models.get(model["name"], ""))
+        model.update(_fields(form, "model", ModelSection, model_in, ["init_from"], columns=1,
+                             choices={"init_from": starts}, labels={"init_from": "start the backbone from a run"}))
+        if not starts:
+            st.caption("No finished run to start from yet: train one (e.g. `configs/pretrain/`) to pick it here.")
         model["options"] = _options(form, "model", model_in, model["name"] == model_in.get("name"))
 
     methods = _method_tags()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fer_core import io
 
@@ -58,13 +58,17 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which data set to train on; ``options`` go to ``fer_core.data.build_dataset`` as keyword arguments.
 
-    ``label_noise``: flip each training label with this probability to a uniformly random *different* class (the
-    SCN protocol; the flips depend on ``seed`` only, and the clean labels are kept to measure relabelling)."""
+    ``label_noise``: the share of training labels made wrong (the clean labels are kept to measure relabelling).
+    ``label_noise_mode``: ``uniform`` flips each label with that probability to a uniformly random *different*
+    class (the SCN protocol; the flips depend on ``seed`` only); ``ambiguous`` gives the most ambiguous faces their
+    second most likely class, image-dependent noise like an annotator's (needs a data set with label distributions:
+    SynthFACS, FERPlus; :func:`fer_core.losses.inject_ambiguous_label_noise`)."""
 
     name: str = "synthfaces"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     label_noise: float = Field(default=0.0, ge=0, lt=1)
+    label_noise_mode: Literal["uniform", "ambiguous"] = "uniform"
 
     @field_validator("name")
     @classmethod
@@ -81,11 +85,16 @@ class DataConfig(_Section):
 
 class ModelSection(_Section):
     """Which model to build. ``input_size`` overrides the model's default square input size; ``pretrained``
-    left unset takes the model's default (``python -m fer_core models`` lists what each would load)."""
+    left unset takes the model's default (``python -m fer_core models`` lists what each would load).
+
+    ``init_from``: start the model's backbone from a finished run (its id or folder; e.g. a pretraining run on
+    ``synthfaces_pretrain``) or a ``.safetensors`` weights file, loaded strictly; the head starts new. What
+    matched is written to the run's log (``fer_core.runs.init_backbone`` has the rule)."""
 
     name: str = "small_cnn"
     pretrained: bool | None = None
     weights_path: str | None = None
+    init_from: str | None = None
     input_size: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -97,6 +106,21 @@ class ModelSection(_Section):
         if name not in list_models():
             raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
         return name
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _init_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None  # an empty box in the app: start from scratch
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("init_from")
+    @classmethod
+    def _one_backbone_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("pretrained"):
+            raise ValueError(f"{value!r} and model.pretrained: true would both set the backbone's weights; set "
+                             "model.pretrained=false to start from init_from, or unset init_from")
+        return value
 
 
 class SAMConfig(_Section):
@@ -178,17 +202,29 @@ class StandardMethod(_Section):
 class SCNMethod(_Section):
     """Self-Cure Network training (Wang et al., CVPR 2020); needs ``model.name: scn``.
 
-    Loss ``gamma * L_RR + (1 - gamma) * L_WCE``: logit-weighted cross-entropy plus rank regularisation
-    ``max(0, margin_1 - (mean high - mean low))`` over the batch's importance weights split at the top ``beta``
-    fraction. From ``relabel_epoch`` (0-based) on, a low-importance sample is relabelled to its argmax when
-    ``P_max - P_given > margin_2``."""
+    Logit-weighted cross-entropy ``L_WCE`` and rank regularisation ``L_RR = max(0, margin_1 - (mean high - mean
+    low))`` over the batch's importance weights split at the top ``beta`` fraction. ``loss``: ``paper`` is
+    ``gamma * L_RR + (1 - gamma) * L_WCE``; ``code`` is the authors' ``train.py``, ``L_WCE + L_RR`` unweighted
+    (``gamma`` unused; with gamma 0.5 the paper's loss is exactly half of it).
+
+    Relabelling: a sample is relabelled to its argmax when ``P_max - P_given > margin_2``, P the softmax of the
+    weighted logits (as the authors' code computes it). ``relabel_scope``: ``low`` (the paper) only in the batch's
+    low-importance group, ``all`` (the authors' code) every sample of the batch. ``relabel_start``: ``epoch``
+    from 0-based epoch ``relabel_epoch`` on (the authors' ``--relabel_epoch 10`` counts epochs from 1, so it is
+    ``relabel_epoch: 9`` here); ``plateau`` from the epoch after validation accuracy has not improved (strictly) for
+    ``relabel_patience`` epochs (counted at validated epochs, as early stopping does; ``relabel_epoch`` unused).
+    Once started, relabelling stays on."""
 
     name: Literal["scn"] = "scn"
     beta: float = Field(default=0.7, gt=0, lt=1)
     margin_1: float = Field(default=0.15, ge=0)
     margin_2: float = Field(default=0.2, ge=0)
     gamma: float = Field(default=0.5, ge=0, le=1)
+    loss: Literal["paper", "code"] = "paper"
+    relabel_scope: Literal["low", "all"] = "low"
+    relabel_start: Literal["epoch", "plateau"] = "epoch"
     relabel_epoch: int = Field(default=10, ge=0)
+    relabel_patience: int = Field(default=3, ge=1)
 
 
 class LDLMethod(_Section):
@@ -220,8 +256,10 @@ _METHOD_TAGS = ("standard", "scn", "ldl", "pseudo_label")
 
 
 class RegionBiasConfig(_Section):
-    """RAN's region-biased loss for models with part attention (``region_attention``):
-    ``weight * max(0, margin - (max region weight - whole-face weight))``."""
+    """RAN's region-biased loss for models with part attention (``ran``, ``region_attention``):
+    ``weight * mean over the batch of max(0, margin - (max region weight - whole-face weight))``, on the weights
+    ``forward_attention`` returns (``ran``: the softmaxed self-attention weights, as RAN's code). Off by default;
+    RAN's code uses weight 1 and margin 0.1 (``configs/recipes/ran_ferplus.yaml``)."""
 
     weight: float = Field(default=0.0, ge=0)
     margin: float = Field(default=0.1, ge=0)

@@ -102,10 +102,11 @@ def write_eval(run_dir: str | os.PathLike, split: str, subset: str, labels: torc
               **(extra or {})}
     result = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}  # empty subset
     json_path, csv_path = io.eval_paths(run_dir, split, subset)
-    table = pd.DataFrame({"index": np.arange(len(labels)), "label": labels.numpy(), "pred": preds.numpy(),
-                          "correct": (preds == labels).numpy(), "confidence": confidence.numpy()})
-    for i, name in enumerate(class_names):
-        table[f"prob_{name}"] = probs[:, i].numpy()
+    columns = {"index": np.arange(len(labels)), "label": labels.numpy(), "pred": preds.numpy(),
+               "correct": (preds == labels).numpy(), "confidence": confidence.numpy()}
+    # one column per class, built at once (an identity-pretraining run has hundreds of classes)
+    columns.update({f"prob_{name}": probs[:, i].numpy() for i, name in enumerate(class_names)})
+    table = pd.DataFrame(columns)
     io.atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.5f"))
     io.atomic_write_json(json_path, result)
     return result

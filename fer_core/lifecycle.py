@@ -221,7 +221,8 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
 
     Checks that a data set which reads files has an existing ``data.root``, that a teacher run (pseudo labels, or
     label distributions from a teacher) is a finished run under ``root``, that a ``cuda`` device exists here, that
-    the model accepts its ``model.options`` and has what the method needs (:func:`fer_core.runs.check_model`, as a
+    the model accepts its ``model.options`` and has what the method needs, and that ``model.init_from`` is a
+    finished run under ``root`` (or a weights file) whose backbone fits (:func:`fer_core.runs.check_model`, as a
     sweep's plan does), and the data set's options (the names each data set declares; the values that choose its
     classes, and every SynthFACS value).
     The app and ``python -m fer_core train`` both refuse a run that fails it before creating its folder.
@@ -261,7 +262,7 @@ def check_launch(cfg: Config, root: str | os.PathLike | None = None) -> list[str
         dataset_classes(cfg.data.name, cfg.data.options)
     except (TypeError, ValueError) as err:
         problems.append(f"data.options: {err}")
-    problems += check_model(cfg)
+    problems += check_model(cfg, root=root)
     return problems
 
 

@@ -52,6 +52,33 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
+def inject_ambiguous_label_noise(labels: torch.Tensor, label_dists: torch.Tensor, rate: float) -> torch.Tensor:
+    """Image-dependent noise: the ``round(rate * N)`` most ambiguous samples get their second most likely class.
+
+    A sample's second choice is the class its label distribution rates highest after its label; its ambiguity is
+    that class's probability over the label's (``p_second / p_label``). Ranked by ambiguity (ties by index), the
+    top ``rate`` share flip to their second choice: like an annotator's errors, the wrong labels fall on faces that
+    look like the other class, which a model (and SCN's importance weights) can see. Deterministic; ``labels`` is
+    not modified.
+    """
+    if rate <= 0:
+        return labels.clone()
+    dists = torch.as_tensor(label_dists, dtype=torch.float64)
+    if dists.ndim != 2 or len(dists) != len(labels) or dists.shape[1] < 2:
+        raise ValueError(f"label distributions of shape {tuple(dists.shape)} do not match {len(labels)} labels")
+    rows = torch.arange(len(labels))
+    p_label = dists[rows, labels].clamp_min(1e-12)
+    others = dists.clone()
+    others[rows, labels] = -1.0
+    p_second, second = others.max(dim=1)
+    ambiguity = p_second / p_label
+    k = int(round(rate * len(labels)))
+    order = sorted(range(len(labels)), key=lambda i: (-float(ambiguity[i]), i))[:k]
+    noisy = labels.clone()
+    noisy[torch.as_tensor(order, dtype=torch.long)] = second[torch.as_tensor(order, dtype=torch.long)].to(labels.dtype)
+    return noisy
+
+
 def inject_label_noise(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> torch.Tensor:
     """The SCN protocol: each label flips with probability ``rate`` to a uniformly random *different* class.
 

@@ -3,13 +3,15 @@
 A method owns the training label table (keyed by sample index, the ``index`` every data set returns), so SCN's
 relabelling changes the method's table and never the data set. The trainer calls, per batch,
 ``method.step(model, x, idx, epoch)`` inside autocast and gets a :class:`StepResult`; per epoch,
-``method.end_epoch(epoch)`` for extra metrics and files; ``state_dict()`` / ``load_state_dict()`` go into the
-resumable trainer state.
+``method.end_epoch(epoch)`` for extra metrics and files, then, on the epochs it validates,
+``method.observe_validation(epoch, val_acc)`` (before the checkpoint); ``state_dict()`` / ``load_state_dict()`` go
+into the resumable trainer state.
 
 * :class:`StandardTraining` - cross-entropy on hard labels (label smoothing, class weights).
 * :class:`SCNTraining` - Self-Cure Network: logit-weighted cross-entropy, rank regularisation, relabelling of the
-  low-importance group; writes ``scn/epoch_NNN.csv`` (per-sample importance weight, group, label, clean label) and
-  ``scn/relabels_NNN.csv`` (relabel events) in the run directory.
+  low-importance group (the paper) or of every sample (the authors' code); writes ``scn/epoch_NNN.csv``
+  (per-sample importance weight, group, label, clean label) and ``scn/relabels_NNN.csv`` (relabel events) in the
+  run directory.
 * :class:`SoftTargetTraining` - label distribution learning (targets from the data set or a teacher run) and
   pseudo labels (a teacher run's softmax, with a weighted hard-label term).
 
@@ -87,7 +89,7 @@ class StandardTraining:
         if self.region_bias.weight <= 0:
             return model(x), x.new_zeros(()), {}
         if not hasattr(model, "forward_attention"):
-            raise ValueError(f"train.region_bias needs a model with part attention (region_attention); "
+            raise ValueError(f"train.region_bias needs a model with part attention (ran, region_attention); "
                              f"{model.cfg.name} has none")
         out = model.forward_attention(x)
         if out.weights.shape[1] < 2:
@@ -116,6 +118,11 @@ class StandardTraining:
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}
 
+    def observe_validation(self, epoch: int, val_acc: float) -> dict[str, float]:
+        """The validation accuracy after 0-based ``epoch`` (only on the epochs the trainer validates), reported
+        after :meth:`end_epoch` and before the checkpoint; returns extra metrics for the epoch's row."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"labels": self.labels.clone()}
 
@@ -125,7 +132,26 @@ class StandardTraining:
 
 
 class SCNTraining(StandardTraining):
-    """Self-Cure Network: ``gamma * L_RR + (1 - gamma) * L_WCE`` and relabelling (Wang et al., CVPR 2020)."""
+    """Self-Cure Network (Wang et al., CVPR 2020): logit-weighted cross-entropy, rank regularisation, relabelling.
+
+    The knobs (:class:`~fer_core.config.SCNMethod`), each with the paper's rule as default and the authors'
+    ``src/train.py`` as the option:
+
+    * ``loss``: ``paper`` = ``gamma * L_RR + (1 - gamma) * L_WCE``; ``code`` = ``L_WCE + L_RR`` (their line
+      ``loss = criterion(outputs, targets) + RR_loss``). ``L_WCE`` is :meth:`hard_loss` on the weighted logits
+      (plain cross-entropy unless class weights or label smoothing are configured, which the authors' code has not).
+    * ``relabel_scope``: ``low`` relabels only the batch's low-importance group (the paper); ``all`` every sample
+      of the batch past the margin (their ``Pmax - Pgt > margin_2`` over the whole batch). In both the rule reads
+      the softmax of the *weighted* logits ``alpha * fc(x)`` of the training forward pass, the same tensor the loss
+      uses (their ``torch.softmax(outputs, dim=1)``), and ``P_max - P_given > margin_2`` with ``margin_2 >= 0``
+      already implies that the argmax differs from the label.
+    * ``relabel_start``: ``epoch`` from 0-based ``relabel_epoch`` on; ``plateau`` from the epoch after validation
+      accuracy has not improved for ``relabel_patience`` epochs (:meth:`observe_validation`). Either way the start
+      is kept in :meth:`state_dict`, so a resumed run starts relabelling exactly where an uninterrupted one does.
+
+    A relabel takes effect after the epoch that decided it (:meth:`flush`): in the authors' code the data set is
+    written in place and a sample is drawn once per epoch, so its new label is also first used the next epoch.
+    """
 
     def __init__(self, cfg: Config, data: TrainData, run_dir: Path, device: torch.device,
                  class_weights: torch.Tensor | None = None, write_files: bool = True):
@@ -137,6 +163,20 @@ class SCNTraining(StandardTraining):
         self._events: list[tuple[int, int, int, int]] = []  # (index, old, new, clean)
         self._pending: list[tuple] = []  # this epoch's batches not yet applied (see flush)
         self._initial_labels = self.labels.clone()  # to tell injected noise from relabelling
+        # the first 0-based epoch that relabels (None: not decided yet, relabel_start plateau) and the plateau count
+        self.relabel_from: int | None = self.m.relabel_epoch if self.m.relabel_start == "epoch" else None
+        self._val_best: float | None = None
+        self._val_best_epoch = -1
+
+    def relabels_in(self, epoch: int) -> bool:
+        """Whether 0-based ``epoch`` relabels."""
+        return self.relabel_from is not None and epoch >= self.relabel_from
+
+    def loss(self, rr: torch.Tensor, wce: torch.Tensor) -> torch.Tensor:
+        """The total loss from its two terms, as ``loss`` says (``paper`` or ``code``)."""
+        if self.m.loss == "code":
+            return wce + rr
+        return self.m.gamma * rr + (1 - self.m.gamma) * wce
 
     def step(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor, epoch: int,
              record: bool = True) -> StepResult:
@@ -148,24 +188,25 @@ class SCNTraining(StandardTraining):
         weights = out.weights.float().reshape(-1)
         rr, low = rank_regularization(weights, self.m.beta, self.m.margin_1)
         wce = self.hard_loss(out.logits, y)
-        loss = self.m.gamma * rr + (1 - self.m.gamma) * wce
+        loss = self.loss(rr, wce)
         with torch.no_grad():
             if not record:
                 return StepResult(loss, out.logits, y, {})
             # kept on the device and read back once per epoch (flush): no host-device synchronisation per batch
-            change = self._relabel_mask(out.logits.detach().float(), y, low) if epoch >= self.m.relabel_epoch \
-                else None
+            change = self.relabel_mask(out.logits.detach().float(), y, low) if self.relabels_in(epoch) else None
             self._pending.append((idx, weights.detach(), low, y, change))
         return StepResult(loss, out.logits, y, {"rr_loss": rr.detach(), "wce_loss": wce.detach(),
                                                "mean_weight": weights.detach().mean()})
 
-    def _relabel_mask(self, logits: torch.Tensor, y: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Which samples to relabel, and to what: low-importance samples whose top probability beats the given
-        label's by more than margin_2."""
+    def relabel_mask(self, logits: torch.Tensor, y: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Which samples of a batch to relabel, and to what: those whose top probability (softmax of the weighted
+        ``logits``) beats the given label's by more than margin_2, in the low-importance group (``low``) or in the
+        whole batch (``relabel_scope: all``)."""
         probs = F.softmax(logits, dim=1)
         p_max, arg = probs.max(dim=1)
         p_given = probs.gather(1, y.view(-1, 1)).squeeze(1)
-        return low & (p_max - p_given > self.m.margin_2) & (arg != y), arg
+        mask = (p_max - p_given > self.m.margin_2) & (arg != y)
+        return (mask & low if self.m.relabel_scope == "low" else mask), arg
 
     def flush(self) -> None:
         """Apply the batches recorded since the last flush, in order: importance weights, groups and relabels.
@@ -210,7 +251,8 @@ class SCNTraining(StandardTraining):
         row = {"scn_relabelled": len(self._events),
                "scn_relabel_fixed": sum(new == clean for _, _, new, clean in self._events),
                "scn_relabel_broke": sum(old == clean for _, old, _, clean in self._events),
-               "scn_label_noise": float(noisy.float().mean())}
+               "scn_label_noise": float(noisy.float().mean()),
+               "scn_relabel_active": float(self.relabels_in(epoch))}
         was_noisy = self._was_noisy & seen
         if was_noisy.any() and (~self._was_noisy & seen).any():  # SCN's claim: noisy samples get low weights
             row["scn_weight_noisy"] = float(self._weights[was_noisy].mean())
@@ -218,6 +260,21 @@ class SCNTraining(StandardTraining):
         self._events = []
         self._weights.fill_(float("nan"))
         return row
+
+    def observe_validation(self, epoch: int, val_acc: float) -> dict[str, float]:
+        """``relabel_start: plateau``: count the epochs since the best validation accuracy (strictly greater is
+        better); once ``relabel_patience`` have passed without a new best, relabelling starts with the next epoch
+        and stays on. Every data-parallel rank sees the same accuracy, so they all decide alike."""
+        if self.m.relabel_start != "plateau" or self.relabel_from is not None:
+            return {}
+        if self._val_best is None or val_acc > self._val_best:
+            self._val_best, self._val_best_epoch = float(val_acc), epoch
+        elif epoch - self._val_best_epoch >= self.m.relabel_patience:
+            self.relabel_from = epoch + 1
+            logger.info("SCN: validation accuracy has not improved for %d epochs (best %.4f at epoch %d): "
+                        "relabelling from epoch %d on (epochs numbered as in metrics.jsonl)",
+                        epoch - self._val_best_epoch, self._val_best, self._val_best_epoch + 1, epoch + 2)
+        return {}
 
     def _write_epoch_files(self, epoch: int) -> None:
         out = self.run_dir / "scn"
@@ -242,12 +299,16 @@ class SCNTraining(StandardTraining):
 
     def state_dict(self) -> dict[str, Any]:
         self.flush()
-        return {"labels": self.labels.clone(), "initial_labels": self._initial_labels.clone()}
+        return {"labels": self.labels.clone(), "initial_labels": self._initial_labels.clone(),
+                "relabel_from": self.relabel_from, "val_best": self._val_best, "val_best_epoch": self._val_best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labels = state["labels"].clone()
         self._epoch_start_labels = self.labels.clone()
         self._initial_labels = state["initial_labels"].clone()
+        if self.m.relabel_start == "plateau":  # (``epoch``: the config says when; older checkpoints lack these)
+            self.relabel_from = state.get("relabel_from")
+            self._val_best, self._val_best_epoch = state.get("val_best"), state.get("val_best_epoch", -1)
 
 
 

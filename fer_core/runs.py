@@ -23,6 +23,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
     from torch.utils.data import Dataset
+
+    from fer_core.models.weights import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +176,8 @@ def model_from_config(cfg: Config, class_names: Sequence[str]) -> nn.Module:
     kwargs = dict(m.options)
     if m.weights_path:
         kwargs["weights_path"] = m.weights_path
-    return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=m.pretrained,
+    pretrained = False if m.init_from else m.pretrained  # init_from sets the backbone; the head starts new
+    return create_model(m.name, num_classes=len(class_names), class_names=class_names, pretrained=pretrained,
                         input_size=m.input_size, **kwargs)
 
 
@@ -182,10 +186,13 @@ def _without_weights(cfg: Config) -> Config:
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": False, "weights_path": None})})
 
 
-def check_model(cfg: Config, seen: dict[str, list[str]] | None = None) -> list[str]:
+def check_model(cfg: Config, seen: dict[str, list[str]] | None = None, *,
+                root: str | os.PathLike | None = None) -> list[str]:
     """What is wrong with the model a config describes, found before any run exists, one line per problem naming
-    the key: options its builder refuses (``model.options: ...``), and a method that needs something the model
-    lacks (SCN's importance weights, the region-biased loss's part attention).
+    the key: options its builder refuses (``model.options: ...``), a method that needs something the model
+    lacks (SCN's importance weights, the region-biased loss's part attention), and a ``model.init_from`` that is
+    no finished run (under ``root``, default the runs folder) or weights file, or whose backbone does not fit
+    (:func:`check_init_from`).
 
     The model is built once on the ``meta`` device (no memory, no weights), with one logit per class of the
     configured data set (or the model's own head size when only the data set's files tell). ``seen`` caches the
@@ -200,8 +207,8 @@ def check_model(cfg: Config, seen: dict[str, list[str]] | None = None) -> list[s
              if cfg.train.method.name == "scn" else
              "train.region_bias needs a model with part attention (model.name: region_attention)"
              if cfg.train.region_bias.weight > 0 else None)
-    key = json.dumps([m.name, m.input_size, m.options, cfg.data.name, cfg.data.options, needs], sort_keys=True,
-                     default=str)
+    key = json.dumps([m.name, m.input_size, m.options, cfg.data.name, cfg.data.options, needs, m.init_from,
+                      None if root is None else str(root)], sort_keys=True, default=str)
     seen = {} if seen is None else seen
     if key in seen:
         return seen[key]
@@ -224,7 +231,176 @@ def check_model(cfg: Config, seen: dict[str, list[str]] | None = None) -> list[s
         return problems
     if needs and not hasattr(model, "forward_attention"):
         problems.append(f"{needs}; model.name is {m.name}")
+    if m.init_from:
+        problems += check_init_from(model, m.init_from, root)
     return problems
+
+
+# --------------------------------------------------------------------------------------------- starting from a run
+INIT_CHECKPOINT = "best"
+"""The checkpoint of a run that ``model.init_from`` starts from: the weights the run was evaluated with."""
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where ``model.init_from`` points: a finished run's ``checkpoints/best.safetensors`` or a weights file."""
+
+    value: str
+    path: Path
+    run_dir: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"run {self.run_dir.name}" if self.run_dir is not None else f"weights file {self.path}"
+
+
+def init_source(value: str, root: str | os.PathLike | None = None) -> InitSource:
+    """Resolve ``model.init_from``: a ``.safetensors`` file, else a run (a folder, or an id under ``root``, default
+    the runs folder) that is finished and has its best weights.
+
+    Raises:
+        FileNotFoundError: no such file or run, or the run has no weights; ValueError: the run is not finished.
+    """
+    if str(value).endswith(".safetensors"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist; give an existing .safetensors file or a "
+                                    "finished run (its id or folder)")
+        return InitSource(str(value), path.resolve())
+    try:
+        run_dir = io.resolve_run_dir(value, root)
+    except (FileNotFoundError, ValueError) as err:
+        raise FileNotFoundError(f"{err}; give a finished run (its id or folder) or a .safetensors weights "
+                                "file") from None
+    state = io.run_state(run_dir)
+    if state != "done":
+        raise ValueError(f"run {run_dir.name} is {state}; start from a finished (done) run")
+    path = weights_path(run_dir, INIT_CHECKPOINT)
+    if not path.is_file():
+        raise FileNotFoundError(f"run {run_dir.name} has no {CHECKPOINTS}/{path.name}; evaluate or retrain it, or "
+                                "pick another run")
+    return InitSource(str(value), path, run_dir)
+
+
+def _source_model(source: InitSource) -> nn.Module:
+    """The model of a source run, built on the ``meta`` device (its architecture, no memory)."""
+    import torch
+
+    cfg = load_config(source.run_dir / "config.yaml")
+    classes = checkpoint_class_names(source.path)
+    if classes is None:
+        from fer_core.data import dataset_classes
+        from fer_core.models import model_info
+
+        classes = dataset_classes(cfg.data.name, cfg.data.options) or model_info(cfg.model.name).class_names
+    with torch.device("meta"):
+        return model_from_config(_without_weights(cfg), classes)
+
+
+def _source_backbone(source: InitSource, keys: Sequence[str], *, read: bool) -> tuple[dict, list[str], bool, str]:
+    """The source's backbone: ``(tensors by relative key, or their shapes when not ``read``; the source's keys not
+    used; whether the source's backbone must fit exactly; its description)``.
+
+    A run's backbone is what its model declares (:func:`fer_core.models.weights.backbone_state`), and all of it must
+    find a place here; a file says nothing about its model, so its tensors are looked up by key
+    (:func:`~fer_core.models.weights.pick_backbone`) and the rest is reported as not used.
+    """
+    from fer_core.models.weights import backbone_location, backbone_name, backbone_state, pick_backbone, read_state_dict
+
+    if source.run_dir is not None:
+        model = _source_model(source)
+        label = f"{source.label} ({backbone_name(model)})"
+        if not read:
+            return backbone_state(model), [], True, label
+        state = read_state_dict(source.path)
+        found = backbone_state(model, state)
+        prefix = backbone_location(model)[0]
+        unused = sorted(k for k in state if not (k.startswith(prefix) and k[len(prefix):] in found))
+        return found, unused, True, label
+    if read:
+        found, unused = pick_backbone(read_state_dict(source.path), keys)
+        return found, unused, False, source.label
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(source.path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read {source.path} ({err}): is it a complete .safetensors file?") from None
+    found, unused = pick_backbone(shapes, keys)
+    return found, unused, False, source.label
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_INIT_ADVICE = ("Start from a run (or file) with the same backbone: the same model.name (model.options.backbone for "
+                "scn and the region nets) and options; or unset model.init_from")
+
+
+def _misfit(label: str, model: nn.Module, problem: str) -> str:
+    from fer_core.models.weights import backbone_name
+
+    return f"model.init_from: the backbone of {label} does not fit this model's ({backbone_name(model)}): {problem}. " \
+           f"{_INIT_ADVICE}"
+
+
+def check_init_from(model: nn.Module, value: str, root: str | os.PathLike | None = None) -> list[str]:
+    """What keeps ``model.init_from: value`` from initialising ``model``'s backbone, found before any run exists
+    (``model`` may be on the ``meta`` device): a missing file or run, a run not finished, a backbone that does not
+    fit. One line per problem, naming the key."""
+    from fer_core.models.weights import WeightsMismatchError, backbone_location, backbone_mismatch, backbone_state
+
+    if not backbone_location(model)[1]:
+        return [f"model.init_from: model {model.cfg.name} declares no backbone (ModelConfig.backbone), so it cannot "
+                "start from another run; unset model.init_from"]
+    target = backbone_state(model)
+    try:
+        source = init_source(value, root)
+        found, _, exact, label = _source_backbone(source, list(target), read=False)
+    except (FileNotFoundError, ValueError, WeightsMismatchError) as err:  # CheckpointError, ConfigError are ValueErrors
+        return [f"model.init_from: {err}"]
+    problem = backbone_mismatch(target, found, exact=exact)
+    return [_misfit(label, model, problem)] if problem else []
+
+
+def init_backbone(model: nn.Module, value: str, root: str | os.PathLike | None = None) -> LoadReport:
+    """Initialise ``model``'s backbone from ``model.init_from``'s source, strictly, and return the
+    :class:`~fer_core.models.weights.LoadReport` (the trainer logs it as ``model.load_report``).
+
+    The rule: take the source's backbone tensors (for a run, the keys under its model's ``cfg.backbone``, looked
+    through a wrapper such as SCN or the region nets to the registered model inside, ``backbone.``; for a file, each
+    key ``k`` of this backbone as ``k`` or ``backbone.k``) and put them under this model's backbone (behind
+    ``backbone.`` when this model is such a wrapper). Every tensor of this backbone must come from the source with
+    its shape, and every tensor of a run's backbone must find its place here; the head stays new, and what the
+    source holds besides (its head) is reported as not used. The source's SHA-256 is in the report's source.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`init_source`.
+        WeightsMismatchError: the backbones do not fit; the message lists the keys.
+    """
+    from fer_core.models.weights import WeightsMismatchError, backbone_mismatch, backbone_state, load_backbone
+
+    source = init_source(value, root)
+    target = backbone_state(model)
+    found, unused, exact, label = _source_backbone(source, list(target), read=True)
+    problem = backbone_mismatch(target, found, exact=exact)
+    if problem:
+        raise WeightsMismatchError(_misfit(label, model, problem))
+    digest = _sha256(source.path)
+    report = load_backbone(model, found, source_name=f"{label}, {source.path.name} sha256 {digest[:16]}",
+                           unused=unused, exact=exact)
+    logger.info("model.init_from %s: %d backbone tensors from %s (sha256 %s); new (the head): %s; not used from the "
+                "source: %s", value, len(report.matched), source.path, digest, ", ".join(report.new) or "none",
+                ", ".join(report.dropped) or "none")
+    return report
 
 
 def load_run_model(run: str | os.PathLike, *, weights: str = "best", device: str | torch.device = "cpu") -> nn.Module:

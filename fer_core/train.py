@@ -44,7 +44,7 @@ from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
 from fer_core.evaluate import ProgressFn, classification_metrics, evaluate_model, predict_logits
-from fer_core.losses import balanced_class_weights, inject_label_noise
+from fer_core.losses import balanced_class_weights, inject_ambiguous_label_noise, inject_label_noise
 from fer_core.methods import StandardTraining, TrainData, build_method
 from fer_core.models import count_params
 from fer_core.optim import build_optimizer, build_scheduler, clip_gradients, frozen_bn_stats
@@ -360,10 +360,17 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
     classes = list(train_ds.classes)
     clean = getattr(train_ds, "clean_labels", None)
     clean = y_train.clone() if clean is None else torch.as_tensor(clean, dtype=torch.long)
-    labels = inject_label_noise(y_train, cfg.data.label_noise, len(classes), seed=cfg.seed * 7919 + 17)
+    if cfg.data.label_noise_mode == "ambiguous" and cfg.data.label_noise > 0:
+        dists = getattr(train_ds, "label_dists", None)
+        if dists is None:
+            raise ValueError(f"data.label_noise_mode: ambiguous needs label distributions, which {cfg.data.name} "
+                             "does not have (SynthFACS and FERPlus do); use label_noise_mode: uniform")
+        labels = inject_ambiguous_label_noise(y_train, torch.as_tensor(dists), cfg.data.label_noise)
+    else:
+        labels = inject_label_noise(y_train, cfg.data.label_noise, len(classes), seed=cfg.seed * 7919 + 17)
     if cfg.data.label_noise > 0:
-        logger.info("label noise %.2f injected: %d of %d training labels flipped (clean labels kept)",
-                    cfg.data.label_noise, int((labels != y_train).sum()), len(labels))
+        logger.info("label noise %.2f (%s) injected: %d of %d training labels changed (clean labels kept)",
+                    cfg.data.label_noise, cfg.data.label_noise_mode, int((labels != y_train).sum()), len(labels))
     if (labels != clean).any():
         logger.info("training labels differ from the clean labels on %.1f%% of the samples",
                     100 * float((labels != clean).float().mean()))
@@ -424,6 +431,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                 tuple(data.images.shape[1:]), time.perf_counter() - t0)
     class_names = data.class_names
     model = runs.model_from_config(cfg, class_names).to(device)
+    if cfg.model.init_from and state is None:  # a resumed run loads its own checkpoint below instead
+        model.load_report = runs.init_backbone(model, cfg.model.init_from, root=run_dir.parent)
     report = getattr(model, "load_report", None)
     logger.info("model %s: %s parameters, input %s; %s", cfg.model.name, f"{count_params(model):,}",
                 "x".join(map(str, model.cfg.input_size)), report.summary() if report else "random initialisation")
@@ -446,6 +455,14 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         method.load_state_dict(state["method"])
         _set_rng_state(state["rng"])
         progress.update({k: state[k] for k in progress})
+        done_before = sum(st.epochs for st in stages[:-1])
+        if progress["stage"] >= len(stages) and progress["epoch"] < epochs:
+            # a finished run resumed with more epochs (e.g. --set train.epochs=30): its last stage goes on for the
+            # added epochs; the finished stage kept no optimiser state, so the optimiser and schedule start afresh
+            progress.update(stage=len(stages) - 1, stage_epoch=max(0, progress["epoch"] - done_before),
+                            stage_best_acc=-1.0, stage_best_epoch=0)
+            logger.info("training %d more epochs in stage %r (optimiser and schedule restart)",
+                        epochs - progress["epoch"], stages[-1].name)
         if main:
             io.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             kept = [m for m in io.read_metrics(run_dir) if m.get("epoch", 0) <= progress["epoch"]]
@@ -508,6 +525,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                 distributed.sync_buffers(model, world)  # same BatchNorm statistics, same val accuracy everywhere
                 val = evaluate(model, x_val, y_val, eval_tf, batch_size=max(bs, 128))
                 row.update(val_loss=val["loss"], val_acc=val["acc"], val_macro_f1=val["macro_f1"])
+                row.update(method.observe_validation(epoch - 1, val["acc"]))  # SCN's relabel_start: plateau
             scheduler.step(row.get("val_acc"))
             row.update(lr=lr, seconds=round(time.perf_counter() - t, 3))
             progress.update(epoch=epoch, stage_epoch=progress["stage_epoch"] + 1)

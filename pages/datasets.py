@@ -43,6 +43,7 @@ SUBJECT_KEY = "datasets.play.subject"
 PLAY_MASK_KEY = "datasets.play.mask"
 UPPER_FACE = ("1", "2", "4", "5", "6", "7")  # brows, lids, cheeks; the rest are nose, lips and jaw
 FACES_PER_PAGE = 24
+MAX_GRID_CLASSES = 12  # classes shown in the faces-per-class grid
 
 
 def au_key(au: str) -> str:
@@ -194,8 +195,11 @@ def _browse() -> None:
     grid_split = left.selectbox("Split", split_names, key=GRID_SPLIT_KEY)
     per_class = right.slider("Faces per class", 1, 12, key=PER_CLASS_KEY)
     picks = browse.per_class_indices(splits[grid_split], per_class, seed=0)
+    shown = classes[:MAX_GRID_CLASSES]  # an identity data set has hundreds of classes: a few show what they are
+    if len(shown) < len(classes):
+        st.caption(f"The first {len(shown)} of {len(classes)} classes.")
     with st.spinner("Rendering faces" if is_synth else "Reading faces"):
-        for k, cls in enumerate(classes):
+        for k, cls in enumerate(shown):
             st.markdown(f"**{cls}** · {int(counts[grid_split][k]):,} faces in {grid_split}")
             if picks[k]:
                 _show_faces(_faces(name, root, options_json, grid_split, None, tuple(picks[k])), classes, masks)

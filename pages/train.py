@@ -23,7 +23,7 @@ FORM = "train.form"  # the config form's key: its inputs' keys are "train.form.<
 SWEEP_ROWS_KEY = "train.sweep.rows"
 POLL_SECONDS = 1.0
 CONFIGS = ui.ROOT / "configs"
-RECIPE_FOLDERS = ("", "synth", "experiments", "recipes")
+RECIPE_FOLDERS = ("", "synth", "pretrain", "experiments", "recipes")
 COMPARE_PAGE = ui.ROOT / "pages" / "compare.py"
 
 root = io.runs_dir()
@@ -32,7 +32,7 @@ root = io.runs_dir()
 # --------------------------------------------------------------------------------------------- recipes
 @st.cache_data(show_spinner=False)
 def _recipes(stamp: tuple) -> list[str]:
-    """Recipe files relative to configs/: the top level first, then synth/, experiments/, recipes/."""
+    """Recipe files relative to configs/: the top level first, then synth/, pretrain/, experiments/, recipes/."""
     return [str(p.relative_to(CONFIGS)) for folder in RECIPE_FOLDERS for p in sorted((CONFIGS / folder).glob("*.yaml"))]
 
 
@@ -180,7 +180,8 @@ if not recipes:
 if st.session_state.get(RECIPE_KEY) not in recipes:
     st.session_state[RECIPE_KEY] = "synth_quick.yaml" if "synth_quick.yaml" in recipes else recipes[0]
 recipe_name = st.selectbox("Start from a recipe", recipes, key=RECIPE_KEY, on_change=config_form.reset, args=(FORM,),
-                           help="YAML files in configs/; synth/ trains on SynthFACS, recipes/ on real data sets")
+                           help="YAML files in configs/; synth/ trains on SynthFACS, pretrain/ pretrains a backbone "
+                                "on SynthFACS subjects the FER splits never use, recipes/ trains on real data sets")
 recipe, comment, recipe_problems = _recipe(recipe_name, (CONFIGS / recipe_name).stat().st_mtime)
 if comment:
     st.caption(comment)
@@ -194,6 +195,7 @@ choices = config_form.Choices(
     models={name: _model_note(name) for name in list_models()},
     devices=lifecycle.available_devices(),
     teacher_runs=[r["run_id"] for r in runs if r["state"] == "done"],
+    init_runs=[r["run_id"] for r in runs if r["state"] == "done"],
     data_home_note=ui.data_home_note(),
 )
 values = config_form.show(recipe, choices, key=FORM)

@@ -24,13 +24,18 @@ def test_config_validates(path):
 
 def test_recipes_follow_the_papers():
     scn = load_config(CONFIGS / "recipes" / "scn_rafdb.yaml", ["data.name=synthfaces"])
-    assert scn.train.method.name == "scn" and scn.train.method.relabel_epoch == 10
+    assert scn.train.method.name == "scn" and scn.train.method.relabel_epoch == 9   # the authors' 10th, from 1
+    assert (scn.train.method.loss, scn.train.method.relabel_scope) == ("paper", "low")
     assert scn.train.optimizer.name == "adam" and scn.train.scheduler.gamma == 0.9 and scn.train.epochs == 70
     patt = load_config(CONFIGS / "recipes" / "patt_lite_rafdb.yaml", ["data.name=synthfaces"])
     head, finetune = patt.train.resolved_stages()
     assert head.freeze == "backbone" and head.early_stopping.patience == 5 and patt.train.grad_clip_norm == 3
     assert finetune.freeze_bn and finetune.optimizer.lr == 1e-5 and finetune.scheduler.name == "inverse_time"
     assert patt.train.batch_size == 8 and patt.train.class_weights == "balanced"
+    assert head.freeze_bn and patt.model.input_size == 224                   # BatchNorm in inference mode throughout
+    assert (finetune.scheduler.decay_rate, finetune.scheduler.decay_epochs) == (1.0, 80)   # lr / (1 + epoch / 80)
+    synth = load_config(CONFIGS / "synth" / "patt_lite.yaml").train.resolved_stages()[-1]
+    assert (synth.scheduler.decay_rate, synth.scheduler.decay_epochs) == (1.0, 80)
 
 
 @pytest.mark.parametrize("path", SYNTH, ids=lambda p: p.name)

@@ -115,7 +115,7 @@ def test_resnet_pretrained_from_local_file(tmp_path):
 # --------------------------------------------------------------------------------------------- sizes the papers quote
 @pytest.mark.parametrize(("name", "params"), [("resnet18", 11_180_103), ("resnet50", 23_522_375),
                                                ("eca_resnet18", 11_180_139), ("scn", 11_180_616),
-                                               ("region_attention", 11_180_616)])
+                                               ("region_attention", 11_180_616), ("ran", 11_185_225)])
 def test_parameter_counts(name, params):
     """ResNet-18 with 7 classes is 11.18 M as the LFER-LDL paper lists it; SCN adds the 513-weight importance branch;
     ECA adds one 1-D kernel per block (3 for 64 channels, 5 above)."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
 from fer_core.models import count_params, create_model
-from fer_core.models.patt_lite import NEW
+from fer_core.models.patt_lite import MIN_PATCH_INPUT, NEW, patch_grid
 from fer_core.models.weights import WeightsMismatchError
 
 VARIANTS = ("patt_lite", "patt_lite_patch")
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,63 @@ def test_options_are_checked_and_dropouts_switch():
     assert (model.head_drop.p, model.patch_drop.p, model.attn_drop.p) == (0.1, 0.0, 0.0)
     model.set_drop_rates()
     assert (model.head_drop.p, model.patch_drop.p, model.attn_drop.p) == (0.2, 0.2, 0.2)
+
+
+def test_the_patch_map_is_2x2_from_193_px_and_the_patch_variant_refuses_less():
+    """The backbone's stride 16, then the k4 s4 'same' and k2 s2 'valid' separable convs: 1x1 up to 192 px (one
+    token: patch attention would be the identity), 2x2 from 193. The published variant pools the map, so it keeps
+    taking small inputs (zero-padded below 65 px, where Keras would raise)."""
+    assert MIN_PATCH_INPUT == 193
+    model = create_model("patt_lite", num_classes=7).eval()
+    with torch.no_grad():
+        for size in (32, 64, 65, 96, 192, 193, 224):
+            assert model.forward_features(torch.zeros(1, 3, size, size)).shape[-2:] == (patch_grid(size),) * 2
+    assert [patch_grid(n) for n in (80, 96, 160, 192, 193, 224)] == [1, 1, 1, 1, 2, 2]
+    for size in (80, 96, 192):
+        with pytest.raises(ValueError, match=rf"model.input_size {size}x{size} gives a 1x1 patch map.*at least 193 px"):
+            create_model("patt_lite_patch", num_classes=7, input_size=size)
+    assert create_model("patt_lite_patch", num_classes=7, input_size=193).cfg.input_size == (3, 193, 193)
+    assert create_model("patt_lite", num_classes=7, input_size=96)(torch.randn(2, 3, 96, 96)).shape == (2, 7)
+
+
+def test_a_one_token_config_is_refused_before_a_run_exists(runs_root, capsys):
+    from fer_core.cli import main
+    from fer_core.config import ConfigError, load_config
+    from fer_core.runs import check_model
+    from fer_core.sweep import parse_variant, plan_sweep
+
+    cfg = load_config(SMOKE, ["model.name=patt_lite_patch", "model.input_size=96"])
+    assert check_model(cfg) == [
+        "model.options: model patt_lite_patch with options {}: model.input_size 96x96 gives a 1x1 patch map: the "
+        "patch attention would attend over one token (the identity); it needs at least 193 px for the 2x2 map (the "
+        "reference resizes its 120 px faces to 224): set model.input_size to 193 or more, or use model.name: "
+        "patt_lite (the published variant pools the map)"]
+    assert main(["train", "--config", str(SMOKE), "--set", "model.name=patt_lite_patch",
+                 "--set", "model.input_size=96"]) == 2
+    assert "at least 193 px" in capsys.readouterr().err
+    assert list(runs_root.iterdir()) == []
+    with pytest.raises(ConfigError, match="point variant=patch .*at least 193 px"):
+        plan_sweep(load_config(SMOKE, ["model.input_size=96"]),
+                   variants=[parse_variant("published:model.name=patt_lite"),
+                             parse_variant("patch:model.name=patt_lite_patch")])
+
+
+def test_the_no_attention_ablation_differs_from_the_patch_variant_only_by_the_attention_step():
+    """``attention: none`` is the patch variant's ablation baseline: same parameters (a patch variant's weights
+    load into it), tokens pooled as they are instead of attended."""
+    torch.manual_seed(0)
+    patch = create_model("patt_lite_patch", num_classes=7).eval()
+    none = create_model("patt_lite_patch", num_classes=7, attention="none").eval()
+    none.load_state_dict(patch.state_dict(), strict=True)
+    with torch.no_grad():
+        patch.pre_fc.weight.mul_(1e4)  # large tokens, a sharp attention: attending visibly differs from pooling
+        none.pre_fc.weight.copy_(patch.pre_fc.weight)
+        x = torch.randn(2, 3, 224, 224)
+        feats = patch.forward_features(x)
+        tokens = feats.flatten(2).transpose(1, 2)
+        b, n, _ = tokens.shape
+        tokens = torch.relu(patch.pre_fc(tokens))
+        tokens = patch.pre_bn(tokens.reshape(b * n, -1)).reshape(b, n, -1)
+        expected = none.head(tokens.mean(1))
+        assert torch.allclose(none(x), expected, rtol=1e-5, atol=1e-6)
+        assert (patch(x) - expected).abs().max() > 0.1 * expected.abs().max()

@@ -137,6 +137,18 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert io.read_eval(stopped)["test/all"]["n"] == cfg.data.options["test_size"]
 
 
+def test_a_finished_run_resumed_with_more_epochs_trains_them(tmp_path):
+    """``train --resume RUN --set train.epochs=N`` (and the app's resume with overrides) trains a finished run for
+    longer; it used to evaluate again without training, its stage being past the end."""
+    run = tmp_path / "run"
+    assert train(load_config(SMOKE, ["train.epochs=2", "eval.subsets=[all]"]), run)["state"] == "done"
+    longer = load_config(run / "config.yaml", ["train.epochs=3"])
+    assert train(longer, run, resume=True)["state"] == "done"
+    assert [m["epoch"] for m in io.read_metrics(run)] == [1, 2, 3]
+    assert io.read_status(run)["epoch"] == 3
+    assert "training 1 more epochs in stage" in (run / "log.txt").read_text()
+
+
 def test_resume_restores_the_schedule_not_only_the_current_rate(tmp_path):
     """Stopped after epoch 1 of 3 and resumed: epoch 2 runs at the rate the optimiser's state carries, but epoch 3's
     rate comes from the scheduler, so a resume that restored the optimiser and not the scheduler shows here (the

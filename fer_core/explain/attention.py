@@ -24,14 +24,16 @@ def attention_weights(model: nn.Module, image: np.ndarray) -> dict[str, float]:
     Returns:
         SCN: ``{"importance": alpha}`` (the sample's importance weight, in (0, 1)); the region attention net:
         one weight per part, keyed by ``model.region_names`` (``face``, ``top_left``, ``top_right``,
-        ``bottom_left``, ``bottom_right``; each a sigmoid in (0, 1), all 1 with ``attention=False``).
+        ``bottom_left``, ``bottom_right``; each a sigmoid in (0, 1), all 1 with ``attention=False``); RAN: its
+        softmaxed self-attention weights (summing to 1), keyed ``face``, ``center_down``, ``top_left``,
+        ``top_right``, ``center_90``, ``center_80``.
 
     Raises:
         ValueError: the model has no ``forward_attention``.
     """
     if not callable(getattr(model, "forward_attention", None)):
         raise ValueError(f"{type(model).__name__} has no attention weights (no forward_attention); the models "
-                         "that have them: scn, region_attention")
+                         "that have them: scn, region_attention, ran")
     _, _, x = prepare(model, image)
     with frozen_eval(model), torch.no_grad():
         weights = model.forward_attention(x).weights[0].double().cpu().tolist()

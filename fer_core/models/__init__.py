@@ -20,6 +20,7 @@ from fer_core.models import (  # noqa: F401
     mini_xception,
     mobilenet,
     patt_lite,
+    ran,
     region_attention,
     resnet,
     scn,

@@ -19,7 +19,9 @@ Architecture (input 224x224, as the reference resizes to):
   with a learnable scalar scale (initialised to 1, Keras ``Attention(use_scale=True)``; no 1/sqrt(d)) -> Dense(C).
   ``forward`` returns logits (the reference ends in a softmax).
 
-``attention="published" | "patch"`` (registered as ``patt_lite`` and ``patt_lite_patch``):
+``attention="published" | "patch" | "none"`` (the first two registered as ``patt_lite`` and ``patt_lite_patch``;
+``none`` is ``patt_lite_patch`` with ``model.options.attention: none``, the ablation baseline: the same layers and
+parameters, the tokens pooled without the attention step, so an experiment changes only that):
 
 * ``published`` -- WARNING: this reproduces a flaw of the reference code, acknowledged by its authors. Keras's
   ``Attention()([x, x])`` is applied to the pooled 2-D (batch, 32) tensor, so the scores ``scale * x x^T`` are a
@@ -45,11 +47,20 @@ Size: 1,102,697 parameters for 8 classes counting BatchNorm statistics as Keras 
 
 Differences from the reference worth knowing: the ImageNet weights are timm's ``ra4_e3600_r224_in1k``, not
 Keras's; timm pads stride-2 convs symmetrically (Keras pads bottom/right) and uses BatchNorm eps 1e-5 (the
-weights were trained that way); the new BatchNorm uses Keras's eps 1e-3 and momentum 0.99 (PyTorch momentum 0.01)
-and takes a training batch of one (see :class:`BatchNorm1d`), and the new layers Keras's Glorot-uniform init with
-zero biases. With that init the patch features are about 1e-3, so the attention starts almost uniform (the
-published variant then outputs about the batch mean). Inputs under 80 px give a patch map smaller than the second
-kernel, where Keras would raise; it is zero-padded up to 2x2 instead so small smoke tests run.
+weights were trained that way); the new BatchNorm uses Keras's eps 1e-3 and momentum 0.99 (PyTorch momentum 0.01),
+Keras's running variance (biased) and takes a training batch of one (see :class:`BatchNorm1d`), and the new layers
+Keras's Glorot-uniform init with zero biases. With that init the patch features are about 1e-3, so the attention
+starts almost uniform (the published variant then outputs about the batch mean).
+
+Input size: the patch map is 2x2 only from :data:`MIN_PATCH_INPUT` = 193 px up (:func:`patch_grid`: the backbone's
+stride 16, then the stride-4 'same' and the stride-2 'valid' separable convs; 14 -> 4 -> 2 at 224, 12 -> 3 -> 1 at
+192). Below it the map is 1x1 and attention over patches has a single token, the identity, so ``patch`` refuses
+such an input when it is built (a ``ValueError``, reported by ``fer_core.runs.check_model`` before any run
+exists). ``published`` pools the map before its (cross-batch) attention, so it takes any size; under 65 px the
+map entering the second separable conv is 1x1, smaller than its kernel, where Keras would raise: there (only there,
+and so only for ``published``) it is zero-padded to 2x2, giving a 1x1 patch map, so small smoke tests of the
+published variant still run. The reference notebook feeds
+120 px images resized to 224.
 """
 
 from __future__ import annotations
@@ -65,11 +76,27 @@ from fer_core.models.registry import ModelConfig, register_model
 from fer_core.models.weights import load_state_dict, refuse_weights_path, timm_state_dict
 
 TIMM_WEIGHTS = "mobilenetv1_100.ra4_e3600_r224_in1k"
-ATTENTIONS = ("published", "patch")
+ATTENTIONS = ("published", "patch", "none")
 # timm tensors past the cut (block 9's pointwise conv and everything after it) and the model's new tensors.
 DROPPED = ("blocks.3.3.conv_pw.", "blocks.3.3.bn2.", "blocks.3.4.", "blocks.3.5.", "blocks.4.", "conv_head.",
            "bn2.", "classifier.")
 NEW = ("patch.", "pre_fc.", "pre_bn.", "attn.", "head.")
+
+
+def patch_grid(size: int) -> int:
+    """Side of the patch map for an input side of ``size`` pixels (2 at 224): the backbone's four stride-2 3x3
+    convs with padding 1 (``conv_stem`` and the depthwise convs of Keras blocks 2, 4 and 6; ``ceil(n / 2)`` each,
+    output stride 16), then the 'same' k4 s4 separable conv (``ceil(n / 4)``), then the 'valid' k2 s2 one
+    (``(n - 2) // 2 + 1``; a map under 2 is zero-padded to 2, which gives 1)."""
+    s = size
+    for _ in range(4):
+        s = (s + 2 - 3) // 2 + 1
+    s = math.ceil(s / 4)
+    return (max(s, 2) - 2) // 2 + 1
+
+
+MIN_PATCH_INPUT = next(n for n in range(1, 4096) if patch_grid(n) >= 2)
+"""The smallest input side (193 px) that gives the 2x2 patch map, i.e. more than one token to attend over."""
 
 
 def keras_pad(x: torch.Tensor, kernel: int, stride: int, padding: str) -> torch.Tensor:
@@ -126,14 +153,26 @@ class DotProductAttention(nn.Module):
 
 
 class BatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d that also takes a training batch of one (the short last batch of an epoch): that batch is
-    normalised with the running statistics, which it leaves alone (PyTorch cannot take batch statistics from one
-    sample; Keras would output the bias)."""
+    """BatchNorm1d with Keras ``BatchNormalization``'s running variance: in training a batch is normalised with
+    its own (biased) variance, as in PyTorch, and the running variance moves towards that same biased variance
+    (PyTorch's moves towards the unbiased one, n / (n - 1) larger: 8 / 7 at the notebook's batch of 8; checked
+    against Keras in tests/test_parity.py). It also takes a training batch of one (the short last batch of an
+    epoch): that batch is normalised with the running statistics, which it leaves alone (PyTorch cannot take batch
+    statistics from one sample; Keras would output the bias)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1:
+        if not (self.training and self.track_running_stats):
+            return super().forward(x)
+        if x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        dims = [0, *range(2, x.dim())]
+        with torch.no_grad():
+            xf = x.detach().float()
+            self.running_mean.lerp_(xf.mean(dims), momentum)
+            self.running_var.lerp_(xf.var(dims, unbiased=False), momentum)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
 class HalfDepthwiseSeparable(nn.Module):
@@ -161,7 +200,8 @@ class PAttLite(nn.Module):
 
     Args:
         num_classes: number of logits.
-        attention: "published" (across the batch, as the reference code) or "patch" (across the 2x2 patches).
+        attention: "published" (across the batch, as the reference code), "patch" (across the 2x2 patches) or
+            "none" (the patch variant without its attention step: the ablation baseline, same parameters).
         drop_rate: dropout after pooling (``patch``: on the tokens before Dense(32)).
         patch_drop_rate: SpatialDropout2d after the patch block (fine-tuning stage).
         attn_drop_rate: dropout after the attention (fine-tuning stage).
@@ -211,6 +251,8 @@ class PAttLite(nn.Module):
         b, n, _ = tokens.shape
         tokens = F.relu(self.pre_fc(self.head_drop(tokens)))
         tokens = self.pre_bn(tokens.reshape(b * n, -1)).reshape(b, n, -1)
+        if self.attention == "none":  # the ablation: every token as it is, so only the attention step differs
+            return tokens.mean(1), torch.full((b, n, n), 1.0 / n, device=tokens.device, dtype=tokens.dtype)
         out, weights = self.attn(tokens)
         return out.mean(1), weights
 
@@ -227,11 +269,24 @@ class PAttLite(nn.Module):
         return self._attend(self.forward_features(x))[1]
 
 
+def check_input_size(attention: str, input_size: tuple[int, int]) -> None:
+    """Refuse an input whose patch map would hold a single token for the ``patch`` attention (the identity)."""
+    grid = tuple(patch_grid(int(side)) for side in input_size)
+    if attention == "patch" and min(grid) < 2:
+        raise ValueError(
+            f"model.input_size {'x'.join(map(str, input_size))} gives a {grid[0]}x{grid[1]} patch map: the patch "
+            f"attention would attend over one token (the identity); it needs at least {MIN_PATCH_INPUT} px for the "
+            f"2x2 map (the reference resizes its 120 px faces to 224): set model.input_size to {MIN_PATCH_INPUT} or "
+            "more, or use model.name: patt_lite (the published variant pools the map)")
+
+
 def build_patt_lite(*, num_classes: int, attention: str, pretrained: bool = False, weights_path: str | None = None,
-                    **kwargs) -> PAttLite:
+                    input_size: tuple[int, int] = (224, 224), **kwargs) -> PAttLite:
     """A PAtt-Lite; ``pretrained=True`` loads timm's ImageNet MobileNetV1 into the backbone (from ``weights_path``
     when given: a timm ``mobilenetv1_100`` state dict), strictly: the layers past the cut are dropped, the patch
-    block and head are new, anything else that does not match is an error. The report is ``model.load_report``."""
+    block and head are new, anything else that does not match is an error. The report is ``model.load_report``.
+    ``input_size`` (height, width): the ``patch`` variant refuses one under :data:`MIN_PATCH_INPUT`."""
+    check_input_size(attention, input_size)
     model = PAttLite(num_classes=num_classes, attention=attention, **kwargs)
     if pretrained:
         state, source = timm_state_dict(TIMM_WEIGHTS, weights_path)
@@ -252,12 +307,16 @@ _COMMON = dict(
 
 
 @register_model(ModelConfig(name="patt_lite", **_COMMON))
-def patt_lite(*, num_classes: int, pretrained: bool = False, attention: str = "published", **kwargs) -> PAttLite:
+def patt_lite(*, num_classes: int, pretrained: bool = False, attention: str = "published",
+              input_size: tuple[int, int] = (224, 224), **kwargs) -> PAttLite:
     """PAtt-Lite as published: the attention runs across the batch (see the module docstring)."""
-    return build_patt_lite(num_classes=num_classes, attention=attention, pretrained=pretrained, **kwargs)
+    return build_patt_lite(num_classes=num_classes, attention=attention, pretrained=pretrained,
+                           input_size=input_size, **kwargs)
 
 
 @register_model(ModelConfig(name="patt_lite_patch", **_COMMON))
-def patt_lite_patch(*, num_classes: int, pretrained: bool = False, attention: str = "patch", **kwargs) -> PAttLite:
-    """PAtt-Lite with the attention across its 2x2 patch tokens, as the paper describes."""
-    return build_patt_lite(num_classes=num_classes, attention=attention, pretrained=pretrained, **kwargs)
+def patt_lite_patch(*, num_classes: int, pretrained: bool = False, attention: str = "patch",
+                    input_size: tuple[int, int] = (224, 224), **kwargs) -> PAttLite:
+    """PAtt-Lite with the attention across its 2x2 patch tokens, as the paper describes (input >= 193 px)."""
+    return build_patt_lite(num_classes=num_classes, attention=attention, pretrained=pretrained,
+                           input_size=input_size, **kwargs)

@@ -19,6 +19,15 @@ Switches (``model.options``), for the ablations the papers report:
 * ``region_size``: quadrants are fed at their own resolution (112 for a 224 face, so the network costs about twice
   a ResNet-18) unless this resizes them (224 makes each crop cost a full pass, as in RAN).
 
+Scales and BatchNorm: the face runs at the input size and, by default, the quadrants at half of it, through the
+same backbone in two passes (the face, then the four quadrants as one batch). In training each pass normalises with
+its own batch statistics, but both update the *same* running statistics, which evaluation then uses for both
+scales: a blend of the two that fits neither exactly. ``region_size`` set to the input size feeds every part at one
+scale (each crop then costs a full pass). Face and quadrants are normalised alike: the engine normalises the face
+with the backbone's mean and std, and the quadrants are cut from it (and resized bilinearly, antialiased, when
+``region_size`` is given). RAN as its code defines it (crops at the input size, relation attention, feature-level
+fusion) is the ``ran`` model (:mod:`fer_core.models.ran`); this one is the seed's variant and stays as it was.
+
 Choices where the description is silent, made here: a shared classifier for all parts (as RAN shares its
 backbone), the weights normalised in the fusion (unnormalised ``sum a_i softmax(F_i)`` gives the same argmax and,
 through the softmax, the same loss), and quadrants without overlap.

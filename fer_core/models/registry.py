@@ -135,7 +135,8 @@ def create_model(
         class_names: names of the logits (default: the variant's own class names when it has ``num_classes`` of
             them, else the first ``num_classes`` canonical classes). A builder with a pretrained FER head receives
             them and orders its outputs to match.
-        input_size: override the default input height/width (an int for square input).
+        input_size: override the default input height/width (an int for square input). A builder with an
+            ``input_size`` parameter receives the resolved ``(height, width)`` (to refuse sizes it cannot take).
         **kwargs: builder-specific options (e.g. ``drop_rate``, ``weights_path``).
     """
     fn, cfg = _entry(name)
@@ -154,8 +155,11 @@ def create_model(
     call = dict(kwargs, num_classes=num_classes)
     if pretrained is not None:
         call["pretrained"] = bool(pretrained)
-    if "class_names" in inspect.signature(fn).parameters:
+    params = inspect.signature(fn).parameters
+    if "class_names" in params:
         call["class_names"] = tuple(class_names)
+    if "input_size" in params:  # a builder whose architecture depends on it (PAtt-Lite refuses a 1x1 patch map)
+        call["input_size"] = tuple(size)
     model = fn(**call)
     # a model built around another registered model (SCN or the region net on a chosen backbone) takes that
     # model's input format and CAM layer: the builder leaves them in ``model.cfg_overrides``

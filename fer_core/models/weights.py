@@ -13,6 +13,11 @@ Sources: :func:`read_state_dict` reads a local ``.safetensors`` file, or a pickl
 ``torch.load(weights_only=True)`` (a checkpoint is data, never code). :func:`torchvision_state_dict` and
 :func:`timm_state_dict` fetch ImageNet weights through those libraries' caches and, when that fails (offline),
 raise an error that says how to provide a local file instead.
+
+Backbones (``model.init_from``, see :func:`fer_core.runs.init_backbone`): :func:`backbone_state` gives a model's
+backbone tensors keyed relative to the registered model that holds them (SCN and the region nets are looked
+through to their ``backbone.`` model), and :func:`load_backbone` puts such tensors under another model's backbone,
+strictly, with a :class:`LoadReport`.
 """
 
 from __future__ import annotations
@@ -189,3 +194,105 @@ def refuse_weights_path(weights_path: str | None) -> None:
     """A builder's guard: ``weights_path`` without ``pretrained=True`` is a mistake worth naming."""
     if weights_path:
         raise ValueError("model.weights_path is set but model.pretrained is false; set pretrained=true to use it")
+
+
+# --------------------------------------------------------------------------------------------- backbones
+def backbone_location(model: nn.Module) -> tuple[str, tuple[str, ...]]:
+    """Where a model's backbone is: ``(prefix, module names)``, the names ``model.cfg.backbone`` declares.
+
+    A wrapper whose backbone is one registered model (SCN, the region nets: ``cfg.backbone == ("backbone",)`` and
+    ``model.backbone`` has its own ``cfg``) is looked through: its backbone is that model's backbone under the prefix
+    ``backbone.`` (``("backbone.", ("blocks",))`` for SCN on ``small_cnn``).
+    """
+    prefix = ""
+    while True:
+        names = tuple(getattr(getattr(model, "cfg", None), "backbone", ()) or ())
+        inner = getattr(model, "backbone", None)
+        if names != ("backbone",) or not hasattr(inner, "cfg"):
+            return prefix, names
+        prefix, model = prefix + "backbone.", inner
+
+
+def backbone_name(model: nn.Module) -> str:
+    """The registered name of the model that holds the backbone (``small_cnn`` for SCN on ``small_cnn``)."""
+    prefix, _ = backbone_location(model)
+    for _ in range(prefix.count("backbone.")):
+        model = model.backbone
+    return getattr(getattr(model, "cfg", None), "name", type(model).__name__)
+
+
+def _in_backbone(key: str, prefix: str, names: tuple[str, ...]) -> bool:
+    rest = key[len(prefix):] if key.startswith(prefix) else None
+    return rest is not None and any(rest == n or rest.startswith(n + ".") for n in names)
+
+
+def backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The backbone's tensors of ``state`` (default: the model's own), keyed *relative to the backbone's owner*: the
+    wrapper prefix of :func:`backbone_location` removed, so ``small_cnn`` and SCN on ``small_cnn`` both give
+    ``blocks.0.0.weight``. ``state`` is a state dict of ``model``'s architecture (e.g. its checkpoint)."""
+    prefix, names = backbone_location(model)
+    state = model.state_dict() if state is None else state
+    return {k[len(prefix):]: v for k, v in state.items() if _in_backbone(k, prefix, names)}
+
+
+def pick_backbone(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors of a weights file for backbone ``keys`` (relative, as :func:`backbone_state` gives them), where a
+    file is only keys: the tensor of key ``k`` is the file's ``k`` or, a wrapper's checkpoint, ``backbone.k``.
+    Returns ``(found, the file's keys not used)``; keys found in neither form are left out of ``found``."""
+    found, used = {}, set()
+    for k in keys:
+        for name in (k, f"backbone.{k}"):
+            if name in state:
+                found[k] = state[name]
+                used.add(name)
+                break
+    return found, sorted(k for k in state if k not in used)
+
+
+def _shape(value) -> tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
+
+def backbone_mismatch(target: Mapping[str, object], source: Mapping[str, object], *, exact: bool = True) -> str | None:
+    """What keeps ``source`` backbone tensors (or shapes) from filling the ``target`` backbone, or None when they fit:
+    every target key must be in the source with the same shape; with ``exact``, every source key must also have a
+    place in the target (a longer source backbone is another architecture, not something to cut silently)."""
+    missing = sorted(k for k in target if k not in source)
+    shapes = sorted(f"{k} {_shape(source[k])} in the source vs {_shape(target[k])} here" for k in target
+                    if k in source and _shape(source[k]) != _shape(target[k]))
+    extra = sorted(k for k in source if k not in target) if exact else []
+    parts = [f"{label} ({len(items)}): {_head(items, 6)}" for label, items in
+             (("missing from the source", missing), ("shape mismatch", shapes),
+              ("in the source's backbone, not in this one", extra)) if items]
+    if not parts:
+        return None
+    matched = len(target) - len(missing) - len(shapes)
+    return f"{'; '.join(parts)}; {matched} of {len(target)} backbone tensors fit"
+
+
+def load_backbone(model: nn.Module, source: Mapping[str, torch.Tensor], *, source_name: str,
+                  unused: Iterable[str] = (), exact: bool = True) -> LoadReport:
+    """Fill ``model``'s backbone from ``source`` (relative keys, as :func:`backbone_state` gives them) strictly, and
+    report it: ``matched`` the model's keys loaded, ``new`` every other model tensor (the head, left as initialised),
+    ``dropped`` the source's keys not used (``unused``: e.g. the source's own head, plus with ``exact=False`` any
+    source key with no place here).
+
+    Raises:
+        WeightsMismatchError: the model declares no backbone, or :func:`backbone_mismatch` finds a problem.
+    """
+    prefix, names = backbone_location(model)
+    if not names:
+        raise WeightsMismatchError(f"{getattr(model.cfg, 'name', type(model).__name__)} declares no backbone "
+                                   "(ModelConfig.backbone), so no backbone can be loaded into it")
+    target = backbone_state(model)
+    problem = backbone_mismatch(target, source, exact=exact)
+    if problem:
+        raise WeightsMismatchError(f"the backbone from {source_name} does not fit {backbone_name(model)}'s "
+                                   f"backbone: {problem}")
+    result = model.load_state_dict({prefix + k: source[k] for k in target}, strict=False)
+    if result.unexpected_keys:  # cannot happen: the keys come from the model itself
+        raise WeightsMismatchError(f"unexpected keys {result.unexpected_keys}")
+    matched = sorted(prefix + k for k in target)
+    taken = set(matched)
+    return LoadReport(source=source_name, matched=matched, new=sorted(k for k in model.state_dict() if k not in taken),
+                      dropped=sorted({*unused, *(k for k in source if k not in target)}))
