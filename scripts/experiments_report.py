@@ -1,310 +1,305 @@
-"""Write docs/EXPERIMENTS.md from the run groups that ``scripts/run_experiments.sh`` creates.
+"""Write docs/EXPERIMENTS.md from the runs of ``scripts/experiments.py``: every number read from a run folder.
 
-    python scripts/experiments_report.py --out docs/EXPERIMENTS.md      # reads $FER_RUNS_DIR (default ./runs)
+    python scripts/experiments_report.py --findings docs/experiments_findings.md --out docs/EXPERIMENTS.md
 
-Every number in the file is read from a run directory (eval/*.json, metrics.jsonl) of the group named beside
-its table; groups that have not been run (or are still running) are listed as such, never filled in.
+Reads ``$FER_RUNS_DIR`` (default ./runs). For each experiment: the protocol (the overrides every arm shares and the
+one thing each arm changes), each arm's test accuracy per subset as the mean over seeds with a 95% confidence
+interval (Student t), each claim's paired test on the same test faces (``fer_core.stats.paired_test``: exact
+McNemar for one run per arm, a paired bootstrap over faces and seeds otherwise) with its verdict, the validation
+curves (``docs/experiments/<group>.png``) and, for SCN, the evidence behind the verdict (importance weights of
+noisy and clean faces, relabels that fixed or broke a label, epoch by epoch). Runs that are missing or unfinished
+are named, never filled in. The hand-written reading of the results (``--findings``) is appended as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from fer_core import io  # noqa: E402
+import experiments as plan  # noqa: E402  (scripts/experiments.py: the runs and claims)
 
-SUBSETS = ("all", "clean", "occlusion", "pose30", "pose45", "ambiguous")
+from fer_core import io, stats  # noqa: E402
 
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
+FIGURES = ROOT / "docs" / "experiments"
 
 
-def group_runs(name: str) -> list[dict]:
-    """Finished runs of a group with their test accuracy per subset and their metrics rows."""
-    out = []
-    for r in io.list_runs(group=name):
-        if r["state"] != "done":
-            continue
-        run = Path(r["path"])
-        ev = io.read_eval(run)
-        r["acc"] = {s: ev.get(f"test/{s}", {}).get("accuracy") for s in SUBSETS}
-        r["macro_f1"] = ev.get("test/all", {}).get("macro_f1")
-        r["metrics"] = io.read_metrics(run)
-        r["train_seconds"] = sum(m.get("seconds", 0.0) for m in r["metrics"])
-        out.append(r)
-    return out
+def pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
 
 
-def status_line(name: str, runs: list[dict]) -> str:
-    every = io.list_runs(group=name)
-    if not every:
-        return f"_Group `{name}` has not been run yet._\n"
-    pending = [r for r in every if r["state"] != "done"]
-    note = f"; {len(pending)} not finished ({', '.join(sorted({r['state'] for r in pending}))})" if pending else ""
-    return f"Group `{name}`: {len(runs)} finished runs{note}.\n"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def mean(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def seed_of(run: dict) -> int:
-    """The run's seed tag; runs swept before seeds were a grid key used the base config's seed, 0."""
-    return run["tags"].get("seed", 0)
-
-
-def spread(values: list[float | None]) -> str:
-    """Mean over seeds in %, with the range when there are several: ``70.8 (69.9-71.7)``."""
+def ci_text(values: Sequence[float | None]) -> str:
+    """``78.4 ± 1.2`` (mean and half-width of the 95% t-interval, in %); one seed gives the value alone."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    if len(values) == 1:
-        return pct(values[0])
-    return f"{pct(statistics.fmean(values))} ({pct(min(values))}-{pct(max(values))})"
+    ci = stats.mean_ci(values)
+    return f"{100 * ci.mean:.1f} ± {100 * ci.half_width:.1f}" if ci.defined else f"{100 * ci.mean:.1f}"
+
+
+# --------------------------------------------------------------------------------------------- reading runs
+class Arm:
+    """The finished runs of one arm under one condition, with what the report needs of each."""
+
+    def __init__(self, runs: list[plan.Run], root: Path):
+        self.planned = runs
+        self.dirs = [root / r.run_id for r in runs]
+        self.done = [d for d in self.dirs if d.is_dir() and io.run_state(d) == "done"]
+        self.evals = {d.name: io.read_eval(d) for d in self.done}
+        self.metrics = {d.name: io.read_metrics(d) for d in self.done}
+
+    def accuracies(self, subset: str) -> list[float | None]:
+        return [ev.get(f"test/{subset}", {}).get("accuracy") for ev in self.evals.values()]
+
+    def predictions(self, subset: str) -> dict:
+        return {d.name: io.read_predictions(d, "test", subset) for d in self.done}
+
+    def train_minutes(self) -> float | None:
+        seconds = [sum(m.get("seconds", 0.0) for m in rows) for rows in self.metrics.values()]
+        return sum(seconds) / len(seconds) / 60 if seconds else None
+
+
+def arms_of(exp: plan.Experiment, root: Path) -> dict[tuple[str, str], Arm]:
+    """``{(condition, arm): Arm}`` in plan order."""
+    out: dict[tuple[str, str], list[plan.Run]] = {}
+    for run in exp.runs():
+        parts = run.run_id.split("--")
+        cond = parts[1] if len(parts) == 4 else ""
+        out.setdefault((cond, parts[-2]), []).append(run)
+    return {key: Arm(runs, root) for key, runs in out.items()}
+
+
+def status(arms: dict[tuple[str, str], Arm]) -> str:
+    missing = [r.run_id for arm in arms.values() for r, d in zip(arm.planned, arm.dirs, strict=True)
+               if d not in arm.done]
+    total = sum(len(a.planned) for a in arms.values())
+    if not missing:
+        return f"All {total} runs finished."
+    shown = ", ".join(f"`{m}`" for m in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    return f"**{total - len(missing)} of {total} runs finished**; not finished: {shown}."
 
 
 # --------------------------------------------------------------------------------------------- sections
-def e1() -> str:
-    name = "e1-scn-noise"
-    runs = group_runs(name)
-    out = ["## 1. Baseline vs SCN under label noise\n",
-           "The SCN paper's claim: as label noise grows, SCN loses less accuracy than its baseline, because noisy "
-           "samples get low importance weights and some are relabelled. Protocol: each training label flipped with "
-           "probability p to a random other class (`data.label_noise`); test labels clean. Both arms: the small CNN "
-           "on 64x64 SynthFACS (4,000 training faces, 10 epochs, AdamW); SCN puts its importance branch on the same "
-           "CNN and relabels from the 4th epoch (beta 0.7, margin_1 0.15, margin_2 0.2, gamma 0.5).\n",
-           "Command: `bash scripts/run_experiments.sh e1`. " + status_line(name, runs)]
-    by = {(r["tags"].get("variant"), r["tags"].get("data.label_noise")): r for r in runs}
+def protocol(exp: plan.Experiment) -> str:
+    shared = ", ".join(f"`{s}`" for s in exp.base) or "none"
+    lines = [f"Shared by every arm (on top of `{exp.config.relative_to(ROOT)}`): {shared}. Seeds: "
+             f"{', '.join(map(str, exp.seeds))}."]
+    for arm, sets in exp.arms.items():
+        lines.append(f"- arm **{arm}**: " + (", ".join(f"`{s}`" for s in sets) if sets else "nothing changed"))
+    if list(exp.conditions) != [""]:
+        for cond, sets in exp.conditions.items():
+            lines.append(f"- condition **{cond}**: " + ", ".join(f"`{s}`" for s in sets))
+    return "\n".join(lines) + "\n"
+
+
+def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: Sequence[str]) -> str:
     rows = []
-    for p in sorted({k[1] for k in by}):
-        b, s = by.get(("baseline", p)), by.get(("scn", p))
-        ba, sa = (b or {}).get("acc", {}).get("all"), (s or {}).get("acc", {}).get("all")
-        ms = (s or {}).get("metrics", [])
-        relabelled = sum(m.get("scn_relabelled", 0) for m in ms)
-        fixed = sum(m.get("scn_relabel_fixed", 0) for m in ms)
-        broke = sum(m.get("scn_relabel_broke", 0) for m in ms)
-        last = ms[-1] if ms else {}
-        wn, wc = last.get("scn_weight_noisy"), last.get("scn_weight_clean")
-        rows.append([f"{int(round(p * 100))}%", pct(ba), pct(sa),
-                     "-" if ba is None or sa is None else f"{100 * (sa - ba):+.1f}",
-                     str(relabelled) if s else "-", f"{fixed} / {broke}" if s else "-",
-                     "-" if wn is None else f"{wn:.3f} / {wc:.3f}"])
-    out.append(table(["noise", "baseline test acc", "SCN test acc", "SCN - baseline", "relabels (all epochs)",
-                      "fixed / broke a correct label", "final-epoch weight: noisy / clean samples"], rows))
-    return "\n".join(out)
+    for (cond, name), arm in arms.items():
+        minutes = arm.train_minutes()
+        rows.append([*([cond] if cond else []), name, str(len(arm.done)),
+                     *[ci_text(arm.accuracies(s)) for s in subsets],
+                     "-" if minutes is None else f"{minutes:.1f}"])
+    head = [*(["condition"] if list(exp.conditions) != [""] else []), "arm", "seeds", *subsets, "train min/run"]
+    return table(head, rows) + ("\nTest accuracy in %, mean over seeds ± half-width of its 95% confidence interval "
+                                "(Student t); train min/run: wall time of the epochs on this 2-core CPU.\n")
 
 
-def e1b() -> str:
-    name = "e1b-scn-parts"
-    runs = group_runs(name) + [r for r in group_runs("e1-scn-noise")
-                               if r["tags"].get("data.label_noise") in (0, 0.3)]
-    out = ["### 1b. Which part of SCN does what\n",
-           "The same runs split into SCN's parts at 0% and 30% noise: the baseline; SCN with relabelling from the "
-           "4th epoch (table 1); relabelling only in the last 3 epochs; and no relabelling at all (importance "
-           "weighting and rank regularisation only).\n",
-           "Command: `bash scripts/run_experiments.sh e1b`. " + status_line(name, group_runs(name))]
-    label = {"baseline": "baseline", "scn": "SCN, relabel from epoch 4", "relabel_late": "SCN, relabel from epoch 8",
-             "no_relabel": "SCN, no relabelling"}
-    by = {(r["tags"].get("variant"), r["tags"].get("data.label_noise")): r for r in runs}
+def claim_rows(claim: plan.Claim, arms: dict[tuple[str, str], Arm]) -> list[list[str]]:
+    a, b = arms.get((claim.condition, claim.a)), arms.get((claim.condition, claim.b))
     rows = []
-    for v, text in label.items():
-        row = [text]
-        for p in (0, 0.3):
-            r = by.get((v, p))
-            ms = (r or {}).get("metrics", [])
-            row.append(pct((r or {}).get("acc", {}).get("all")))
-            if v == "baseline":
-                row.append("-")
-            else:
-                row.append(f"{sum(m.get('scn_relabel_fixed', 0) for m in ms)} / "
-                           f"{sum(m.get('scn_relabel_broke', 0) for m in ms)}" if r else "-")
-        rows.append(row)
-    out.append(table(["variant", "0% noise: test acc", "fixed / broke", "30% noise: test acc", "fixed / broke"],
-                     rows))
-    return "\n".join(out)
+    for subset in claim.subsets:
+        if not a or not b or not a.done or not b.done:
+            rows.append([claim.text, subset, "-", "-", "-", "-", "-", "not run yet"])
+            continue
+        try:
+            test = stats.paired_test_from_predictions(a.predictions(subset), b.predictions(subset))
+        except ValueError as err:
+            rows.append([claim.text, subset, "-", "-", "-", "-", "-", f"not comparable: {err}"])
+            continue
+        rows.append([claim.text, subset, ci_text(a.accuracies(subset)), ci_text(b.accuracies(subset)),
+                     f"{100 * test.difference:+.1f} [{100 * test.low:+.1f}, {100 * test.high:+.1f}]",
+                     f"{test.p_value:.3g}", f"{test.test}, {test.n_faces} faces", f"**{test.verdict}**"])
+    return rows
 
 
-def _two_arm(name: str, title: str, intro: str, arms: tuple[str, str], cmd: str, subsets=("all", "ambiguous")) -> str:
-    runs = group_runs(name)
-    out = [f"## {title}\n", intro, f"Command: `{cmd}`. " + status_line(name, runs)]
-    seeds = sorted({r["tags"].get("seed") for r in runs})
-    header = ["seed"] + [f"{a} {s}" for a in arms for s in subsets] + ["train s/run " + " / ".join(arms)]
-    rows = []
-    by = {(r["tags"].get("variant"), r["tags"].get("seed")): r for r in runs}
-    for seed in seeds:
-        row = [str(seed)]
-        for a in arms:
-            row += [pct(by.get((a, seed), {}).get("acc", {}).get(s)) for s in subsets]
-        row.append(" / ".join(f"{by[(a, seed)]['train_seconds']:.0f}" if (a, seed) in by else "-" for a in arms))
-        rows.append(row)
-    if len(seeds) > 1:
-        row = ["mean"]
-        for a in arms:
-            row += [pct(mean([by.get((a, sd), {}).get("acc", {}).get(s) for sd in seeds])) for s in subsets]
-        row.append("")
-        rows.append(row)
-    out.append(table(header, rows))
-    return "\n".join(out)
+CLAIM_HEADER = ["claim", "subset", "A", "B", "B - A [95% CI]", "p", "paired test", "verdict"]
 
 
-def distribution_scores(run: dict) -> dict[str, float]:
-    """Agreement of a run's test predictions with SynthFACS's label distributions: accuracy against the
-    distribution's top class and mean KL(label_dist || predicted), on all test faces and on the ambiguous ones."""
+def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
+    """Validation accuracy per epoch, mean over seeds with its range, one panel per condition; the PNG's link."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
-    import pandas as pd
 
+    conditions = list(exp.conditions)
+    if not any(arm.done for arm in arms.values()):
+        return ""
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.2), squeeze=False)
+    for ax, cond in zip(axes[0], conditions, strict=True):
+        for name in exp.arms:
+            arm = arms.get((cond, name))
+            if not arm or not arm.done:
+                continue
+            series = [[m.get("val_acc") for m in rows if m.get("val_acc") is not None] for rows in arm.metrics.values()]
+            n = min(len(s) for s in series)
+            if not n:
+                continue
+            values = 100 * np.array([s[:n] for s in series])
+            epochs = np.arange(1, n + 1)
+            line, = ax.plot(epochs, values.mean(0), label=f"{name} ({len(series)})")
+            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(cond or exp.group, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / f"{exp.group}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"\n![Validation accuracy per epoch, {exp.group}](experiments/{path.name})\n\n*Validation accuracy per "
+            "epoch: mean over seeds (line) and their range (band); the number of seeds in brackets.*\n")
+
+
+def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
+    """Importance weights of noisy vs clean training faces and relabels that fixed or broke a label."""
+    rows, per_epoch = [], []
+    for (cond, name), arm in arms.items():
+        if not arm.done or not any("scn_relabelled" in m for rows_ in arm.metrics.values() for m in rows_):
+            continue
+        fixed = [sum(m.get("scn_relabel_fixed", 0) for m in r) for r in arm.metrics.values()]
+        broke = [sum(m.get("scn_relabel_broke", 0) for m in r) for r in arm.metrics.values()]
+        relabelled = [sum(m.get("scn_relabelled", 0) for m in r) for r in arm.metrics.values()]
+        last = [r[-1] for r in arm.metrics.values() if r]
+        noisy = [m["scn_weight_noisy"] for m in last if "scn_weight_noisy" in m]
+        clean = [m["scn_weight_clean"] for m in last if "scn_weight_clean" in m]
+        weight = f"{sum(noisy) / len(noisy):.3f} / {sum(clean) / len(clean):.3f}" if noisy and clean else "-"
+        n = len(arm.done)
+        rows.append([cond or "-", name, f"{sum(relabelled) / n:.0f}", f"{sum(fixed) / n:.0f}", f"{sum(broke) / n:.0f}",
+                     weight])
+        first = next(iter(arm.metrics.values()))
+        per_epoch.append([f"{cond or '-'} / {name}", " ".join(
+            f"{m.get('scn_relabel_fixed', 0)}/{m.get('scn_relabel_broke', 0)}" for m in first)])
+    if not rows:
+        return ""
+    out = ["The mechanism, read from the SCN runs' own metrics (`metrics.jsonl`, mean over seeds): relabels per run, "
+           "how many gave a noisy face its clean label back (fixed) and how many replaced a correct label (broke), "
+           "and the mean importance weight in the last epoch of the faces whose label was made noisy against the "
+           "others (SCN's premise: noisy faces get lower weights).\n",
+           table(["condition", "arm", "relabels", "fixed", "broke", "last-epoch weight: noisy / clean"], rows),
+           "\nEpoch by epoch (seed 0): fixed/broke per epoch.\n",
+           table(["condition / arm", "fixed/broke per epoch"], per_epoch)]
+    return "\n".join(out)
+
+
+def pretraining_section(root: Path) -> str:
     from fer_core.config import load_config
-    from fer_core.data import build_dataset
 
-    cfg = load_config(Path(run["path"]) / "config.yaml")
-    dists = build_dataset("synthfaces", split="test", **cfg.data.options).label_dists
-    pred = pd.read_csv(Path(run["path"]) / "eval" / "test_all_predictions.csv").sort_values("index")
-    probs = pred[[c for c in pred.columns if c.startswith("prob_")]].to_numpy()
-    q = dists[pred["index"].to_numpy()]
-    kl = (q * (np.log(np.clip(q, 1e-12, None)) - np.log(np.clip(probs, 1e-12, None)))).sum(1)
-    top = probs.argmax(1) == q.argmax(1)
-    amb = q.max(1) < 0.6
-    return {"top_all": float(top.mean()), "top_amb": float(top[amb].mean()), "kl_all": float(kl.mean()),
-            "kl_amb": float(kl[amb].mean())}
-
-
-def e2() -> str:
-    text = _two_arm(
-        "e2-ldl", "2. Cross-entropy vs label distribution learning",
-        "Label distribution learning (EfficientFace, LFER-LDL) trains on a distribution over expressions instead of "
-        "one label; SynthFACS knows each face's distribution (computed from the action units that are visible), so "
-        "LDL here uses the data set's own `label_dist` (`train.method.name=ldl`). The `ambiguous` subset holds the "
-        "test faces whose top class has less than 60% of the mass. Small CNN, 64x64, 10 epochs, two seeds. The "
-        "first table scores against the hard labels (the intended expression), the second against the "
-        "distributions.\n",
-        ("ce", "ldl"), "bash scripts/run_experiments.sh e2")
     rows = []
-    for r in sorted(group_runs("e2-ldl"), key=lambda r: (r["tags"].get("variant"), r["tags"].get("seed"))):
-        d = distribution_scores(r)
-        rows.append([r["tags"].get("variant"), str(r["tags"].get("seed")), pct(d["top_all"]), pct(d["top_amb"]),
-                     f"{d['kl_all']:.3f}", f"{d['kl_amb']:.3f}"])
-    if rows:
-        text += "\n" + table(["variant", "seed", "top class = distribution's, all", "same, ambiguous",
-                              "KL(label_dist, prediction), all", "same, ambiguous"], rows)
-    return text
+    for run in plan.PRETRAINING:
+        folder = root / run.run_id
+        cfg = load_config(run.config)
+        done = folder.is_dir() and io.run_state(folder) == "done"
+        ev = io.read_eval(folder).get("test/all", {}) if done else {}
+        seconds = sum(m.get("seconds", 0.0) for m in io.read_metrics(folder)) if done else None
+        opts = cfg.data.options
+        rows.append([f"`{run.run_id}`", cfg.model.name, f"{opts.get('task')}, {opts.get('subjects')} subjects, "
+                     f"{opts.get('train_size')} faces, {opts.get('image_size')} px", str(cfg.train.total_epochs),
+                     pct(ev.get("accuracy")) if done else "not run yet",
+                     "-" if seconds is None else f"{seconds / 60:.1f}",
+                     f"`python -m fer_core train --config {run.config.relative_to(ROOT)} --run-id {run.run_id}`"])
+    return ("## 0. Pretraining\n\nEvery arm starts its backbone from a pretraining run on SynthFACS subjects that "
+            "no FER split contains (identity classification, the offline analogue of SCN's and RAN's MS-Celeb-1M and "
+            "PAtt-Lite's ImageNet start; `data.name: synthfaces_pretrain`, docs/SYNTHFACS.md), loaded strictly "
+            "(`model.init_from`, the load report in each run's log.txt).\n\n"
+            + table(["run", "model", "data", "epochs", "identity test acc", "train min", "command"], rows))
 
 
-def e4() -> str:
-    return _two_arm(
-        "e4-sam", "4. SGD vs SAM",
-        "Sharpness-aware minimisation around the same SGD (lr 0.05, momentum 0.9, weight decay 5e-4, cosine), "
-        "rho 0.05; SAM costs two forward/backward passes per step. Small CNN, 64x64, 10 epochs, two seeds.\n",
-        ("sgd", "sam"), "bash scripts/run_experiments.sh e4", subsets=("all", "occlusion"))
+def experiment_section(number: int, exp: plan.Experiment, root: Path) -> tuple[str, list[list[str]]]:
+    arms = arms_of(exp, root)
+    claims = plan.CLAIMS.get(exp.name, [])
+    subsets = list(dict.fromkeys(["all", *[s for c in claims for s in c.subsets]]))
+    rows = [row for claim in claims for row in claim_rows(claim, arms)]
+    out = [f"## {number}. {exp.group}\n", f"**Claim.** {exp.claim}\n",
+           f"Command: `python scripts/experiments.py run {exp.name}`. {status(arms)}\n", protocol(exp),
+           arm_table(exp, arms, subsets), "\nEach claim: B against A on the same test faces.\n",
+           table(CLAIM_HEADER, rows), curves(exp, arms)]
+    if exp.name in ("e1", "e1b"):
+        evidence = scn_evidence(arms if exp.name == "e1" else {**arms_of(plan.EXPERIMENTS["e1"], root), **arms})
+        out.append(evidence)
+    return "\n".join(o for o in out if o), rows
 
 
-def e3() -> str:
-    name = "e3-subsets"
-    runs = group_runs(name)
-    out = ["## 3. Occluded and turned faces: baseline vs multi-region vs PAtt-Lite\n",
-           "The multi-region and PAtt-Lite papers claim robustness to occlusion and pose. All four at 80x80 "
-           "(PAtt-Lite's patch block needs at least 80), trained from scratch (no ImageNet weights offline), 10 "
-           "epochs: the small CNN; the multi-region net on the same CNN (face + four 40x40 quadrants); PAtt-Lite "
-           "with the published attention (across the batch) and with attention across its 2x2 patches.\n",
-           "Command: `bash scripts/run_experiments.sh e3`. " + status_line(name, runs)]
-    order = ["baseline", "region", "patt_lite_published", "patt_lite_patch"]
-    rows = []
-    for v in order:
-        rs = [r for r in runs if r["tags"].get("variant") == v]
-        if rs:
-            rows.append([v, rs[0]["model"], str(len(rs))] + [spread([r["acc"].get(s) for r in rs]) for s in SUBSETS]
-                        + [f"{mean([r['train_seconds'] for r in rs]):.0f}"])
-    out.append(table(["variant", "model", "seeds"] + list(SUBSETS) + ["train s"], rows))
-    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
-    return "\n".join(out)
+def e1b_claims(root: Path) -> list[list[str]]:
+    """e1b's arms against e1's baseline and SCN under the same 30% uniform noise (the same test faces)."""
+    e1 = arms_of(plan.EXPERIMENTS["e1"], root)
+    e1b = arms_of(plan.EXPERIMENTS["e1b"], root)
+    pooled = {("", "baseline"): e1.get(("uniform30", "baseline")), ("", "scn"): e1.get(("uniform30", "scn")),
+              **{k: v for k, v in e1b.items()}}
+    pooled = {k: v for k, v in pooled.items() if v is not None}
+    claims = [plan.Claim("SCN as the authors' code beats the baseline (30% uniform)", "baseline", "scn_code"),
+              plan.Claim("SCN as the authors' code beats the paper's rule (30% uniform)", "scn", "scn_code"),
+              plan.Claim("SCN without relabelling beats the baseline (30% uniform)", "baseline", "scn_no_relabel"),
+              plan.Claim("relabelling helps SCN (paper's rule vs none, 30% uniform)", "scn_no_relabel", "scn")]
+    return [row for claim in claims for row in claim_rows(claim, pooled)]
 
 
-PAPER_ABLATION = {"full": "86.21 / 86.71", "no_regions": "84.91 / 86.68", "no_attention": "86.28 / 86.78",
-                  "no_pseudo_labels": "85.89 / 86.40"}
-PAPER_SWEEP = dict(zip([round(0.1 * i, 1) for i in range(1, 11)],
-                       [85.14, 85.56, 85.59, 85.98, 85.72, 86.21, 85.17, 86.08, 85.59, 85.17], strict=True))
-
-
-def e5() -> str:
-    name = "e5-region-ablation"
-    runs = group_runs(name)
-    out = ["## 5a. The multi-region ablation table\n",
-           "The seed paper's ablations, laid out as it does (its RAF-DB / FERPlus accuracies beside ours). The "
-           "network: the face and its four quadrants through a shared encoder (the small CNN here, ResNet-18 in the "
-           "paper), per-part attention, fused softmax outputs; pseudo labels from a teacher run (here the "
-           "cross-entropy run of experiment 2, seed 0, standing in for the paper's ResNet-50), mixed 50/50 with the "
-           "hard labels. 64x64 faces, 3,000 training faces, 8 epochs.\n",
-           "Command: `bash scripts/run_experiments.sh e5` (after e2). " + status_line(name, runs)]
-    rows = []
-    for v in PAPER_ABLATION:
-        rs = [r for r in runs if r["tags"].get("variant") == v]
-        if rs:
-            rows.append([v, str(len(rs))] + [spread([r["acc"].get(s) for r in rs])
-                                              for s in ("all", "occlusion", "pose30", "pose45")]
-                        + [PAPER_ABLATION[v]])
-    out.append(table(["variant", "seeds", "all", "occlusion", "pose30", "pose45", "paper RAF-DB / FERPlus"], rows))
-    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
-    return "\n".join(out)
-
-
-def e6() -> str:
-    name = "e6-branch-weight"
-    runs = group_runs(name)
-    out = ["## 5b. The two-branch fusion `F = F1 + a*F2` swept over a\n",
-           "F1: the whole face's softmax; F2: the attention-weighted mean of the quadrants' softmaxes "
-           "(`model.options.fusion=two_branch`, `branch_weight=a`). Same network and data as 5a, cross-entropy "
-           "on the hard labels, the paper's values of a.\n",
-           "Command: `bash scripts/run_experiments.sh e6` (both seeds at every a; the table below ran "
-           "`SEEDS=0 bash scripts/run_experiments.sh e6` and `A=0.2:0.6:0.2 SEEDS=1 bash scripts/run_experiments.sh "
-           "e6`, for CPU time). " + status_line(name, runs)]
-    rows = []
-    for a in sorted({r["tags"].get("model.options.branch_weight") for r in runs}):
-        rs = sorted((r for r in runs if r["tags"].get("model.options.branch_weight") == a), key=seed_of)
-        rows.append([f"{a:g}", ", ".join(str(seed_of(r)) for r in rs), spread([r["acc"]["all"] for r in rs]),
-                     spread([r["acc"]["occlusion"] for r in rs]), f"{PAPER_SWEEP.get(round(a, 1), '-')}"])
-    out.append(table(["a", "seeds", "test acc", "occlusion", "paper RAF-DB"], rows))
-    out.append("Mean over seeds, (lowest-highest) in brackets.\n")
-    return "\n".join(out)
-
-
-HEAD = """# The papers' effects, reproduced on SynthFACS
-
-Each section states a claim from the literature FER Lab is built on, the run group that tests it on SynthFACS,
-and what came out, as measured. Generated by `python scripts/experiments_report.py --findings
-docs/experiments_findings.md --out docs/EXPERIMENTS.md`
-from the run directories (test split: 3,068 faces; subsets: clean, occlusion, pose30, pose45, ambiguous, see
-docs/SYNTHFACS.md). Runs are on a 2-core CPU, so the networks are small and the runs short: these numbers say
-whether an effect shows up under the same conditions for both arms, not what the methods reach on real data.
-Accuracies in %.
-"""
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
-    parser.add_argument("--findings", type=Path, default=None,
-                        help="markdown appended after the tables (the written-up reading of the numbers)")
-    args = parser.parse_args()
-    text = "\n".join([HEAD, e1(), e1b(), e2(), e3(), e4(), e5(), e6()])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="write here (default: print)")
+    parser.add_argument("--findings", type=Path, default=None, help="a hand-written reading to append")
+    args = parser.parse_args(argv)
+    root = plan.runs_dir()
+    parts = ["# The papers' effects on SynthFACS, under a fair protocol\n",
+             "Generated by `python scripts/experiments_report.py --findings docs/experiments_findings.md --out "
+             "docs/EXPERIMENTS.md` from the run folders that `python scripts/experiments.py run` fills (resumable "
+             "run by run; `plan` lists them with their state). The protocol: every arm starts from the same "
+             "pretrained backbone; the arms of an experiment differ only in the overrides listed for them (dropout, "
+             "augmentation, optimiser, schedule, epochs and data are shared); three seeds per arm; test accuracy "
+             "as the mean over seeds with a 95% confidence interval; every claim tested on the same 3,068 test "
+             "faces (or the subset named) with a paired test (`fer_core.stats`: a paired bootstrap over faces and "
+             "seeds, 10,000 resamples; exact McNemar when each arm has one run). Verdict: **reproduced** when p < "
+             "0.05 and the 95% CI of B - A lies above 0; **not reproduced** when that CI lies at or below 0 or the "
+             "test supports A > B; **inconclusive** otherwise. The networks are small and the data synthetic (CPU "
+             "budget): these numbers say whether an effect shows up under equal conditions, not what the methods "
+             "reach on real data.\n",
+             pretraining_section(root)]
+    verdicts: list[list[str]] = []
+    for number, exp in enumerate(plan.EXPERIMENTS.values(), start=1):
+        text, rows = experiment_section(number, exp, root)
+        if exp.name == "e1b":
+            extra = e1b_claims(root)
+            text += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
+                CLAIM_HEADER, extra)
+            rows = extra
+        parts.append(text)
+        verdicts += [[exp.group, *row[:2], row[4], row[7]] for row in rows]
+    parts.append("## Verdicts\n\n" + table(["experiment", "claim", "subset", "B - A [95% CI]", "verdict"], verdicts))
     if args.findings and args.findings.exists():
-        text += "\n" + args.findings.read_text(encoding="utf-8")
+        parts.append(args.findings.read_text())
+    text = "\n".join(parts)
     if args.out:
-        args.out.write_text(text, encoding="utf-8")
+        args.out.write_text(text)
+        print(args.out)
     else:
         print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
+
