@@ -36,8 +36,9 @@ def test_every_planned_run_has_a_valid_config_and_a_unique_id():
     assert len({r.run_id for r in runs}) == len(runs)
     for run in runs:
         cfg = load_config(run.config, list(run.overrides))
-        if run not in plan.PRETRAINING:
-            assert cfg.model.init_from in {r.run_id for r in plan.PRETRAINING}, run.run_id
+        if run not in plan.PRETRAINING:  # every arm starts from a pretraining run, but e0's scratch arm
+            expected = {None} if cfg.tags["variant"] == "scratch" else {r.run_id for r in plan.PRETRAINING}
+            assert cfg.model.init_from in expected, run.run_id
             assert cfg.group and cfg.tags["variant"] and "seed" in cfg.tags
 
 

@@ -1,0 +1,84 @@
+"""docs/EXPERIMENTS.md's generator (scripts/experiments_report.py) on run folders written in the formats a run
+writes (status.json, metrics.jsonl, eval/<split>_<subset>.json and _predictions.csv): unfinished runs are named and
+never filled in, a claim with fewer seeds than planned is marked provisional, and a clear effect gets its verdict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import experiments as plan  # noqa: E402
+import experiments_report as report  # noqa: E402
+
+from fer_core import io  # noqa: E402
+
+FACES = 400
+
+
+def _fake_run(root: Path, run_id: str, correct: np.ndarray, state: str = "done") -> None:
+    """A run folder as training and evaluation leave it, with the given correctness on the test faces."""
+    folder = root / run_id
+    (folder / "eval").mkdir(parents=True)
+    io.atomic_write_json(folder / "status.json", {"state": state, "epoch": 2, "epochs": 2})
+    for epoch, acc in ((1, 0.5), (2, float(correct.mean()))):
+        io.append_jsonl(folder / "metrics.jsonl", {"epoch": epoch, "val_acc": acc, "seconds": 30.0})
+    labels = np.arange(FACES) % 7
+    preds = np.where(correct, labels, (labels + 1) % 7)
+    table = pd.DataFrame({"index": np.arange(FACES), "label": labels, "pred": preds, "correct": correct,
+                          "confidence": 0.5})
+    for subset in ("all", "ambiguous"):
+        metrics_path, predictions_path = io.eval_paths(folder, "test", subset)
+        table.to_csv(predictions_path, index=False)
+        io.atomic_write_json(metrics_path, {"split": "test", "subset": subset, "accuracy": float(correct.mean())})
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(report, "FIGURES", tmp_path / "figures")
+    return tmp_path
+
+
+def _e2_rows(root: Path) -> list[list[str]]:
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], root)
+    return rows
+
+
+def test_nothing_run_names_every_missing_run_and_gives_no_verdict(runs_root: Path):
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)
+    assert "0 of 6 runs finished" in text and "`e2-ldl--ce--s0`" in text
+    assert rows and all(row[-1] == "not run yet" for row in rows)
+
+
+def test_a_clear_effect_over_every_seed_is_reproduced_and_the_figure_is_drawn(runs_root: Path):
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)
+    assert "All 6 runs finished." in text
+    assert [row[-1] for row in rows] == ["**reproduced**"] * 2
+    assert (runs_root / "figures" / "e2-ldl.png").stat().st_size > 0
+
+
+def test_fewer_seeds_than_planned_is_provisional_and_an_unfinished_run_is_not_counted(runs_root: Path):
+    rng = np.random.default_rng(1)
+    same = rng.random(FACES) < 0.7
+    _fake_run(runs_root, "e2-ldl--ce--s0", same)
+    _fake_run(runs_root, "e2-ldl--ldl--s0", same)  # no difference: its interval [0, 0] is not above 0
+    _fake_run(runs_root, "e2-ldl--ldl--s1", ~same, state="cancelled")  # would flip the verdict if it were read
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)
+    assert "2 of 6 runs finished" in text and "`e2-ldl--ldl--s1`" in text
+    verdict = rows[0][-1]
+    assert verdict.startswith("**not reproduced**") and "provisional: 1 of 3 and 1 of 3 seeds" in verdict
+    assert "McNemar" in rows[0][6] or "mcnemar" in rows[0][6].lower()
+    assert json.loads((runs_root / "e2-ldl--ldl--s1" / "status.json").read_text())["state"] == "cancelled"
