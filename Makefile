@@ -17,7 +17,7 @@ help:
 	@echo "make test         install what is missing (dev tools too), then ruff check . and pytest, the browser test included"
 	@echo "                  (Chromium: installed as root with apt-get, else the command to run; BROWSER=skip leaves it out)"
 	@echo "make screenshots  drive Chromium through every page, PNGs in docs/screenshots/ (needs /usr/bin/chromium"
-	@echo "                  and the runs exp-base-s0 and group e1-scn-noise in runs/, copied, never modified)"
+	@echo "                  and the group e1-scn-noise of scripts/experiments.py in runs/, copied, never modified)"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make clean        remove caches (keeps .venv and runs/)"
 
@@ -71,8 +71,8 @@ format: $(STAMP)
 SHOT_RUNS ?= runs
 screenshots: $(DEV_STAMP)
 	$(PY) scripts/screenshots.py --out docs/screenshots --compact --from-runs $(SHOT_RUNS) \
-		--copy exp-base-s0 --copy e1-scn-noise --run exp-base-s0 \
-		--compare exp-base-baseline-label_noise0.3,exp-base-scn-label_noise0.3 --filters 6,32
+		--copy e1-scn-noise --run e1-scn-noise--uniform30--scn--s0 --compare $(SHOT_COMPARE) --filters 6,32
+SHOT_COMPARE := $(shell echo e1-scn-noise--uniform30--{baseline,scn}--s{0,1,2} | tr ' ' ',')
 
 clean:
 	rm -rf .pytest_cache .ruff_cache *.egg-info

@@ -191,8 +191,12 @@ def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
         clean = [m["scn_weight_clean"] for m in last if "scn_weight_clean" in m]
         weight = f"{sum(noisy) / len(noisy):.3f} / {sum(clean) / len(clean):.3f}" if noisy and clean else "-"
         n = len(arm.done)
+        wrong = [(r[0].get("scn_label_noise"), r[-1].get("scn_label_noise")) for r in arm.metrics.values() if r]
+        wrong = [w for w in wrong if None not in w]
+        wrong_text = (f"{pct(sum(w[0] for w in wrong) / len(wrong))} → {pct(sum(w[1] for w in wrong) / len(wrong))}"
+                      if wrong else "-")
         rows.append([cond or "-", name, f"{sum(relabelled) / n:.0f}", f"{sum(fixed) / n:.0f}", f"{sum(broke) / n:.0f}",
-                     weight])
+                     wrong_text, weight])
         first = next(iter(arm.metrics.values()))
         per_epoch.append([f"{cond or '-'} / {name}", " ".join(
             f"{m.get('scn_relabel_fixed', 0)}/{m.get('scn_relabel_broke', 0)}" for m in first)])
@@ -200,9 +204,11 @@ def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
         return ""
     out = ["The mechanism, read from the SCN runs' own metrics (`metrics.jsonl`, mean over seeds): relabels per run, "
            "how many gave a noisy face its clean label back (fixed) and how many replaced a correct label (broke), "
-           "and the mean importance weight in the last epoch of the faces whose label was made noisy against the "
-           "others (SCN's premise: noisy faces get lower weights).\n",
-           table(["condition", "arm", "relabels", "fixed", "broke", "last-epoch weight: noisy / clean"], rows),
+           "the share of training labels that are wrong (injected noise plus broken, minus fixed) in the first and "
+           "the last epoch, and the mean importance weight in the last epoch of the faces whose label was made noisy "
+           "against the others (SCN's premise: noisy faces get lower weights).\n",
+           table(["condition", "arm", "relabels", "fixed", "broke", "training labels wrong, % (first → last epoch)",
+                  "last-epoch weight: noisy / clean"], rows),
            "\nEpoch by epoch (seed 0): fixed/broke per epoch.\n",
            table(["condition / arm", "fixed/broke per epoch"], per_epoch)]
     return "\n".join(out)
