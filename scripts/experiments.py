@@ -2,6 +2,7 @@
 
     python scripts/experiments.py plan [EXPERIMENT ...]            # every run, its id and its state
     python scripts/experiments.py run [EXPERIMENT ...] [--parallel 2]
+    python scripts/experiments.py run --size paper [EXPERIMENT ...]   # the papers' sizes, on a GPU
     python scripts/experiments_report.py --out docs/EXPERIMENTS.md  # then the report, from the run folders
 
 Every run has a fixed id (``<group>--<condition>--<arm>--s<seed>``) in ``$FER_RUNS_DIR`` (default ``./runs``), so
@@ -9,13 +10,15 @@ Every run has a fixed id (``<group>--<condition>--<arm>--s<seed>``) in ``$FER_RU
 resumed from their last checkpoint (``train --resume``), failed ones reported (``--retry-failed`` starts them
 again). The arms of an experiment differ only in the overrides listed for them; everything else (data, backbone,
 pretrained start, dropout, augmentation, optimiser, schedule, epochs, seeds) is the experiment's ``base``.
-Pretraining runs (``PRETRAINING``) come first; an experiment's runs start from their weights
-(``model.init_from``).
+Pretraining runs (``Size.pretraining``) come first; an experiment's runs start from their weights
+(``model.init_from``). ``--size`` picks how big everything is (:data:`CPU` or :data:`PAPER`): the experiments,
+arms and claims are the same at both sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -88,90 +91,141 @@ class Claim:
     subsets: tuple[str, ...] = ("all",)
 
 
-PRETRAIN_CNN = "pretrain--identity--small_cnn"
-PRETRAIN_MOBILENET = "pretrain--identity--patt_lite"
-PRETRAIN_EXPRESSION = "pretrain--expression--small_cnn"
-PRETRAINING: list[Run] = [
-    Run(PRETRAIN_CNN, "pretrain", (), ROOT / "configs" / "pretrain" / "identity_small_cnn.yaml"),
-    Run(PRETRAIN_MOBILENET, "pretrain", (), ROOT / "configs" / "pretrain" / "identity_patt_lite.yaml"),
-    Run(PRETRAIN_EXPRESSION, "pretrain", (), ROOT / "configs" / "pretrain" / "expression_small_cnn.yaml"),
-]
-"""Pretraining on SynthFACS subjects no FER split uses: identity (the offline MS-Celeb-1M / ImageNet), from which
-every arm starts its backbone (``model.init_from``), and clean expressions (experiment e1c: SCN from a model that
-already knows expressions, the condition its authors say its gains need)."""
+PRETRAIN_DIR = ROOT / "configs" / "pretrain"
 
-SCN = ("model.name=scn", "model.options.backbone=small_cnn", "train.method.name=scn")
-RELABEL = "train.method.relabel_epoch=3"
-"""SCN on the same small CNN as the baseline: importance branch, logit-weighted CE, rank regularisation and
-relabelling with the paper's values (beta 0.7, margin_1 0.15, margin_2 0.2, gamma 0.5, low-importance group),
-relabelling from the 4th of 20 epochs (the paper: from the 10th of 70, after about the same share)."""
+
+@dataclass(frozen=True)
+class Size:
+    """How big the experiments are: the same experiments, arms and claims at another size.
+
+    Attributes:
+        name: ``cpu`` (this project's 2-core CPU, a few hours in all) or ``paper`` (the papers' sizes, for a GPU).
+        config: the base config every run starts from.
+        backbone: the network of the baseline arms, inside SCN and RAN too.
+        pretraining: the identity run of ``backbone``, PAtt-Lite's identity run and the clean-expression run.
+        relabel_epoch: SCN's first relabelling epoch (0-based).
+        prefix: put before every group and pretraining id (runs of two sizes never share an id).
+        few_faces: the overrides of the costliest experiments (RAN's six passes, PAtt-Lite at 224) at this size.
+        overrides: added to every run of this size, pretraining included (e.g. the device).
+    """
+
+    name: str
+    config: Path
+    backbone: str
+    pretraining: tuple[Run, Run, Run]
+    relabel_epoch: int
+    prefix: str = ""
+    few_faces: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+CPU = Size(
+    "cpu", BASE, "small_cnn",
+    (Run("pretrain--identity--small_cnn", "pretrain", (), PRETRAIN_DIR / "identity_small_cnn.yaml"),
+     Run("pretrain--identity--patt_lite", "pretrain", (), PRETRAIN_DIR / "identity_patt_lite.yaml"),
+     Run("pretrain--expression--small_cnn", "pretrain", (), PRETRAIN_DIR / "expression_small_cnn.yaml")),
+    relabel_epoch=3, few_faces=("data.options.train_size=2000",))
+"""The small CNN on 64 px faces, 4,000 training faces (2,000 for RAN and PAtt-Lite), 20 epochs: the whole set in a
+few hours on this 2-core CPU. SCN relabels from the 4th of 20 epochs (the paper: the 10th of 70, about the same
+share)."""
+
+_GPU = ("train.device=cuda", "train.precision=bf16")
+PAPER = Size(
+    "paper", ROOT / "configs" / "experiments" / "paper.yaml", "resnet18",
+    (Run("paper--pretrain--identity--resnet18", "pretrain", _GPU, PRETRAIN_DIR / "identity_resnet18_224.yaml"),
+     Run("paper--pretrain--identity--patt_lite", "pretrain", (*_GPU, "data.options.subjects=200",
+                                                              "data.options.train_size=12800"),
+         PRETRAIN_DIR / "identity_patt_lite.yaml"),
+     Run("paper--pretrain--expression--resnet18", "pretrain", _GPU, PRETRAIN_DIR / "expression_resnet18_224.yaml")),
+    relabel_epoch=9, prefix="paper-", overrides=_GPU)
+"""The papers' sizes, for a GPU: ResNet-18 at 224 (SCN's and RAN's backbone), RAF-DB's split sizes, SCN's reference
+recipe for 70 epochs (configs/experiments/paper.yaml), relabelling from the 10th epoch, every face in every
+experiment."""
+
+SIZES = {s.name: s for s in (CPU, PAPER)}
+
 NOISE = {"clean": ("data.label_noise=0",),
          "uniform30": ("data.label_noise=0.3", "data.label_noise_mode=uniform"),
          "ambiguous30": ("data.label_noise=0.3", "data.label_noise_mode=ambiguous")}
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
-    Experiment(
-        "e0", "e0-pretraining",
-        "Starting from a pretrained backbone beats training the same network from scratch (why every founding "
-        "paper starts from MS-Celeb-1M or ImageNet weights); here the identity pretraining on other subjects.",
-        base=(),
-        arms={"scratch": (), "pretrained": (f"model.init_from={PRETRAIN_CNN}",)}),
-    Experiment(
-        "e1", "e1-scn-noise",
-        "SCN (Wang et al., CVPR 2020) loses less accuracy than its baseline as label noise grows: noisy samples get "
-        "low importance weights and some are relabelled to their true class.",
-        base=(f"model.init_from={PRETRAIN_CNN}",),
-        arms={"baseline": (), "scn": (*SCN, RELABEL)},
-        conditions=NOISE),
-    Experiment(
-        "e1b", "e1b-scn-parts",
-        "Which part of SCN does what under 30% uniform noise: the authors' code (every sample relabelled, loss "
-        "CE + RR), SCN without relabelling, and relabelling started once validation accuracy stops improving "
-        "(patience 2), beside e1's paper-rule SCN and baseline on the same faces.",
-        base=(f"model.init_from={PRETRAIN_CNN}", *NOISE["uniform30"]),
-        arms={"scn_code": (*SCN, RELABEL, "train.method.relabel_scope=all", "train.method.loss=code"),
-              "scn_no_relabel": (*SCN, "train.method.relabel_epoch=100000"),
-              "scn_plateau": (*SCN, "train.method.relabel_start=plateau", "train.method.relabel_patience=2")}),
-    Experiment(
-        "e1c", "e1c-scn-expression-start",
-        "SCN beats its baseline under 30% uniform noise when both start from a model already trained on clean "
-        "expressions of other subjects (SCN's authors: its gains need a good starting model).",
-        base=(f"model.init_from={PRETRAIN_EXPRESSION}", *NOISE["uniform30"]),
-        arms={"baseline": (), "scn": (*SCN, RELABEL)}),
-    Experiment(
-        "e2", "e2-ldl",
-        "Label distribution learning (EfficientFace, LFER-LDL) beats cross-entropy on the hard labels, most on "
-        "ambiguous faces.",
-        base=(f"model.init_from={PRETRAIN_CNN}",),
-        arms={"ce": (), "ldl": ("train.method.name=ldl",)}),
-    Experiment(
-        "e3", "e3-ran",
-        "Region Attention Networks (Wang et al., TIP 2020) beat the plain network on occluded and turned faces: "
-        "the face and five crops through the shared network, self- and relation attention, feature fusion, the "
-        "region-biased loss.",
-        base=(f"model.init_from={PRETRAIN_CNN}", "data.options.train_size=2000"),
-        arms={"baseline": (),
-              "ran": ("model.name=ran", "model.options.backbone=small_cnn", "train.region_bias.weight=1",
-                      "train.region_bias.margin=0.1")}),
-    Experiment(
-        "e4", "e4-sam",
-        "Sharpness-aware minimisation around SGD (Foret et al., ICLR 2021; the ECA-ResNet + SAM report) generalises "
-        "better than the same SGD.",
-        base=(f"model.init_from={PRETRAIN_CNN}", "train.optimizer.name=sgd", "train.optimizer.lr=0.01",
-              "train.optimizer.momentum=0.9", "train.optimizer.weight_decay=0.0005"),
-        arms={"sgd": (), "sam": ("train.optimizer.sam.enabled=true", "train.optimizer.sam.rho=0.05")}),
-    Experiment(
-        "e5", "e5-patt-lite",
-        "PAtt-Lite's attention classifier (Ngwe et al., IEEE Access 2024), here over its 2x2 patch tokens as the "
-        "paper describes, beats the same network with the tokens only pooled, most on occluded and turned faces.",
-        base=(f"model.init_from={PRETRAIN_MOBILENET}", "model.name=patt_lite_patch", "model.input_size=224",
-              "model.options={}", "data.options.image_size=112", "data.options.train_size=2000",
-              "train.epochs=10", "train.optimizer.name=adam", "train.optimizer.lr=0.001",
-              "train.optimizer.weight_decay=0", "train.stages=[{name: frozen_backbone, epochs: 10, "
-              "freeze: backbone, freeze_bn: true}]"),
-        arms={"pooled": ("model.options.attention=none",), "patch_attention": ()}),
-]}
-"""The experiments, by name, in the order ``run`` takes them."""
+
+def build(size: Size) -> dict[str, Experiment]:
+    """The experiments at one size, by name, in the order ``run`` takes them."""
+    cnn, mobilenet, expression = (r.run_id for r in size.pretraining)
+    scn = ("model.name=scn", f"model.options.backbone={size.backbone}", "train.method.name=scn")
+    relabel = f"train.method.relabel_epoch={size.relabel_epoch}"
+    experiments = [
+        Experiment(
+            "e0", "e0-pretraining",
+            "Starting from a pretrained backbone beats training the same network from scratch (why every founding "
+            "paper starts from MS-Celeb-1M or ImageNet weights); here the identity pretraining on other subjects.",
+            base=(),
+            arms={"scratch": (), "pretrained": (f"model.init_from={cnn}",)}),
+        Experiment(
+            "e1", "e1-scn-noise",
+            "SCN (Wang et al., CVPR 2020) loses less accuracy than its baseline as label noise grows: noisy samples "
+            "get low importance weights and some are relabelled to their true class.",
+            base=(f"model.init_from={cnn}",),
+            arms={"baseline": (), "scn": (*scn, relabel)},
+            conditions=NOISE),
+        Experiment(
+            "e1b", "e1b-scn-parts",
+            "Which part of SCN does what under 30% uniform noise: the authors' code (every sample relabelled, loss "
+            "CE + RR), SCN without relabelling, and relabelling started once validation accuracy stops improving "
+            "(patience 2), beside e1's paper-rule SCN and baseline on the same faces.",
+            base=(f"model.init_from={cnn}", *NOISE["uniform30"]),
+            arms={"scn_code": (*scn, relabel, "train.method.relabel_scope=all", "train.method.loss=code"),
+                  "scn_no_relabel": (*scn, "train.method.relabel_epoch=100000"),
+                  "scn_plateau": (*scn, "train.method.relabel_start=plateau", "train.method.relabel_patience=2")}),
+        Experiment(
+            "e1c", "e1c-scn-expression-start",
+            "SCN beats its baseline under 30% uniform noise when both start from a model already trained on clean "
+            "expressions of other subjects (SCN's authors: its gains need a good starting model).",
+            base=(f"model.init_from={expression}", *NOISE["uniform30"]),
+            arms={"baseline": (), "scn": (*scn, relabel)}),
+        Experiment(
+            "e2", "e2-ldl",
+            "Label distribution learning (EfficientFace, LFER-LDL) beats cross-entropy on the hard labels, most on "
+            "ambiguous faces.",
+            base=(f"model.init_from={cnn}",),
+            arms={"ce": (), "ldl": ("train.method.name=ldl",)}),
+        Experiment(
+            "e3", "e3-ran",
+            "Region Attention Networks (Wang et al., TIP 2020) beat the plain network on occluded and turned faces: "
+            "the face and five crops through the shared network, self- and relation attention, feature fusion, the "
+            "region-biased loss.",
+            base=(f"model.init_from={cnn}", *size.few_faces),
+            arms={"baseline": (),
+                  "ran": ("model.name=ran", f"model.options.backbone={size.backbone}", "train.region_bias.weight=1",
+                          "train.region_bias.margin=0.1")}),
+        Experiment(
+            "e4", "e4-sam",
+            "Sharpness-aware minimisation around SGD (Foret et al., ICLR 2021; the ECA-ResNet + SAM report) "
+            "generalises better than the same SGD.",
+            base=(f"model.init_from={cnn}", "train.optimizer.name=sgd", "train.optimizer.lr=0.01",
+                  "train.optimizer.momentum=0.9", "train.optimizer.weight_decay=0.0005"),
+            arms={"sgd": (), "sam": ("train.optimizer.sam.enabled=true", "train.optimizer.sam.rho=0.05")}),
+        Experiment(
+            "e5", "e5-patt-lite",
+            "PAtt-Lite's attention classifier (Ngwe et al., IEEE Access 2024), here over its 2x2 patch tokens as the "
+            "paper describes, beats the same network with the tokens only pooled, most on occluded and turned faces.",
+            base=(f"model.init_from={mobilenet}", "model.name=patt_lite_patch", "model.input_size=224",
+                  "model.options={}", "data.options.image_size=112", *size.few_faces,
+                  "train.epochs=10", "train.optimizer.name=adam", "train.optimizer.lr=0.001",
+                  "train.optimizer.weight_decay=0", "train.stages=[{name: frozen_backbone, epochs: 10, "
+                  "freeze: backbone, freeze_bn: true}]"),
+            arms={"pooled": ("model.options.attention=none",), "patch_attention": ()}),
+    ]
+    return {e.name: dataclasses.replace(e, group=size.prefix + e.group, config=size.config,
+                                        base=(*size.overrides, *e.base)) for e in experiments}
+
+
+EXPERIMENTS = build(CPU)
+"""The experiments at the CPU size, by name, in the order ``run`` takes them."""
+PRETRAINING: list[Run] = list(CPU.pretraining)
+"""Pretraining on SynthFACS subjects no FER split uses: identity (the offline MS-Celeb-1M / ImageNet), from which
+every arm starts its backbone (``model.init_from``), and clean expressions (experiment e1c: SCN from a model that
+already knows expressions, the condition its authors say its gains need)."""
 
 CLAIMS: dict[str, list[Claim]] = {
     "e0": [Claim("the identity-pretrained start beats training from scratch", "scratch", "pretrained",
@@ -242,11 +296,12 @@ def execute(run: Run, root: Path, threads: int, retry_failed: bool) -> str:
     return state_of(run, root)
 
 
-def selected(names: list[str]) -> list[Experiment]:
-    unknown = [n for n in names if n not in EXPERIMENTS]
+def selected(names: list[str], size: Size = CPU) -> list[Experiment]:
+    experiments = build(size)
+    unknown = [n for n in names if n not in experiments]
     if unknown:
-        raise SystemExit(f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(EXPERIMENTS)}")
-    return [EXPERIMENTS[n] for n in names] if names else list(EXPERIMENTS.values())
+        raise SystemExit(f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(experiments)}")
+    return [experiments[n] for n in names] if names else list(experiments.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(EXPERIMENTS)})")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (each gets cores / parallel threads)")
     parser.add_argument("--retry-failed", action="store_true", help="start failed runs again")
+    parser.add_argument("--size", choices=list(SIZES), default="cpu",
+                        help="cpu: this 2-core CPU, a few hours in all (default); paper: the papers' sizes on a GPU "
+                             "(ResNet-18 at 224, RAF-DB's split sizes, 70 epochs; run ids start with paper-)")
     args = parser.parse_args(argv)
     root = runs_dir()
-    chosen = selected(args.experiments)
+    size = SIZES[args.size]
+    chosen = selected(args.experiments, size)
     todo = [r for e in chosen for r in e.runs()]
-    needed = [p for p in PRETRAINING if any(f"model.init_from={p.run_id}" in r.overrides for r in todo)]
+    needed = [p for p in size.pretraining if any(f"model.init_from={p.run_id}" in r.overrides for r in todo)]
     plan = [*needed, *todo]
     if args.action == "plan":
         for run in plan:
