@@ -265,6 +265,17 @@ class RegionBiasConfig(_Section):
     margin: float = Field(default=0.1, ge=0)
 
 
+class TrackingConfig(_Section):
+    """Trackers the run also writes to (:mod:`fer_core.tracking`; the run folder stays the source of truth).
+    ``tensorboard``: event files in ``<run>/tensorboard`` (`tensorboard --logdir runs`). ``mlflow_uri``: an MLflow
+    tracking URI (a server, ``sqlite:///mlflow.db``, ...; needs the ``mlflow`` or ``mlflow-skinny`` package) to log
+    into as well; ``mlflow_experiment``: its experiment (default: the run's group, else ``fer-lab``)."""
+
+    tensorboard: bool = True
+    mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None
+
+
 class EarlyStoppingConfig(_Section):
     """Stop when validation accuracy has not improved for ``patience`` epochs (null: never); ``restore_best``
     reloads the best weights of the stage when it ends."""
@@ -304,7 +315,8 @@ class TrainConfig(_Section):
     they fit, in host memory otherwise, streamed from disk when even that is too small; the log says which),
     ``device``, ``host`` or ``stream``. ``num_workers``: processes decoding images for the ``stream`` placement.
     ``compile``: run the model through ``torch.compile`` (a one-off compilation, then faster steps on GPUs).
-    On CUDA the optimisers are fused kernels and the loop reads a value back from the GPU only every 20 batches."""
+    On CUDA the optimisers are fused kernels and the loop reads a value back from the GPU only every 20 batches.
+    ``tracking``: TensorBoard (on by default) and MLflow copies of curves and evaluation (:class:`TrackingConfig`)."""
 
     epochs: int = Field(default=10, gt=0)
     batch_size: int = Field(default=64, gt=0)
@@ -321,6 +333,7 @@ class TrainConfig(_Section):
     grad_clip_norm: float | None = Field(default=None, gt=0)
     region_bias: RegionBiasConfig = Field(default_factory=RegionBiasConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     stages: list[StageConfig] | None = None
     eval_every: int = Field(default=1, gt=0)
     channels_last: bool = True

@@ -2,7 +2,7 @@
 
 A run is a folder ``<runs_dir>/<run_id>/`` (the contract is docs/CONTRACTS.md)::
 
-    config.yaml  status.json  metrics.jsonl  checkpoints/  eval/  log.txt
+    config.yaml  status.json  metrics.jsonl  checkpoints/  eval/  log.txt  (tensorboard/  tracking.json)
 
 This module imports no torch, so whatever only reads runs (the app's pages, ``python -m fer_core runs``) stays light;
 a run's model, checkpoints and data split are :mod:`fer_core.runs`'s, its lifecycle :mod:`fer_core.lifecycle`'s.

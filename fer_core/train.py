@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_core import distributed, io, runs
+from fer_core import distributed, io, runs, tracking
 from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
@@ -325,16 +325,21 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike, run_dir: str |
         run_dir.mkdir(parents=True, exist_ok=True)
     emit = (progress or (lambda event: None)) if world.main else (lambda event: None)
     logs = _log_to(run_dir) if world.main else contextlib.nullcontext()
+    trackers = tracking.Trackers(cfg, run_dir, enabled=world.main)
     with logs, _stop_on_sigterm() as stop:
         try:
-            return _train(cfg, run_dir, emit, stop, resume, world, device_name)
+            result = _train(cfg, run_dir, emit, stop, resume, world, device_name, trackers)
+            trackers.close("done")
+            return result
         except (Cancelled, KeyboardInterrupt) as err:
             logger.warning("cancelled: %s", err or type(err).__name__)
+            trackers.close("cancelled")
             if world.main:
                 io.write_status(run_dir, state="cancelled", finished=time.time())
             emit({"event": "done", "state": "cancelled"})
             return {"state": "cancelled", "run_dir": str(run_dir)}
         except BaseException as err:
+            trackers.close("failed")
             logger.error("failed:\n%s", traceback.format_exc())
             if world.main:
                 summary = traceback.format_exception_only(type(err), err)[-1].strip()
@@ -381,7 +386,9 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
 
 
 def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool,
-           world: World = SINGLE_PROCESS, device_name: str | None = None) -> dict[str, Any]:
+           world: World = SINGLE_PROCESS, device_name: str | None = None,
+           trackers: tracking.Trackers | None = None) -> dict[str, Any]:
+    trackers = trackers or tracking.Trackers(cfg, run_dir, enabled=False)
     ckpt_dir = runs.checkpoints_dir(run_dir)
     main = world.main  # only rank 0 writes the run directory
     state: dict[str, Any] | None = None
@@ -471,6 +478,8 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                     stages[min(progress["stage"], len(stages) - 1)].name, progress["best_val_acc"],
                     progress["best_epoch"])
 
+    trackers.start(progress["epoch"])  # (a tracker that cannot be used stops the run here, before any training)
+
     aug = cfg.train.augment
     train_tf = BatchTransform.from_config(model.cfg, aug, device=device, channels_last=cfg.train.channels_last)
     eval_tf = BatchTransform.from_config(model.cfg, None, device=device, channels_last=cfg.train.channels_last)
@@ -539,6 +548,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
                     runs.save_checkpoint(ckpt_dir, model, "best", metadata={**meta, "epoch": str(epoch)})
             if main:
                 io.append_jsonl(run_dir / "metrics.jsonl", row)
+                trackers.log_epoch(row)
                 checkpoint(optimizer, scheduler)
                 io.write_status(run_dir, epoch=epoch, best_val_acc=progress["best_val_acc"],
                                 best_epoch=progress["best_epoch"])
@@ -572,6 +582,7 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         logger.info("eval %s: accuracy %s, mean class accuracy %s, macro F1 %s (n=%d)", key,
                     *(f"{r[k]:.4f}" if r[k] is not None else "-" for k in ("accuracy", "mean_class_accuracy",
                                                                             "macro_f1")), r["n"])
+    trackers.log_eval(results, best_epoch or progress["epoch"])
     test_acc = results.get("test/all", {}).get("accuracy")
     io.write_status(run_dir, state="done", finished=time.time(), test_acc=test_acc)
     distributed.barrier(world)
