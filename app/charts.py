@@ -719,3 +719,52 @@ def scn_relabel_bars(summary: Any) -> go.Figure:
     fig.update_layout(barmode="stack", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       title="Relabel events per epoch", legend={**_legend_below(-0.25), "traceorder": "normal"})
     return fig
+
+
+SEARCH_STATE_COLORS = {"complete": "#2a9d8f", "pruned": "#e9c46a", "failed": "#e76f51", "running": "#8d99ae",
+                       "waiting": "#8d99ae"}
+
+
+def search_trials(trials: Sequence[Mapping[str, Any]], *, objective: str = "best validation accuracy") -> go.Figure:
+    """A search's trials in order: the objective of each complete trial, the best value a pruned or failed one had
+    reached, coloured by state, with the best-so-far line over the complete trials.
+
+    Args:
+        trials: ``fer_core.search.search_summary(...)["trials"]`` rows (``trial``, ``state``, ``value``, params).
+        objective: its name, for the axis.
+    """
+    fig = go.Figure()
+    params = [k for k in (trials[0] if trials else {}) if k not in ("trial", "run_id", "state", "value", "epochs")]
+    for state, color in SEARCH_STATE_COLORS.items():
+        rows = [t for t in trials if t["state"] == state and t["value"] is not None]
+        if not rows:
+            continue
+        text = ["<br>".join(f"{k} = {t.get(k)}" for k in params) for t in rows]
+        fig.add_trace(go.Scatter(
+            x=[t["trial"] for t in rows], y=[100.0 * t["value"] for t in rows], mode="markers", name=state,
+            marker={"color": color, "size": 10, "symbol": "circle" if state == "complete" else "x"},
+            customdata=np.column_stack([text, [t.get("run_id") or "" for t in rows], [t["epochs"] for t in rows]]),
+            hovertemplate=f"trial %{{x}} · {state}<br>%{{y:.1f}}% after %{{customdata[2]}} epoch(s)"
+                          "<br>%{customdata[1]}<br>%{customdata[0]}<extra></extra>"))
+    complete = sorted((t for t in trials if t["state"] == "complete" and t["value"] is not None),
+                      key=lambda t: t["trial"])
+    if complete:
+        best = np.maximum.accumulate([100.0 * t["value"] for t in complete])
+        fig.add_trace(go.Scatter(x=[t["trial"] for t in complete], y=best, mode="lines", name="best so far",
+                                 line={"color": "#264653", "shape": "hv", "width": 1.5}, hoverinfo="skip"))
+    fig.update_xaxes(title_text="trial", dtick=1 if len(trials) <= 20 else None)
+    fig.update_yaxes(title_text=f"{objective} (%)", ticksuffix="%")
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend=_legend_above(),
+                      hovermode="closest")
+    return fig
+
+
+def param_importance(importance: Mapping[str, float]) -> go.Figure:
+    """Each searched parameter's share of the objective's variance (fANOVA), largest on top."""
+    items = sorted(importance.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[100.0 * v for _, v in items], y=[k for k, _ in items], orientation="h",
+                           marker_color=TRAIN_COLOR, hovertemplate="%{y}: %{x:.0f}%<extra></extra>"))
+    fig.update_xaxes(title_text="importance (% of the objective's variance, fANOVA)", ticksuffix="%",
+                     range=[0, 100])
+    fig.update_layout(height=90 + 40 * len(items), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig

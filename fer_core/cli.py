@@ -6,6 +6,8 @@ Commands::
     runs [--group NAME] [--json]      table of runs, newest first
     sweep --config X (--grid k=v1,v2 ... | --variant name:k=v,k=v ...) [--set k=v] [--group G] [--parallel N]
           [--dry-run] [--runs-dir DIR]   a grid sweep or an ablation: one run per point, then a table of the group
+    search --config X --space space.yaml --trials N [--set k=v] [--group G] [--parallel N] [--seed S]
+          [--runs-dir DIR]   an Optuna search (TPE, median pruning): every trial a run of the group
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
@@ -212,6 +214,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\ngroup {group}:")
     print(_table(rows, ["run_id", "state", *keys, "val_acc", "test_acc"]))
     return 0 if all(r["state"] == "done" for r in rows_in) and len(rows_in) == len(points) else 1
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.config import format_value
+    from fer_core.search import OBJECTIVE, load_space, run_search, search_summary
+    from fer_core.sweep import default_group
+
+    if args.trials < 1 or args.parallel < 1:
+        raise UsageError(f"--trials and --parallel must be >= 1 (got {args.trials}, {args.parallel})")
+    base = load_config(args.config, args.set)
+    space = load_space(args.space)
+    group = args.group or base.group or default_group(base)
+    root = io.runs_dir() if args.runs_dir is None else Path(args.runs_dir).expanduser().resolve()
+    print(f"search {group}: {args.trials} trials in all, {args.parallel} at a time, maximising the {OBJECTIVE}, "
+          f"into {root}")
+    t0 = time.monotonic()
+
+    def progress(event: dict[str, Any]) -> None:
+        n = f"[{time.monotonic() - t0:6.1f}s] trial {event['trial']}"
+        if event["event"] == "start":
+            values = " ".join(f"{k}={format_value(v)}" for k, v in event["params"].items())
+            print(f"{n} started {event['run_id']}  {values}", flush=True)
+        elif event["event"] == "end":
+            value = "-" if event["value"] is None else _fmt(event["value"])
+            error = f" ({event['error']})" if event.get("error") else ""
+            print(f"{n} {event['state']}: {value}{error}", flush=True)
+
+    try:
+        run_search(base, space, args.trials, group=group, runs_root=root, parallel=args.parallel, seed=args.seed,
+                   progress=None if args.quiet else progress)
+    except KeyboardInterrupt:
+        print("interrupted: the running trials were cancelled; run the same command to go on", file=sys.stderr)
+        return 130
+    summary = search_summary(group, root)
+    keys = list(space)
+    rows = [[str(r["trial"]), r["run_id"] or "-", r["state"], *[format_value(r.get(k, "-")) for k in keys],
+             str(r["epochs"]), "-" if r["value"] is None else _fmt(r["value"])] for r in summary["trials"]]
+    print(f"\nsearch {group}:")
+    print(_table(rows, ["trial", "run_id", "state", *keys, "epochs", "val_acc"]))
+    if summary["best"]:
+        print(f"best: trial {summary['best']['trial']} ({summary['best']['run_id']}), "
+              f"val_acc {_fmt(summary['best']['value'])}")
+    if summary["importance"]:
+        print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importance"].items()))
+    return 0 if summary["best"] else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -471,6 +519,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("search", help="an Optuna hyper-parameter search: every trial a run of one group")
+    p.add_argument("--config", required=True, help="base YAML config")
+    p.add_argument("--space", required=True, help="YAML: config key -> {type: float|int|categorical, ...}")
+    p.add_argument("--trials", type=int, required=True, help="trials in all (a resumed search counts earlier ones)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--group", help="the search's group (default <name>-sweep-<time>); the same group goes on")
+    p.add_argument("--parallel", type=int, default=1, help="trials at once, each a child process (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="evaluate a run's weights and (re)write its eval/ files")
     p.add_argument("run", help="run folder or id")

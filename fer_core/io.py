@@ -458,6 +458,7 @@ def summarize_run(run_dir: str | os.PathLike) -> dict:
         "subset_acc": {key.split("/", 1)[1]: r.get("accuracy") for key, r in evals.items()
                        if key.startswith("test/") and key != "test/all"},
         "error": status.get("error"),
+        "pruned": status.get("pruned"),  # the epoch after which a search's pruner stopped the run
         "problem": "; ".join(problems) or None,
     }
 

@@ -2,7 +2,8 @@
 
 What differs in their configs, a metrics table per test subset like a paper's ablation table, overlaid learning
 curves, two runs' confusion matrices with their difference, per-class accuracy changes, and for a group the metric
-against the swept value. Runs that differ only by seed are one arm (mean over seeds with its 95% interval), and a
+against the swept value (for a search, ``python -m fer_core search``, the objective per trial and the parameters'
+importance). Runs that differ only by seed are one arm (mean over seeds with its 95% interval), and a
 difference between arms is marked only where a paired test on the same test faces supports it
 (:mod:`fer_core.stats`). ``/compare?runs=a,b`` or ``/compare?group=g`` opens a given comparison; the widgets keep the
 query parameters in step, so the URL can be shared.
@@ -16,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from fer_core import compare, io
+from fer_core import compare, io, search
 
 MODE_KEY = "compare.mode"
 RUNS_KEY = "compare.runs"
@@ -340,3 +341,31 @@ if group is not None:
         repeats = ("Each value is the mean over seeds; the error bars are its 95% confidence interval (Student t, "
                    "drawn within 0-100%)." if compare.SEED_KEY in keys else "One run per value (no seed was swept).")
         st.caption(f"One {'line' if numeric else 'bar'} per test subset{panels}. {repeats}")
+
+
+# --------------------------------------------------------------------------------------------- search
+@st.cache_data(show_spinner="Reading the search…", max_entries=8)
+def _search(group: str, root: str, stamp: float) -> dict | None:
+    """``search.search_summary``, cached until the study's journal changes (``stamp``)."""
+    return search.search_summary(group, root)
+
+
+if group is not None:
+    study_file = search.search_folder(group, root) / "study.log"
+    found = _search(group, str(root), study_file.stat().st_mtime) if study_file.exists() else None
+    if found:
+        st.subheader("Search")
+        counts = pd.Series([t["state"] for t in found["trials"]]).value_counts()
+        st.caption(f"`{group}` is an Optuna search (`python -m fer_core search`): {len(found['trials'])} trials, "
+                   + ", ".join(f"{n} {state}" for state, n in counts.items())
+                   + f"; objective: the {search.OBJECTIVE}. A pruned trial's point is the best it reached before "
+                   "the pruner stopped it.")
+        st.plotly_chart(charts.search_trials(found["trials"], objective=search.OBJECTIVE), width="stretch",
+                        key="compare.search")
+        if found["importance"]:
+            st.plotly_chart(charts.param_importance(found["importance"]), width="stretch",
+                            key="compare.importance")
+        else:
+            st.caption("Parameter importance needs two or more complete trials whose objectives differ.")
+        table = pd.DataFrame(found["trials"]).rename(columns={"value": "best val acc"})
+        st.dataframe(table, hide_index=True, width="stretch")
