@@ -28,8 +28,6 @@ import functools
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from fer_core.data.registry import register_dataset
 from fer_core.data.synthfaces.aus import label_distribution
@@ -39,10 +37,11 @@ from fer_core.data.synthfaces.dataset import (
     VERSION,
     SampleMeta,
     SynthConfig,
+    SynthFaces,
     make_identity,
     sample_meta,
 )
-from fer_core.data.synthfaces.render import Identity, render
+from fer_core.data.synthfaces.render import Identity
 
 FIRST_SUBJECT = max(hi for _, hi in SUBJECT_RANGES.values())
 """The first pretraining subject (830): one past the last subject any SynthFACS FER split uses."""
@@ -164,8 +163,9 @@ def _split_metas(cfg: PretrainConfig, split: str) -> tuple[SampleMeta, ...]:
     return tuple(pretrain_meta(cfg, split, i) for i in range(cfg.size(split)))
 
 
-class SynthFacesPretrain(Dataset):
-    """The pretraining faces as a torch Dataset (see the module docstring).
+class SynthFacesPretrain(SynthFaces):
+    """The pretraining faces as a torch Dataset (see the module docstring); samples are served as SynthFACS's
+    (:meth:`SynthFaces.__getitem__`), with ``label_dist`` only in the ``expression`` task.
 
     Args:
         split: ``train``, ``val`` or ``test``: different images of the same pretraining subjects.
@@ -194,56 +194,17 @@ class SynthFacesPretrain(Dataset):
         self.labels = np.array([m.label for m in self._metas], dtype=np.int64)
         self.clean_labels = self.labels.copy()
         self.subjects = np.array([m.subject for m in self._metas], dtype=np.int64)
+        self.soft_labels = self.cfg.task == "expression"
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def config(self) -> dict:
         return {"name": self.name, "version": VERSION, "split": self.split, "subset": "all", **self.cfg.to_dict()}
 
-    def __len__(self) -> int:
-        return len(self._metas)
-
     @property
     def label_dists(self) -> np.ndarray | None:
         """The expression task's soft labels (N x C float32, as SynthFACS's); None for ``identity``."""
-        if self.cfg.task != "expression":
-            return None
-        return np.stack([m.label_dist for m in self._metas]).astype(np.float32)
-
-    def meta(self, i: int) -> SampleMeta:
-        """Parameters of sample i (no rendering)."""
-        return self._metas[int(i)]
-
-    def render(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image (H, W, 3) uint8, relevance mask and occluder mask of sample i, rendered now."""
-        return render(self.meta(i).spec, self.image_size)
-
-    def attach_cache(self, images: np.ndarray, masks: np.ndarray, occluders: np.ndarray) -> None:
-        """Serve pixels from arrays rendered earlier for the whole split (``fer_core.data.materialize``)."""
-        self._cache = (images, masks, occluders)
-
-    def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for synthfaces_pretrain {self.split} of size {len(self)}")
-        meta = self.meta(i)
-        if self._cache is not None:
-            image, mask = self._cache[0][i], self._cache[1][i]
-        else:
-            image, mask, _ = self.render(i)
-        spec = meta.spec
-        item = {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "label": meta.label,
-            "index": int(i),
-            "clean_label": meta.clean_label,
-            "mask": torch.from_numpy(np.array(mask)),
-            "subject": meta.subject,
-            "pose": torch.tensor([spec.yaw, spec.pitch, spec.roll], dtype=torch.float32),
-            "occluder": spec.occluder,
-        }
-        if self.cfg.task == "expression":
-            item["label_dist"] = torch.from_numpy(meta.label_dist)
-        return item
+        return np.stack([m.label_dist for m in self._metas]).astype(np.float32) if self.soft_labels else None
 
 
 def _classes(**options) -> tuple[str, ...]:

@@ -244,6 +244,8 @@ class SynthFaces(Dataset):
     splits = tuple(SPLITS)
     subsets = SUBSETS
     version = VERSION
+    soft_labels = True
+    """Whether items carry ``label_dist`` (and :attr:`label_dists` is an array)."""
 
     def __init__(self, split: str = "train", subset: str | None = None, **options):
         if split not in SPLITS:
@@ -294,7 +296,7 @@ class SynthFaces(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for synthfaces {self.split} of size {len(self)}")
+            raise IndexError(f"index {i} out of range for {self.name} {self.split} of size {len(self)}")
         meta = self.meta(i)
         if self._cache is not None:
             j = int(self.split_indices[i])
@@ -302,7 +304,7 @@ class SynthFaces(Dataset):
         else:
             image, mask, _ = self.render(i)
         spec = meta.spec
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "label": meta.label,
             "index": int(i),
@@ -313,6 +315,9 @@ class SynthFaces(Dataset):
             "pose": torch.tensor([spec.yaw, spec.pitch, spec.roll], dtype=torch.float32),
             "occluder": spec.occluder,
         }
+        if not self.soft_labels:  # (synthfaces_pretrain's identity task: a subject has no label distribution)
+            del item["label_dist"]
+        return item
 
 
 @functools.lru_cache(maxsize=16)
