@@ -114,6 +114,10 @@ def load_runs(root: str | os.PathLike | None = None) -> tuple[list[dict], list[d
     for row in runs:
         if row.get("state") in ACTIVE_STATES:
             row["state"] = io.run_state(row["path"])
+    if any(r.get("slurm_job") and r.get("state") in (*ACTIVE_STATES, "interrupted") for r in runs):
+        from fer_core import slurm
+
+        slurm.refresh(runs)  # SLURM's queue state (asked at most every 15 s); a vanished job's run marked failed
     return runs, skipped
 
 
@@ -220,7 +224,8 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         epochs = r.get("epochs")
         row = {
             "run": run_link(r["run_id"]),
-            "state": r.get("state", "unknown"),
+            "state": r.get("state", "unknown") + (f" · SLURM {r['slurm_job']} {r['queue']}"
+                                                   if r.get("slurm_job") and r.get("queue") else ""),
             "model": r.get("model") or "",
             "data": r.get("dataset") or "",
             "epochs": f"{r.get('epoch') or 0}/{epochs}" if epochs else str(r.get("epoch") or 0),
@@ -242,7 +247,7 @@ def style_states(frame: pd.DataFrame) -> Any:
     """A Styler colouring the ``state`` column of :func:`runs_frame` like the state badges."""
 
     def color(state: str) -> str:
-        return f"color: {STATE_TEXT_COLORS[STATE_COLORS.get(state, 'gray')]}; font-weight: 600"
+        return f"color: {STATE_TEXT_COLORS[STATE_COLORS.get(state.split(' ')[0], 'gray')]}; font-weight: 600"
 
     return frame.style.map(color, subset=["state"])
 

@@ -3,6 +3,7 @@
 Commands::
 
     train --config configs/X.yaml [--set k=v ...] [--run-id ID] [--resume runs/ID] [--runs-dir DIR]
+          [--backend slurm --slurm partition=gpu,gpus=1,time=2:00:00]   a SLURM job instead of this process
     runs [--group NAME] [--json]      table of runs, newest first
     sweep --config X (--grid k=v1,v2 ... | --variant name:k=v,k=v ...) [--set k=v] [--group G] [--parallel N]
           [--dry-run] [--runs-dir DIR]   a grid sweep or an ablation: one run per point, then a table of the group
@@ -120,6 +121,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fer_core import io, lifecycle
     from fer_core.train import train
 
+    if args.backend == "slurm":
+        from fer_core import slurm
+
+        if args.resume:
+            raise UsageError("--resume runs in this process; a SLURM run resumes itself when requeued, or submit a "
+                             "new run")
+        if not args.config:
+            raise UsageError("train needs --config FILE")
+        try:
+            options = slurm.parse_options(args.slurm)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        run_id, job = lifecycle.submit_train(args.config, args.set, args.run_id, args.runs_dir, slurm=options)
+        print(f"run {run_id}: submitted as SLURM job {job} (python -m fer_core runs; cancel: python -m fer_core "
+              f"cancel {run_id})", flush=True)
+        return 0
+    if args.slurm:
+        raise UsageError("--slurm options need --backend slurm")
     if args.resume:
         run_dir = io.resolve_run_dir(args.resume, args.runs_dir)
         cfg = load_config(args.config or run_dir / "config.yaml", args.set)
@@ -152,12 +171,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from fer_core import io
 
     runs = io.list_runs(args.runs_dir, group=args.group)
+    if any(r.get("slurm_job") for r in runs):
+        from fer_core import slurm
+
+        slurm.refresh(runs)  # SLURM runs: the job's queue state, and a vanished job's run marked failed
     if args.json:
         print(json.dumps({"runs": list(runs), "skipped": runs.skipped}, indent=2, default=str))
         return 0
     subsets = sorted({s for r in runs for s in r["subset_acc"]})
     header = ["run_id", "state", "model", "data", "epoch", "val_acc", "test_acc", *subsets]
-    rows = [[r["run_id"], r["state"], r["model"], r["dataset"], f"{r['epoch'] or 0}/{r['epochs'] or '?'}",
+    rows = [[r["run_id"], r["state"] + (f" (SLURM {r['slurm_job']} {r['queue']})" if r.get("queue") else ""),
+             r["model"], r["dataset"], f"{r['epoch'] or 0}/{r['epochs'] or '?'}",
              _fmt(r["best_val_acc"]), _fmt(r["test_acc"]), *[_fmt(r["subset_acc"].get(s)) for s in subsets]]
             for r in runs]
     where = io.runs_dir() if args.runs_dir is None else args.runs_dir
@@ -497,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run folder name (default: time-name-random)")
     p.add_argument("--resume", metavar="RUN", help="continue a run (folder or id) from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--backend", choices=["local", "slurm"], default="local",
+                   help="local: train in this process (default); slurm: submit a SLURM job and return")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="SLURM options over ~/.config/fer_lab/slurm.yaml: partition, time, gpus, cpus, mem, nodes, "
+                        "tasks, account, qos, constraint, exclude")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_train)
 

@@ -459,6 +459,7 @@ def summarize_run(run_dir: str | os.PathLike) -> dict:
                        if key.startswith("test/") and key != "test/all"},
         "error": status.get("error"),
         "pruned": status.get("pruned"),  # the epoch after which a search's pruner stopped the run
+        "slurm_job": status.get("slurm_job"),  # the SLURM job that trains the run (backend slurm)
         "problem": "; ".join(problems) or None,
     }
 

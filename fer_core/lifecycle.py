@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,6 +148,42 @@ def launch_train(config: str | os.PathLike | Mapping[str, Any] | Config, overrid
     return run_dir.name, pid
 
 
+def submit_train(config: str | os.PathLike | Mapping[str, Any] | Config, overrides: Iterable[str] = (),
+                 run_id: str | None = None, root: str | os.PathLike | None = None,
+                 slurm: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """Validate ``config`` (+ ``overrides``), create the run and submit it as a SLURM job (:mod:`fer_core.slurm`).
+
+    The config is checked as for a local run, except the device, which is the compute node's. If ``sbatch``
+    refuses the job, the run folder is removed again (no half-made run) and :class:`fer_core.slurm.SlurmError`
+    says what SLURM said.
+
+    Args:
+        config, overrides, run_id, root: as for :func:`launch_train`.
+        slurm: SLURM options over the defaults file's (``{"partition": "gpu", "gpus": 1, "time": "2:00:00"}``).
+
+    Returns:
+        ``(run_id, job id)``; ``status.json`` already says ``queued`` with the job id (``slurm_job``).
+    """
+    from fer_core import slurm as slurm_backend
+
+    options = slurm_backend.resolve_options(slurm)
+    if not slurm_backend.available():
+        raise slurm_backend.SlurmError("--backend slurm needs SLURM's sbatch on the PATH of this machine (a login "
+                                       "node of the cluster); run locally without --backend slurm")
+    cfg = load_config(config, overrides)
+    problems = [p for p in check_launch(cfg, root) if not p.startswith("train.device:")]
+    if problems:
+        raise ConfigError(problems)
+    run_dir = create_run(cfg, run_id, root, backend="slurm")
+    try:
+        job = slurm_backend.submit(run_dir, options)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    io.write_status(run_dir, slurm_job=job)
+    return run_dir.name, job
+
+
 def launch_resume(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -> int:
     """Continue an interrupted or cancelled run from its last checkpoint in the background; returns the pid.
 
@@ -196,6 +233,16 @@ def cancel_run(run_dir: str | os.PathLike, wait: float = 10.0) -> str:
     status = io.read_status(run_dir)
     if io.run_state(run_dir, status) not in ("queued", "running"):
         return io.run_state(run_dir, status)
+    if status.get("slurm_job"):  # a SLURM job: scancel, then wait for its trainer to write the end
+        from fer_core import slurm
+
+        slurm.cancel(status["slurm_job"])
+        deadline = time.monotonic() + wait
+        while io.read_status(run_dir).get("state") in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if io.read_status(run_dir).get("state") in ("queued", "running"):  # still pending, or killed outright
+            io.write_status(run_dir, state="cancelled", finished=time.time())
+        return io.run_state(run_dir)
     host = status.get("host")
     if host not in (None, socket.gethostname()):
         raise RuntimeError(f"run {run_dir.name} runs on host {host}; cancel it there")

@@ -207,7 +207,7 @@ def test_cancel_then_resume_to_done(runs_root: Path):
 
 # --------------------------------------------------------------------------------------------- sweeps
 def test_sweep_plan_of_two_values_launches_two_runs_in_one_group(runs_root: Path):
-    at = tiny_form(epochs=30, batch_size=8)  # long enough to be cancelled while both run
+    at = tiny_form(epochs=300, batch_size=8)  # long enough to be cancelled while both run, even on a loaded machine
     at.text_input(key="train.sweep.key.0").set_value("seed")
     at.text_input(key="train.sweep.values.0").set_value("0:1")
     at.text_input(key="train.sweep.group").set_value("tiny-seeds")

@@ -1,0 +1,149 @@
+"""The SLURM backend against a real single-node SLURM cluster started for these tests (scripts/slurm_cluster.sh:
+Debian's slurm-wlm and munge, installed as root when missing): a run submitted and done with the metrics of a
+local run, a wrong partition refused with no run folder left, scancel, a requeue mid-training that ends with the
+metrics of an uninterrupted run, and a job that vanished without its run recording an end marked failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_core import io, lifecycle, slurm
+from fer_core.config import load_config
+from fer_core.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running single-node cluster (partitions debug and short); stopped after this module's tests."""
+    env = {**os.environ, "SLURM_TEST_DIR": str(tmp_path_factory.mktemp("slurm-state"))}
+    out = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, f"the test cluster did not start:\n{out.stdout}\n{out.stderr}"
+    yield
+    subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, timeout=60, env=env)
+
+
+def _wait(predicate, timeout: float = 240.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.3)
+    return value
+
+
+def _final(run_dir: Path, timeout: float = 240.0) -> str:
+    return _wait(lambda: (s := io.read_status(run_dir).get("state")) not in ("queued", "running", None) and s,
+                 timeout, f"run {run_dir.name} to end")
+
+
+def _same_metrics(a: Path, b: Path) -> None:
+    ma, mb = io.read_metrics(a), io.read_metrics(b)
+    assert [m["epoch"] for m in ma] == [m["epoch"] for m in mb]
+    for x, y in zip(ma, mb, strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), (x["epoch"], key)
+    assert io.read_eval(a)["test/all"]["accuracy"] == pytest.approx(io.read_eval(b)["test/all"]["accuracy"])
+
+
+def test_time_and_options_parse_as_slurm_writes_them(tmp_path, monkeypatch):
+    assert [slurm.parse_time(t) for t in ("90", "1:30", "2:00:00", "1-12", "1-00:30:00")] == [90, 2, 120, 2160,
+                                                                                                  1470]
+    assert slurm.parse_options(["partition=gpu,gpus=1", "time=2:00:00"]) == \
+        {"partition": "gpu", "gpus": "1", "time": "2:00:00"}
+    with pytest.raises(ValueError, match="key=value"):
+        slurm.parse_options(["partition"])
+    defaults = tmp_path / "slurm.yaml"
+    defaults.write_text("partition: short\ntime: 0:30:00\nmem: 4G\n")
+    monkeypatch.setenv(slurm.DEFAULTS_ENV, str(defaults))
+    options = slurm.resolve_options({"time": "1:00:00"})
+    assert (options.partition, options.time, options.mem) == ("short", 60, "4G")
+    with pytest.raises(ValueError, match=f"defaults from {defaults}.*gpus"):
+        slurm.resolve_options({"gpus": "-1"})
+
+
+def test_a_run_submitted_from_the_command_line_trains_as_a_local_run_does(cluster, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fer_core", "train", "--config", str(SMOKE), "--backend", "slurm",
+                          "--slurm", "partition=debug,time=10", "--run-id", "on-slurm", "--runs-dir",
+                          str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "runs" / "on-slurm"
+    job = io.read_status(run_dir)["slurm_job"]
+    assert f"submitted as SLURM job {job}" in out.stdout
+    assert _final(run_dir) == "done", (run_dir / "log.txt").read_text()[-2000:]
+    assert (run_dir / "slurm" / f"{job}_submission.sh").read_text().count("#SBATCH --partition=debug") == 1
+    train(load_config(SMOKE), tmp_path / "local")
+    _same_metrics(run_dir, tmp_path / "local")
+    listed = subprocess.run([sys.executable, "-m", "fer_core", "runs", "--runs-dir", str(tmp_path / "runs")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "on-slurm" in listed.stdout and "done" in listed.stdout
+
+
+def test_a_wrong_partition_is_refused_with_no_run_folder_left(cluster, tmp_path):
+    with pytest.raises(slurm.SlurmError, match=r"(?i)invalid partition.*Partitions here: debug, short"):
+        lifecycle.submit_train(SMOKE, run_id="nowhere", root=tmp_path, slurm={"partition": "nosuch"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_is_scancel_and_the_run_ends_cancelled(cluster, tmp_path):
+    run_id, job = lifecycle.submit_train(SMOKE, ["train.epochs=300"], run_id="to-cancel", root=tmp_path)
+    run_dir = tmp_path / run_id
+    _wait(lambda: io.read_metrics(run_dir), what="the first epoch")
+    assert lifecycle.cancel_run(run_dir, wait=60) == "cancelled"
+    assert 1 <= io.read_status(run_dir)["epoch"] < 300
+    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
+
+
+def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_path):
+    overrides = ["train.epochs=6"]
+    run_id, job = lifecycle.submit_train(SMOKE, overrides, run_id="requeued", root=tmp_path)
+    run_dir = tmp_path / run_id
+    _wait(lambda: len(io.read_metrics(run_dir)) >= 2, what="two epochs")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    # SLURM holds a requeued job back for a while (BeginTime); a cluster would start it when it can
+    _wait(lambda: slurm.job_states([job])[job] == "PENDING", 60, "the job back in the queue")
+    assert io.read_status(run_dir)["state"] == "queued"  # waiting to resume, not cancelled
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 240, "the requeued job to end")
+    assert io.read_status(run_dir)["state"] == "done", (run_dir / "log.txt").read_text()[-2000:]
+    status = io.read_status(run_dir)
+    assert status["slurm_restarts"] == 1 and status["slurm_job"] == job
+    assert "resumed after epoch" in (run_dir / "log.txt").read_text()
+    train(load_config(SMOKE, overrides), tmp_path / "uninterrupted")
+    _same_metrics(run_dir, tmp_path / "uninterrupted")
+
+
+def test_a_job_that_vanished_without_the_run_writing_its_end_marks_the_run_failed(cluster, tmp_path):
+    run_id, job = lifecycle.submit_train(SMOKE, ["train.epochs=300"], run_id="killed", root=tmp_path)
+    run_dir = tmp_path / run_id
+    _wait(lambda: io.read_metrics(run_dir), what="the first epoch")
+    # a node lost: the trainer and the job die at once, nothing can write
+    os.kill(io.read_status(run_dir)["pid"], signal.SIGKILL)
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True, timeout=30)
+    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
+    assert io.read_status(run_dir)["state"] == "running"  # what the folder says: it was never told
+    [row] = slurm.refresh(list(io.list_runs(tmp_path)), max_age=0)
+    assert row["state"] == "failed" and row["queue"] not in slurm.ACTIVE_JOB_STATES
+    error = io.read_status(run_dir)["error"]
+    assert f"SLURM job {job} ended" in error and "without the trainer writing the run's end" in error
+
+
+def test_a_queued_run_whose_job_failed_before_starting_says_so(tmp_path):
+    run_dir = lifecycle.create_run(load_config(SMOKE), "never-started", tmp_path, backend="slurm")
+    io.write_status(run_dir, slurm_job="424242")
+    assert slurm.reconcile(run_dir, state="NODE_FAIL") == "failed"
+    status = io.read_status(run_dir)
+    assert status["error"] == "SLURM job 424242 ended NODE_FAIL before the trainer wrote anything"
+    assert slurm.reconcile(run_dir, state="RUNNING") == "failed"  # an end is never taken back
