@@ -397,7 +397,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
             for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:
                 stale.unlink(missing_ok=True)
         status = io.read_status(run_dir)
-        if status.get("pid") not in (None, os.getpid()) and io.run_state(run_dir, status) in ("running", "queued"):
+        # (rank 0 alone: under DDP the others find rank 0 already named as the run's process)
+        if main and status.get("pid") not in (None, os.getpid()) and \
+                io.run_state(run_dir, status) in ("running", "queued"):
             raise RuntimeError(f"run {run_dir.name} is still {status['state']} in process {status['pid']}; "
                                "cancel it before resuming")
         if runs.resumable(run_dir):
@@ -450,7 +452,6 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
         logger.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(class_names, weights.tolist(),
                                                                                   strict=True)))
     method = build_method(cfg, data, run_dir, device, weights, write_files=main)
-    net = TrainNet(model, world, device, compile=cfg.train.compile)
     if cfg.train.compile:
         logger.info("torch.compile: the first batches compile the model (a one-off cost)")
     precision = Precision(cfg.train.precision, device)
@@ -499,6 +500,9 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     for stage_index in range(progress["stage"], len(stages)):
         stage = stages[stage_index]
         frozen_bn = apply_stage(model, stage)
+        # built per stage: DistributedDataParallel expects a gradient for exactly the parameters that required one
+        # when it was built, and a stage freezes or unfreezes some (a frozen BatchNorm, a frozen backbone)
+        net = TrainNet(model, world, device, compile=cfg.train.compile)
         optimizer = build_optimizer(model, stage.optimizer)
         scheduler = build_scheduler(optimizer, stage.scheduler, stage.epochs)
         if state is not None and state["stage"] == stage_index and state["optimizer"] is not None:

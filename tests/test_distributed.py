@@ -207,3 +207,18 @@ def test_torchrun_trains_one_run_written_by_rank_zero_only(tmp_path):
     assert log.count("starting run ddp") == 1  # one log, one set of files
     assert [m["epoch"] for m in io.read_metrics(run)] == [1, 2]
     assert (run / "scn" / "epoch_001.csv").exists() and io.read_eval(run)["test/all"]["n"] == 96
+
+
+def test_torchrun_trains_a_stage_that_freezes_batchnorm(tmp_path):
+    """DistributedDataParallel expects a gradient for every parameter that required one when it was built; a stage
+    that freezes BatchNorm (PAtt-Lite's recipe) once crashed it in the first step. The wrapper is built per stage."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "FER_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "fer_core", "train", "--quiet", "--config", str(SMOKE), "--run-id", "frozen",
+           "--set", "eval.subsets=[all]", "--set",
+           "train.stages=[{name: warm, epochs: 1}, {name: frozen_bn, epochs: 1, freeze_bn: true}]"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert io.run_state(runs / "frozen") == "done"
+    assert [m["stage"] for m in io.read_metrics(runs / "frozen")] == ["warm", "frozen_bn"]
