@@ -267,6 +267,10 @@ def reconcile(run_dir: str | os.PathLike, state: str | None = None) -> str:
     return "failed"
 
 
+def _ignore_early_warning() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # (in the trainer's child process, before it starts Python)
+
+
 class TrainJob:
     """What a SLURM job runs: ``python -m fer_core train`` on its run folder (a child process), resuming when the
     folder has a checkpoint (a requeued job). Checkpointable for submitit: on SLURM's signal before a time limit or a
@@ -281,6 +285,23 @@ class TrainJob:
         run_dir = Path(self.run_dir)
         job = os.environ.get("SLURM_JOB_ID")
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        env = dict(os.environ)
+        if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:  # one task per process of DistributedDataParallel
+            import submitit
+
+            world = submitit.helpers.TorchDistributedEnvironment()  # rank, size, master from SLURM's variables
+            env.update(RANK=str(world.rank), WORLD_SIZE=str(world.world_size), LOCAL_RANK=str(world.local_rank),
+                       LOCAL_WORLD_SIZE=str(world.local_world_size), MASTER_ADDR=world.master_addr,
+                       MASTER_PORT=str(world.master_port))
+        if env.get("RANK", "0") != "0":  # the other ranks train the run rank 0 claims or resumes
+            args = ["train", "--resume", str(run_dir)] if resumable(run_dir) else \
+                ["train", "--config", str(run_dir / "config.yaml"), "--run-id", run_dir.name, "--runs-dir",
+                 str(run_dir.parent)]
+            code = subprocess.run([sys.executable, "-m", "fer_core", *args], check=False, env=env,
+                                  preexec_fn=_ignore_early_warning).returncode
+            if code:
+                raise SlurmError(f"rank {env['RANK']}: python -m fer_core {' '.join(args)} exited {code}")
+            return code
         if resumable(run_dir):
             # a requeued job: the process named in status.json (maybe on another node) is gone with the old job
             io.write_status(run_dir, state="queued", pid=None, slurm_job=job, slurm_restarts=restarts)
@@ -291,8 +312,8 @@ class TrainJob:
                     str(run_dir.parent)]
         # the trainer is a child, as for a local run; it ignores SLURM's early-warning signal (submitit, in this
         # process, requeues the job on it) and stops on SIGTERM (scancel, a requeue) at its next batch
-        code = subprocess.run([sys.executable, "-m", "fer_core", *args], check=False,
-                              preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN)).returncode
+        code = subprocess.run([sys.executable, "-m", "fer_core", *args], check=False, env=env,
+                              preexec_fn=_ignore_early_warning).returncode
         if io.read_status(run_dir).get("state") == "cancelled" and job and restart_count(job) > restarts:
             # SIGTERM came from a requeue (scontrol requeue, a preemption), not from scancel: the run is not
             # cancelled, it waits in the queue and resumes when the job starts again

@@ -147,3 +147,21 @@ def test_a_queued_run_whose_job_failed_before_starting_says_so(tmp_path):
     status = io.read_status(run_dir)
     assert status["error"] == "SLURM job 424242 ended NODE_FAIL before the trainer wrote anything"
     assert slurm.reconcile(run_dir, state="RUNNING") == "failed"  # an end is never taken back
+
+
+def test_two_tasks_train_one_run_with_ddp_as_one_process_on_the_whole_batch(cluster, tmp_path):
+    """srun's two tasks are two DistributedDataParallel processes (rank and size from SLURM's environment, as
+    torchrun's path takes them); without batch statistics, augmentation or dropout (BatchNorm frozen) their steps
+    are one process's on the whole batch."""
+    overrides = ["train.augment={hflip: false, crop_padding: 0}", "model.options={drop_rate: 0.0}",
+                 "train.stages=[{name: frozen_bn, epochs: 2, freeze_bn: true}]", "eval.subsets=[all]"]
+    run_id, job = lifecycle.submit_train(SMOKE, overrides, run_id="ddp", root=tmp_path,
+                                         slurm={"tasks": 2, "cpus": 1})
+    run_dir = tmp_path / run_id
+    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 300, "the job to end")
+    log = (run_dir / "log.txt").read_text()
+    assert io.read_status(run_dir)["state"] == "done", log[-2000:]
+    assert "distributed: 2 processes (gloo), global batch 32 = 16 per process" in log
+    assert log.count("starting run ddp") == 1  # rank 0 alone writes the run
+    train(load_config(SMOKE, overrides), tmp_path / "one")
+    _same_metrics(run_dir, tmp_path / "one")
