@@ -6,7 +6,8 @@ Commands::
           [--backend slurm --slurm partition=gpu,gpus=1,time=2:00:00]   a SLURM job instead of this process
     runs [--group NAME] [--json]      table of runs, newest first
     sweep --config X (--grid k=v1,v2 ... | --variant name:k=v,k=v ...) [--set k=v] [--group G] [--parallel N]
-          [--dry-run] [--runs-dir DIR]   a grid sweep or an ablation: one run per point, then a table of the group
+          [--dry-run] [--runs-dir DIR] [--backend slurm --slurm k=v,...]   a grid sweep or an ablation: one run per
+          point, then a table of the group (with SLURM: one job array, at most --parallel at once)
     search --config X --space space.yaml --trials N [--set k=v] [--group G] [--parallel N] [--seed S]
           [--runs-dir DIR]   an Optuna search (TPE, median pruning): every trial a run of the group
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]
@@ -206,6 +207,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     points = plan_sweep(base, grid, variants=variants, group=args.group)
     group = points[0][1].group
     root = io.runs_dir() if args.runs_dir is None else Path(args.runs_dir).expanduser().resolve()
+    if args.backend == "slurm" and not args.dry_run:
+        from fer_core import slurm
+        from fer_core.lifecycle import submit_sweep
+
+        try:
+            options = slurm.parse_options(args.slurm)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        submitted = submit_sweep(base, grid, variants=variants, runs_root=root, group=group,
+                                 parallel=args.parallel, slurm=options)
+        print(f"sweep {group}: {len(submitted)} runs submitted as one SLURM job array, at most {args.parallel} at "
+              f"once, into {root}")
+        for (tags, _), (run_id, job) in zip(points, submitted, strict=True):
+            print(f"  {run_id}  job {job}  {describe_point(tags)}")
+        print(f"follow them with: python -m fer_core runs --group {group}")
+        return 0
+    if args.slurm:
+        raise UsageError("--slurm options need --backend slurm")
     print(f"sweep {group}: {len(points)} runs, {args.parallel} at a time, into {root}")
     for i, (tags, cfg) in enumerate(points, start=1):
         print(f"  {i:>3}. {cfg.name}  {describe_point(tags)}")
@@ -546,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="runs at once, each a child process (default 1)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--backend", choices=["local", "slurm"], default="local",
+                   help="local: child processes here (default); slurm: one job array (--parallel: at most at once)")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="SLURM options, as for train --backend slurm")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_sweep)
 

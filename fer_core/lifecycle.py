@@ -184,6 +184,41 @@ def submit_train(config: str | os.PathLike | Mapping[str, Any] | Config, overrid
     return run_dir.name, job
 
 
+def submit_sweep(base: Config, grid: Mapping[str, Sequence[Any]] | None = None, *,
+                 variants: Sequence[Variant] | None = None, runs_root: str | os.PathLike | None = None,
+                 group: str | None = None, parallel: int = 1,
+                 slurm: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """Validate every point (:func:`plan_sweep`), create their runs and submit them as one SLURM job array that runs
+    at most ``parallel`` at once. If ``sbatch`` refuses, every run folder it made is removed again.
+
+    Returns:
+        ``[(run_id, job id)]`` in plan order (job ids ``<array>_<index>``).
+    """
+    from fer_core import slurm as slurm_backend
+
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1 (got {parallel})")
+    options = slurm_backend.resolve_options(slurm)
+    if not slurm_backend.available():
+        raise slurm_backend.SlurmError("--backend slurm needs SLURM's sbatch on the PATH of this machine")
+    points = plan_sweep(base, grid, variants=variants, group=group)
+    root = Path(runs_root).expanduser().resolve() if runs_root is not None else io.runs_dir()
+    group = points[0][1].group
+    logs = sweep_path(group, root) / "slurm"
+    run_dirs: list[Path] = []
+    try:
+        for _, cfg in points:
+            run_dirs.append(create_run(cfg, None, root, backend="slurm", slurm_logs=str(logs)))
+        jobs = slurm_backend.submit_array(run_dirs, options, logs, group, parallel)
+    except BaseException:
+        for run_dir in run_dirs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    for run_dir, job in zip(run_dirs, jobs, strict=True):
+        io.write_status(run_dir, slurm_job=job)
+    return [(d.name, j) for d, j in zip(run_dirs, jobs, strict=True)]
+
+
 def launch_resume(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -> int:
     """Continue an interrupted or cancelled run from its last checkpoint in the background; returns the pid.
 

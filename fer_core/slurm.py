@@ -201,36 +201,65 @@ def refresh(rows: list[dict], max_age: float = 15.0) -> list[dict]:
     return rows
 
 
+def _executor(folder: Path, options: SlurmOptions, name: str, array_parallelism: int | None = None):
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+    params: dict[str, Any] = {"job_name": name, "time": options.time, "nodes": options.nodes,
+                              "ntasks_per_node": options.tasks, "signal_delay_s": 120,
+                              "additional_parameters": {"requeue": True}}
+    if array_parallelism is not None:
+        params["array_parallelism"] = array_parallelism
+    for key, param in (("partition", "partition"), ("gpus", "gpus_per_node"), ("cpus", "cpus_per_task"),
+                       ("mem", "mem"), ("account", "account"), ("qos", "qos"), ("constraint", "constraint"),
+                       ("exclude", "exclude")):
+        if getattr(options, key) is not None:
+            params[param] = getattr(options, key)
+    executor.update_parameters(**params)
+    return executor
+
+
+def _refused(err: Exception) -> SlurmError:
+    """What ``sbatch`` said when it refused (submitit raises its CalledProcessError / FailedJobError)."""
+    said = getattr(err, "stderr", None) or getattr(err, "output", None) or str(err)
+    said = said.decode() if isinstance(said, bytes) else str(said)
+    try:
+        known = ", ".join(partitions())
+    except (SlurmError, OSError, subprocess.SubprocessError):
+        known = "unknown (sinfo failed)"
+    return SlurmError(f"sbatch refused the job: {said.strip().splitlines()[-1] if said.strip() else err}. "
+                      f"Partitions here: {known}")
+
+
 def submit(run_dir: Path, options: SlurmOptions) -> str:
-    """Submit the job that trains ``run_dir`` (created and queued); returns the job id.
+    """Submit the job that trains ``run_dir`` (created and queued); returns the job id. submitit's files go into
+    ``<run>/slurm/``.
 
     Raises:
         SlurmError: ``sbatch`` refused the job (its message, and the partitions here).
     """
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=run_dir / "slurm", max_num_timeout=3)
-    params: dict[str, Any] = {"job_name": run_dir.name, "time": options.time, "nodes": options.nodes,
-                              "ntasks_per_node": options.tasks, "signal_delay_s": 120,
-                              "additional_parameters": {"requeue": True}}
-    for key, name in (("partition", "partition"), ("gpus", "gpus_per_node"), ("cpus", "cpus_per_task"),
-                      ("mem", "mem"), ("account", "account"), ("qos", "qos"), ("constraint", "constraint"),
-                      ("exclude", "exclude")):
-        if getattr(options, key) is not None:
-            params[name] = getattr(options, key)
-    executor.update_parameters(**params)
+    executor = _executor(run_dir / "slurm", options, run_dir.name)
     try:
         job = executor.submit(TrainJob(str(run_dir)))
-    except Exception as err:  # submitit raises sbatch's CalledProcessError / FailedJobError with its message
-        said = getattr(err, "stderr", None) or getattr(err, "output", None) or str(err)
-        said = said.decode() if isinstance(said, bytes) else str(said)
-        try:
-            known = ", ".join(partitions())
-        except (SlurmError, OSError, subprocess.SubprocessError):
-            known = "unknown (sinfo failed)"
-        raise SlurmError(f"sbatch refused the job: {said.strip().splitlines()[-1] if said.strip() else err}. "
-                         f"Partitions here: {known}") from None
+    except Exception as err:
+        raise _refused(err) from None
     return str(job.job_id)
+
+
+def submit_array(run_dirs: list[Path], options: SlurmOptions, folder: Path, name: str, parallel: int) -> list[str]:
+    """Submit one job array whose tasks train ``run_dirs`` (created and queued), at most ``parallel`` at once;
+    returns each run's job id (``<array>_<index>``). submitit's files go into ``folder``.
+
+    Raises:
+        SlurmError: ``sbatch`` refused the array.
+    """
+    executor = _executor(folder, options, name, array_parallelism=parallel)
+    try:
+        with executor.batch():  # one sbatch --array; each task its own (checkpointable) TrainJob
+            jobs = [executor.submit(TrainJob(str(d))) for d in run_dirs]
+    except Exception as err:
+        raise _refused(err) from None
+    return [str(job.job_id) for job in jobs]
 
 
 def restart_count(job_id: str) -> int:
@@ -259,7 +288,7 @@ def reconcile(run_dir: str | os.PathLike, state: str | None = None) -> str:
     state = state or job_states([job]).get(str(job), "UNKNOWN")
     if state in ACTIVE_JOB_STATES:
         return current
-    errors = sorted((run_dir / "slurm").glob(f"{job}_*_log.err"))
+    errors = sorted(Path(status.get("slurm_logs") or run_dir / "slurm").glob(f"{job}_*log.err"))
     where = f"; its stderr: {errors[-1]}" if errors else ""
     what = "before the trainer wrote anything" if current == "queued" and not (run_dir / "metrics.jsonl").exists() \
         else "without the trainer writing the run's end"
@@ -284,6 +313,8 @@ class TrainJob:
 
         run_dir = Path(self.run_dir)
         job = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):  # a task of a sweep's array: the id squeue and scancel show
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         env = dict(os.environ)
         if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:  # one task per process of DistributedDataParallel

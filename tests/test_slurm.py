@@ -165,3 +165,26 @@ def test_two_tasks_train_one_run_with_ddp_as_one_process_on_the_whole_batch(clus
     assert log.count("starting run ddp") == 1  # rank 0 alone writes the run
     train(load_config(SMOKE, overrides), tmp_path / "one")
     _same_metrics(run_dir, tmp_path / "one")
+
+
+def test_a_sweep_is_one_job_array_with_a_limit_on_the_runs_at_once(cluster, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fer_core", "sweep", "--config", str(SMOKE), "--grid", "seed=0,1,2",
+                          "--set", "train.epochs=1", "--set", "eval.subsets=[all]", "--group", "seeds",
+                          "--parallel", "2", "--backend", "slurm", "--runs-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    runs = list(io.list_runs(tmp_path, group="seeds"))
+    jobs = [r["slurm_job"] for r in runs]
+    assert len(runs) == 3 and len({j.split("_")[0] for j in jobs}) == 1, jobs  # one array, a task per run
+    [script] = (tmp_path / ".sweeps" / "seeds" / "slurm").glob("*_submission.sh")
+    assert "#SBATCH --array=0-2%2" in script.read_text()
+    for r in runs:
+        assert _final(Path(r["path"])) == "done", (Path(r["path"]) / "log.txt").read_text()[-1500:]
+    assert sorted(io.read_config(r["path"])["seed"] for r in runs) == [0, 1, 2]
+
+
+def test_a_refused_sweep_leaves_none_of_its_run_folders(cluster, tmp_path):
+    with pytest.raises(slurm.SlurmError, match="(?i)invalid partition"):
+        lifecycle.submit_sweep(load_config(SMOKE), {"seed": [0, 1]}, runs_root=tmp_path, group="nowhere",
+                               slurm={"partition": "nosuch"})
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
