@@ -3,8 +3,9 @@
 The form is generated from ``fer_core.config`` (each section's fields, their types and allowed values), seeded
 from a recipe in ``configs/``; the data set, model, device and teacher-run choices come from the registries and
 the runs folder. The edited config goes through the same schema as ``python -m fer_core train`` before anything
-starts, and ``fer_core.lifecycle`` starts the trainer as a child process. The page then follows the run through its
-folder: ``?run=<run_id>`` (a reload finds it again), or ``?group=<group>`` for a sweep.
+starts, and ``fer_core.lifecycle`` starts the trainer as a child process, or, where SLURM's ``sbatch`` is on the
+PATH and "SLURM" is chosen, submits it as a SLURM job on the partition picked from ``sinfo``. The page then
+follows the run through its folder: ``?run=<run_id>`` (a reload finds it again), or ``?group=<group>`` for a sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, config_form, ui
-from fer_core import io, lifecycle
+from fer_core import io, lifecycle, slurm
 from fer_core.config import Config, ConfigError, format_value, load_config
 from fer_core.models import list_models, model_info
 from fer_core.sweep import describe_point, parse_grid, plan_sweep
@@ -21,6 +22,8 @@ from fer_core.sweep import describe_point, parse_grid, plan_sweep
 RECIPE_KEY = "train.recipe"
 FORM = "train.form"  # the config form's key: its inputs' keys are "train.form.<config key path>"
 SWEEP_ROWS_KEY = "train.sweep.rows"
+BACKEND_KEY = "train.backend"
+BACKENDS = ("This machine", "SLURM")
 POLL_SECONDS = 1.0
 CONFIGS = ui.ROOT / "configs"
 RECIPE_FOLDERS = ("", "synth", "pretrain", "experiments", "recipes")
@@ -55,12 +58,29 @@ def _model_note(name: str) -> str:
             + (f" · pretrained: {spec.pretrained}" if spec.pretrained else ""))
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def _partitions() -> list[str]:
+    """The partitions ``sinfo`` reports (asked at most once a minute); empty when it fails."""
+    try:
+        return slurm.partitions()
+    except (slurm.SlurmError, OSError):
+        return []
+
+
 # --------------------------------------------------------------------------------------------- live run
 def _run_panel(run_id: str, initial: str) -> None:
     """Progress, Cancel / Resume and learning curves of one run; reruns the page when its state changes."""
     run_dir = io.run_path(run_id, root)
     status = io.read_status(run_dir)
     state = io.run_state(run_dir, status)
+    job = status.get("slurm_job")
+    if job and state in (*ui.ACTIVE_STATES, "interrupted"):  # SLURM's view, asked at most every 15 s
+        queue = slurm.cached_job_states([job]).get(str(job))
+        if queue and queue not in slurm.ACTIVE_JOB_STATES:
+            state = slurm.reconcile(run_dir, queue)
+            status = io.read_status(run_dir)
+        st.caption(f"SLURM job {job}: {queue or 'state unknown'} · job files in "
+                   f"`{status.get('slurm_logs') or run_dir / 'slurm'}`")
     if state != initial:
         st.rerun()
     metrics = ui.load_metrics(run_dir)
@@ -207,6 +227,8 @@ try:
     problems = lifecycle.check_launch(cfg, root)
 except ConfigError as err:
     problems = err.problems
+if slurm.available() and st.session_state.get(BACKEND_KEY) == "SLURM":  # the device is the compute node's
+    problems = [p for p in problems if not p.startswith("train.device:")]
 if problems:
     st.error("Fix these before launching:  \n" + "  \n".join(f"- {p}" for p in problems), icon=":material/error:")
 else:
@@ -217,12 +239,34 @@ else:
                            icon=":material/download:", key="train.download")
         st.code(cfg.to_yaml(), language="yaml")
 
+slurm_options: dict | None = None
+if slurm.available():
+    st.session_state.setdefault(BACKEND_KEY, BACKENDS[0])
+    backend = st.segmented_control("Where to train", BACKENDS, key=BACKEND_KEY) or BACKENDS[0]
+    if backend == "SLURM":
+        names = _partitions()
+        cols = st.columns(4)
+        partition = cols[0].selectbox("Partition", names or ["(sinfo lists none)"], key="train.slurm.partition")
+        time_text = cols[1].text_input("Time limit", "1:00:00", key="train.slurm.time",
+                                       help="SLURM's formats: minutes, H:MM:SS, D-HH:MM:SS")
+        gpus = cols[2].number_input("GPUs per node", 0, 16, 0, key="train.slurm.gpus")
+        cpus = cols[3].number_input("CPUs per task", 0, 256, 0, key="train.slurm.cpus",
+                                    help="0: the partition's default")
+        slurm_options = {"partition": partition if names else None, "time": time_text,
+                         **({"cpus": int(cpus)} if cpus else {}), **({"gpus": int(gpus)} if gpus else {})}
+        st.caption("The run is submitted as a SLURM job (submitit) and trains in its run folder; its state and the "
+                   "job's queue state show here and on Home. The same from a shell: `python -m fer_core train "
+                   "--config FILE --backend slurm --slurm partition=...,time=...`.")
+
 if st.button("Launch training", type="primary", icon=":material/play_arrow:", key="train.launch"):
     if problems or cfg is None:
         st.error("Nothing was launched: the config above has problems.")
     else:
         try:
-            run_id, _pid = lifecycle.launch_train(cfg, root=root)
+            if slurm_options is not None:
+                run_id, _job = lifecycle.submit_train(cfg, root=root, slurm=slurm_options)
+            else:
+                run_id, _pid = lifecycle.launch_train(cfg, root=root)
         except Exception as err:  # noqa: BLE001 - any launch problem is shown on the page, never a traceback
             st.error(f"Could not start the run: {err}")
         else:

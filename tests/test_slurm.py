@@ -188,3 +188,29 @@ def test_a_refused_sweep_leaves_none_of_its_run_folders(cluster, tmp_path):
         lifecycle.submit_sweep(load_config(SMOKE), {"seed": [0, 1]}, runs_root=tmp_path, group="nowhere",
                                slurm={"partition": "nosuch"})
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+
+
+def test_the_train_page_submits_to_a_partition_from_sinfo_and_shows_the_job(cluster, runs_root):
+    from apphelpers import app, ok
+
+    at = app("../pages/train.py")
+    at.selectbox(key="train.recipe").select("smoke.yaml").run()
+    at.number_input(key="train.form.train.epochs").set_value(1)
+    ok(at.run())
+    at.segmented_control(key="train.backend").set_value("SLURM")
+    ok(at.run())
+    partition = at.selectbox(key="train.slurm.partition")
+    assert partition.options == ["debug", "short"]
+    partition.select("short")
+    at.text_input(key="train.slurm.time").input("0:20:00")
+    ok(at.run())
+    at.button(key="train.launch").click()
+    ok(at.run())
+    assert not at.error, [e.value for e in at.error]
+    run_dir = runs_root / at.query_params["run"]
+    job = io.read_status(run_dir)["slurm_job"]
+    script = (run_dir / "slurm" / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --partition=short" in script and "#SBATCH --time=20" in script
+    assert _final(run_dir) == "done"
+    at.run()
+    assert not at.error and any("Finished 1 epochs" in s.value for s in at.success)
