@@ -9,7 +9,8 @@ Commands::
           [--dry-run] [--runs-dir DIR] [--backend slurm --slurm k=v,...]   a grid sweep or an ablation: one run per
           point, then a table of the group (with SLURM: one job array, at most --parallel at once)
     search --config X --space space.yaml --trials N [--set k=v] [--group G] [--parallel N] [--seed S]
-          [--runs-dir DIR]   an Optuna search (TPE, median pruning): every trial a run of the group
+          [--runs-dir DIR] [--backend slurm --slurm k=v,...]   an Optuna search (TPE, median pruning): every
+          trial a run of the group (with SLURM: a job each)
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
@@ -286,8 +287,18 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"{n} {event['state']}: {value}{error}", flush=True)
 
     try:
+        options = None
+        if args.backend == "slurm":
+            from fer_core import slurm
+
+            try:
+                options = slurm.parse_options(args.slurm)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        elif args.slurm:
+            raise UsageError("--slurm options need --backend slurm")
         run_search(base, space, args.trials, group=group, runs_root=root, parallel=args.parallel, seed=args.seed,
-                   progress=None if args.quiet else progress)
+                   progress=None if args.quiet else progress, backend=args.backend, slurm=options)
     except KeyboardInterrupt:
         print("interrupted: the running trials were cancelled; run the same command to go on", file=sys.stderr)
         return 130
@@ -580,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="the search's group (default <name>-sweep-<time>); the same group goes on")
     p.add_argument("--parallel", type=int, default=1, help="trials at once, each a child process (default 1)")
     p.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
+    p.add_argument("--backend", choices=["local", "slurm"], default="local",
+                   help="local: trials as child processes here (default); slurm: each trial a SLURM job")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="SLURM options, as for train --backend slurm")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_search)

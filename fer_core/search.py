@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fer_core import io
 from fer_core.config import Config, ConfigError, format_value
-from fer_core.lifecycle import cancel_run, launch_train
+from fer_core.lifecycle import cancel_run, launch_train, submit_train
 from fer_core.sweep import _validate_points, default_group
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def open_study(group: str, root: str | os.PathLike | None = None, *, seed: int =
 def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: str | None = None,
                runs_root: str | os.PathLike | None = None, parallel: int = 1, seed: int = 0,
                progress: ProgressFn | None = None, poll_interval: float = 0.5, sampler=None,
-               pruner=None) -> list[str]:
+               pruner=None, backend: str = "local", slurm: Mapping[str, Any] | None = None) -> list[str]:
     """Run an Optuna search until the study holds ``trials`` finished trials (complete, pruned or failed).
 
     Args:
@@ -200,6 +200,8 @@ def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: st
             ``end`` {trial, run_id, state, value} (state: complete | pruned | failed) events.
         poll_interval: seconds between looks at the run folders.
         sampler, pruner: Optuna's, instead of :func:`open_study`'s defaults.
+        backend: ``local`` (child processes here) or ``slurm`` (each trial a SLURM job, :mod:`fer_core.slurm`,
+            with the options ``slurm``; a trial whose job vanished counts as failed).
 
     Returns:
         The run ids this call started, in trial order. If interrupted, the trials it started are cancelled and
@@ -209,6 +211,8 @@ def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: st
 
     if parallel < 1 or trials < 1:
         raise ValueError(f"trials and parallel must be >= 1 (got {trials}, {parallel})")
+    if backend not in ("local", "slurm"):
+        raise ValueError(f"backend must be local or slurm (got {backend!r})")
     root = Path(runs_root).expanduser().resolve() if runs_root is not None else io.runs_dir()
     group = group or base.group or default_group(base)
     check_space(base, space, group)
@@ -238,7 +242,8 @@ def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: st
                 values = _suggest(trial, space)
                 tags = {**values, "trial": trial.number}
                 [(_, cfg)] = _validate_points(base, [(tags, values, f"trial{trial.number}")], group)
-                run_id, _ = launch_train(cfg, root=root)
+                run_id, _ = submit_train(cfg, root=root, slurm=slurm) if backend == "slurm" else \
+                    launch_train(cfg, root=root)
                 trial.set_user_attr("run_id", run_id)
                 active[trial.number] = (trial, root / run_id, 0)
                 started.append(run_id)
@@ -252,6 +257,8 @@ def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: st
                           "val_acc": row["val_acc"]})
                 active[number] = (trial, run_dir, len(rows))
                 state = io.run_state(run_dir)
+                if backend == "slurm" and state in ("queued", "running", "interrupted"):
+                    state = _slurm_state(run_dir)
                 if state in ("queued", "running") and len(rows) > reported and trial.should_prune():
                     cancel_run(run_dir)
                     io.write_status(run_dir, pruned=int(rows[-1]["epoch"]))
@@ -278,6 +285,20 @@ def run_search(base: Config, space: Mapping[str, Any], trials: int, *, group: st
                 study.tell(trial, state=TrialState.FAIL)
         raise
     return started
+
+
+def _slurm_state(run_dir: Path) -> str:
+    """A SLURM trial's state, its job asked at most every 15 s; a job gone without the run's end fails the run."""
+    from fer_core import slurm
+
+    status = io.read_status(run_dir)
+    job = status.get("slurm_job")
+    queue = slurm.cached_job_states([job]).get(str(job)) if job else None
+    if queue and queue not in slurm.ACTIVE_JOB_STATES:
+        return slurm.reconcile(run_dir, queue)
+    # the job is queued or running (or not listed yet): what the folder says, whatever its pid (the job's, which
+    # a requeue or a pending start leaves unset)
+    return status.get("state", "queued")
 
 
 def search_summary(group: str, root: str | os.PathLike | None = None) -> dict[str, Any] | None:

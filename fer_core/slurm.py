@@ -198,6 +198,8 @@ def refresh(rows: list[dict], max_age: float = 15.0) -> list[dict]:
         row["queue"] = state
         if state not in ACTIVE_JOB_STATES:
             row["state"] = reconcile(row["path"], state)
+        elif row["state"] == "interrupted":  # the job's pid is unset while it waits (or on another node): the
+            row["state"] = io.read_status(row["path"]).get("state", "queued")  # folder's word, not the pid's
     return rows
 
 

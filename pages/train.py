@@ -79,6 +79,8 @@ def _run_panel(run_id: str, initial: str) -> None:
         if queue and queue not in slurm.ACTIVE_JOB_STATES:
             state = slurm.reconcile(run_dir, queue)
             status = io.read_status(run_dir)
+        elif queue:  # waiting or running in SLURM: the folder's state (its pid is the job's, unset while pending)
+            state = status.get("state", state)
         st.caption(f"SLURM job {job}: {queue or 'state unknown'} · job files in "
                    f"`{status.get('slurm_logs') or run_dir / 'slurm'}`")
     if state != initial:

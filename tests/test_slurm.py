@@ -214,3 +214,20 @@ def test_the_train_page_submits_to_a_partition_from_sinfo_and_shows_the_job(clus
     assert _final(run_dir) == "done"
     at.run()
     assert not at.error and any("Finished 1 epochs" in s.value for s in at.success)
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs_and_prunes_one_with_scancel(cluster, tmp_path):
+    from test_search import SPACE, PruneTrial
+
+    from fer_core.search import load_space, run_search, search_summary
+
+    started = run_search(load_config(SMOKE, ["train.epochs=4", "eval.subsets=[all]"]), load_space(SPACE), 3,
+                         group="on-slurm", runs_root=tmp_path, parallel=3, pruner=PruneTrial(1),
+                         backend="slurm", slurm={"time": "10"}, poll_interval=0.3)
+    assert len(started) == 3
+    runs = {r["run_id"]: r for r in io.list_runs(tmp_path, group="on-slurm")}
+    assert all(r["slurm_job"] for r in runs.values())
+    states = [t["state"] for t in search_summary("on-slurm", tmp_path)["trials"]]
+    assert states == ["complete", "pruned", "complete"]
+    pruned = next(r for r in runs.values() if r["tags"]["trial"] == 1)
+    assert pruned["state"] == "cancelled" and pruned["pruned"] == 2
