@@ -352,6 +352,8 @@ class TrainJob:
             # cancelled, it waits in the queue and resumes when the job starts again
             io.write_status(run_dir, state="queued", pid=None, error=None, requeued=time.time())
             return 0
+        if code and io.read_status(run_dir).get("state") == "cancelled":  # scancel: the run says so itself
+            return 0
         if code:
             raise SlurmError(f"python -m fer_core {' '.join(args)} exited {code}; see {run_dir / 'log.txt'}")
         return code
