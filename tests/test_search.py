@@ -80,8 +80,11 @@ def test_trials_are_runs_of_the_group_and_a_pruned_one_is_cancelled_and_marked(t
             val = [m["val_acc"] for m in io.read_metrics(tmp_path / t["run_id"])]
             assert t["value"] == pytest.approx(max(val)) and t["epochs"] == 4
     assert summary["best"]["value"] == max(t["value"] for t in summary["trials"] if t["state"] == "complete")
-    assert set(summary["importance"]) == set(SPACE)
-    assert pytest.approx(sum(summary["importance"].values())) == 1.0
+    if len({t["value"] for t in summary["trials"] if t["state"] == "complete"}) > 1:
+        assert set(summary["importance"]) == set(SPACE)
+        assert pytest.approx(sum(summary["importance"].values())) == 1.0
+    else:  # fANOVA needs objectives that differ (the Compare page test below has some that do)
+        assert summary["importance"] == {}
 
     # a search killed with a trial still running (as if its process died), then the same search again
     study = open_study("lr-search", tmp_path)
