@@ -177,6 +177,24 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
             "epoch: mean over seeds (line) and their range (band); the number of seeds in brackets.*\n")
 
 
+def scn_label_drift(run_dir: Path) -> tuple[float, float, str, float, float] | None:
+    """From a SCN run's last ``scn/epoch_NNN.csv``: the mean importance weight of the faces whose training label is
+    wrong then and of those whose label is right, and the class with most training labels then, with its share of
+    the clean labels and of the last epoch's labels."""
+    import pandas as pd
+
+    files = sorted((run_dir / "scn").glob("epoch_*.csv"))
+    if not files:
+        return None
+    last = pd.read_csv(files[-1])
+    wrong = last["label"] != last["clean_label"]
+    top = int(last["label"].value_counts().idxmax())
+    classes = io.read_eval(run_dir).get("test/all", {}).get("class_names") or []
+    return (float(last.loc[wrong, "weight"].mean()) if wrong.any() else float("nan"),
+            float(last.loc[~wrong, "weight"].mean()), classes[top] if top < len(classes) else str(top),
+            float((last["clean_label"] == top).mean()), float((last["label"] == top).mean()))
+
+
 def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
     """Importance weights of noisy vs clean training faces and relabels that fixed or broke a label."""
     rows, per_epoch = [], []
@@ -195,8 +213,16 @@ def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
         wrong = [w for w in wrong if None not in w]
         wrong_text = (f"{pct(sum(w[0] for w in wrong) / len(wrong))} → {pct(sum(w[1] for w in wrong) / len(wrong))}"
                       if wrong else "-")
+        drift = [d for d in (scn_label_drift(folder) for folder in arm.done) if d]
+        if drift:
+            tops = {d[2] for d in drift}
+            weights_now = (f"{sum(d[0] for d in drift) / len(drift):.3f} / {sum(d[1] for d in drift) / len(drift):.3f}")
+            top_text = (f"{'/'.join(sorted(tops))}: {pct(sum(d[3] for d in drift) / len(drift))} → "
+                        f"{pct(sum(d[4] for d in drift) / len(drift))}")
+        else:
+            weights_now = top_text = "-"
         rows.append([cond or "-", name, f"{sum(relabelled) / n:.0f}", f"{sum(fixed) / n:.0f}", f"{sum(broke) / n:.0f}",
-                     wrong_text, weight])
+                     wrong_text, weight, weights_now, top_text])
         first = next(iter(arm.metrics.values()))
         per_epoch.append([f"{cond or '-'} / {name}", " ".join(
             f"{m.get('scn_relabel_fixed', 0)}/{m.get('scn_relabel_broke', 0)}" for m in first)])
@@ -205,10 +231,14 @@ def scn_evidence(arms: dict[tuple[str, str], Arm]) -> str:
     out = ["The mechanism, read from the SCN runs' own metrics (`metrics.jsonl`, mean over seeds): relabels per run, "
            "how many gave a noisy face its clean label back (fixed) and how many replaced a correct label (broke), "
            "the share of training labels that are wrong (injected noise plus broken, minus fixed) in the first and "
-           "the last epoch, and the mean importance weight in the last epoch of the faces whose label was made noisy "
-           "against the others (SCN's premise: noisy faces get lower weights).\n",
+           "the last epoch, the mean importance weight in the last epoch of the faces whose label was made noisy "
+           "against the others, and of the faces whose training label is wrong then (injected or broken by a "
+           "relabel) against those whose label is right (SCN's premise: noisy faces get lower weights; from the "
+           "last `scn/epoch_NNN.csv`), and where the relabels took the labels: the class that has most training "
+           "labels in the last epoch, its share of the clean labels and of the last epoch's.\n",
            table(["condition", "arm", "relabels", "fixed", "broke", "training labels wrong, % (first → last epoch)",
-                  "last-epoch weight: noisy / clean"], rows),
+                  "last-epoch weight: injected noisy / not", "last-epoch weight: label wrong / right",
+                  "largest class of the labels: clean share → last epoch, %"], rows),
            "\nEpoch by epoch (seed 0): fixed/broke per epoch.\n",
            table(["condition / arm", "fixed/broke per epoch"], per_epoch)]
     return "\n".join(out)
