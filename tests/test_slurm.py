@@ -221,7 +221,8 @@ def test_a_search_runs_its_trials_as_slurm_jobs_and_prunes_one_with_scancel(clus
 
     from fer_core.search import load_space, run_search, search_summary
 
-    started = run_search(load_config(SMOKE, ["train.epochs=4", "eval.subsets=[all]"]), load_space(SPACE), 3,
+    # 20 epochs: the pruned trial's job must not finish before scancel reaches it
+    started = run_search(load_config(SMOKE, ["train.epochs=20", "eval.subsets=[all]"]), load_space(SPACE), 3,
                          group="on-slurm", runs_root=tmp_path, parallel=3, pruner=PruneTrial(1),
                          backend="slurm", slurm={"time": "10"}, poll_interval=0.3)
     assert len(started) == 3
@@ -230,4 +231,4 @@ def test_a_search_runs_its_trials_as_slurm_jobs_and_prunes_one_with_scancel(clus
     states = [t["state"] for t in search_summary("on-slurm", tmp_path)["trials"]]
     assert states == ["complete", "pruned", "complete"]
     pruned = next(r for r in runs.values() if r["tags"]["trial"] == 1)
-    assert pruned["state"] == "cancelled" and pruned["pruned"] == 2
+    assert pruned["state"] == "cancelled" and pruned["pruned"] >= 2  # (the poll may see two epochs at once)
