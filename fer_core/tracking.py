@@ -95,14 +95,10 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 def flat_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """A nested config as ``{"train.optimizer.lr": "0.001", ...}`` (MLflow parameters are flat strings)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flat_params(value, f"{path}."))
-        else:
-            out[path] = json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
-    return out
+    from fer_core.compare import flatten
+
+    return {key: json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+            for key, value in flatten(data, prefix).items()}
 
 
 class TensorBoardTracker:

@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from apphelpers import wait_for
 
 from fer_core import io, lifecycle, slurm
 from fer_core.config import load_config
@@ -35,17 +35,8 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, timeout=60, env=env)
 
 
-def _wait(predicate, timeout: float = 240.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.3)
-    return value
-
-
 def _final(run_dir: Path, timeout: float = 240.0) -> str:
-    return _wait(lambda: (s := io.read_status(run_dir).get("state")) not in ("queued", "running", None) and s,
+    return wait_for(lambda: (s := io.read_status(run_dir).get("state")) not in ("queued", "running", None) and s,
                  timeout, f"run {run_dir.name} to end")
 
 
@@ -100,23 +91,23 @@ def test_a_wrong_partition_is_refused_with_no_run_folder_left(cluster, tmp_path)
 def test_cancel_is_scancel_and_the_run_ends_cancelled(cluster, tmp_path):
     run_id, job = lifecycle.submit_train(SMOKE, ["train.epochs=300"], run_id="to-cancel", root=tmp_path)
     run_dir = tmp_path / run_id
-    _wait(lambda: io.read_metrics(run_dir), what="the first epoch")
+    wait_for(lambda: io.read_metrics(run_dir), what="the first epoch")
     assert lifecycle.cancel_run(run_dir, wait=60) == "cancelled"
     assert 1 <= io.read_status(run_dir)["epoch"] < 300
-    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
+    wait_for(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
 
 
 def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_path):
     overrides = ["train.epochs=6"]
     run_id, job = lifecycle.submit_train(SMOKE, overrides, run_id="requeued", root=tmp_path)
     run_dir = tmp_path / run_id
-    _wait(lambda: len(io.read_metrics(run_dir)) >= 2, what="two epochs")
+    wait_for(lambda: len(io.read_metrics(run_dir)) >= 2, what="two epochs")
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
     # SLURM holds a requeued job back for a while (BeginTime); a cluster would start it when it can
-    _wait(lambda: slurm.job_states([job])[job] == "PENDING", 60, "the job back in the queue")
+    wait_for(lambda: slurm.job_states([job])[job] == "PENDING", 60, "the job back in the queue")
     assert io.read_status(run_dir)["state"] == "queued"  # waiting to resume, not cancelled
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
-    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 240, "the requeued job to end")
+    wait_for(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 240, "the requeued job to end")
     assert io.read_status(run_dir)["state"] == "done", (run_dir / "log.txt").read_text()[-2000:]
     status = io.read_status(run_dir)
     assert status["slurm_restarts"] == 1 and status["slurm_job"] == job
@@ -128,11 +119,11 @@ def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_pa
 def test_a_job_that_vanished_without_the_run_writing_its_end_marks_the_run_failed(cluster, tmp_path):
     run_id, job = lifecycle.submit_train(SMOKE, ["train.epochs=300"], run_id="killed", root=tmp_path)
     run_dir = tmp_path / run_id
-    _wait(lambda: io.read_metrics(run_dir), what="the first epoch")
+    wait_for(lambda: io.read_metrics(run_dir), what="the first epoch")
     # a node lost: the trainer and the job die at once, nothing can write
     os.kill(io.read_status(run_dir)["pid"], signal.SIGKILL)
     subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True, timeout=30)
-    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
+    wait_for(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 60, "the job to end")
     assert io.read_status(run_dir)["state"] == "running"  # what the folder says: it was never told
     [row] = slurm.refresh(list(io.list_runs(tmp_path)), max_age=0)
     assert row["state"] == "failed" and row["queue"] not in slurm.ACTIVE_JOB_STATES
@@ -158,7 +149,7 @@ def test_two_tasks_train_one_run_with_ddp_as_one_process_on_the_whole_batch(clus
     run_id, job = lifecycle.submit_train(SMOKE, overrides, run_id="ddp", root=tmp_path,
                                          slurm={"tasks": 2, "cpus": 1})
     run_dir = tmp_path / run_id
-    _wait(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 300, "the job to end")
+    wait_for(lambda: slurm.job_states([job])[job] not in slurm.ACTIVE_JOB_STATES, 300, "the job to end")
     log = (run_dir / "log.txt").read_text()
     assert io.read_status(run_dir)["state"] == "done", log[-2000:]
     assert "distributed: 2 processes (gloo), global batch 32 = 16 per process" in log
