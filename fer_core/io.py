@@ -406,6 +406,34 @@ def read_eval(run_dir: str | os.PathLike) -> dict[str, dict]:
     return out
 
 
+CALIBRATION = "calibration.json"
+"""The file of a run that holds its fitted temperature (:func:`fer_core.evaluate.calibrate_model` writes it)."""
+
+
+def calibration_path(run_dir: str | os.PathLike) -> Path:
+    """``<run>/calibration.json``: the run's temperature, where and on how many faces it was fitted, the validation
+    metrics before and after (it may not exist)."""
+    return Path(run_dir) / CALIBRATION
+
+
+def read_calibration(run_dir: str | os.PathLike) -> dict | None:
+    """The run's ``calibration.json`` (None when the run has none: it was never temperature-scaled)."""
+    path = calibration_path(run_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        found = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); fit it again with `python -m fer_core calibrate "
+                         f"{Path(run_dir).name}`") from None
+    if not isinstance(found, dict) or not isinstance(found.get("temperature"), int | float):
+        raise ValueError(f"{path} has no numeric 'temperature'; fit it again with `python -m fer_core calibrate "
+                         f"{Path(run_dir).name}`")
+    return found
+
+
 def read_predictions(run_dir: str | os.PathLike, split: str, subset: str) -> pd.DataFrame:
     """Per-sample predictions: index, label, pred, correct, confidence, prob_<class>..."""
     import pandas as pd

@@ -422,3 +422,44 @@ def load_run_model(run: str | os.PathLike, *, weights: str = "best", device: str
     load_weights(model, path)
     model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------- calibration
+def weights_digest(run_dir: str | os.PathLike, weights: str = "best") -> str:
+    """SHA-256 of a run's ``checkpoints/<weights>.safetensors`` (``calibration.json`` records it, so a temperature
+    is never applied to weights it was not fitted for)."""
+    return _sha256(weights_path(run_dir, weights))
+
+
+def stored_temperature(run: str | os.PathLike, weights: str = "best", *, required: bool = False) -> float | None:
+    """The temperature in a run's ``calibration.json`` for its ``weights``.
+
+    Without ``required``, None when the run has none, or when it was fitted for other weights (a warning is logged);
+    with ``required`` those cases raise, saying to run ``python -m fer_core calibrate RUN``.
+
+    Raises:
+        FileNotFoundError: ``required`` and the run has no ``calibration.json``.
+        ValueError: ``required`` and the temperature was fitted for another weights file (another tag, or weights
+            written since), or ``calibration.json`` cannot be read.
+    """
+    run_dir = io.resolve_run_dir(run)
+    found = io.read_calibration(run_dir)
+    fix = f"run `python -m fer_core calibrate {run_dir.name}`" + ("" if weights == "best" else f" --weights {weights}")
+    if found is None:
+        if required:
+            raise FileNotFoundError(f"run {run_dir.name} has no {io.CALIBRATION} (no temperature fitted yet); {fix} to "
+                                    "fit one on its validation split")
+        return None
+    problem = None
+    if found.get("weights", "best") != weights:
+        problem = f"was fitted for its {found.get('weights')!r} weights, not {weights!r}"
+    elif found.get("weights_sha256") and weights_path(run_dir, weights).exists() \
+            and found["weights_sha256"] != weights_digest(run_dir, weights):
+        problem = f"was fitted for other {weights!r} weights than the run has now"
+    if problem:
+        message = f"the temperature in {io.calibration_path(run_dir)} {problem}; {fix} to fit it again"
+        if required:
+            raise ValueError(message)
+        logger.warning("%s", message)
+        return None
+    return float(found["temperature"])

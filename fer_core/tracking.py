@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_STATE = "tracking.json"
 SPLIT_PREFIXES = ("train_", "val_")
-EVAL_SCALARS = ("accuracy", "mean_class_accuracy", "macro_f1", "loss")
+EVAL_SCALARS = ("accuracy", "mean_class_accuracy", "macro_f1", "loss", "ece", "ece_adaptive", "nll", "brier")
 MLFLOW_STATES = {"done": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
 

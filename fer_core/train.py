@@ -2,7 +2,8 @@
 
 ``train(config, run_dir)`` fills a run directory (docs/CONTRACTS.md): ``config.yaml``, ``status.json``
 (running with pid, epoch/epochs, then done | failed | cancelled), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/{best,last}.safetensors`` + ``last_state.pt`` (resumable), ``eval/``, ``log.txt`` and, for SCN,
+``checkpoints/{best,last}.safetensors`` + ``last_state.pt`` (resumable), ``calibration.json`` (the temperature
+fitted on the validation split, :func:`fer_core.evaluate.calibrate_model`), ``eval/``, ``log.txt`` and, for SCN,
 ``scn/``. The data set is held in memory as uint8 (``fer_core.data.materialize``) and converted batch by batch on
 the training device (``fer_core.transforms``). Library code never prints: progress goes to the ``progress``
 callback and to ``log.txt``.
@@ -43,7 +44,7 @@ from fer_core import distributed, io, runs, tracking
 from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
-from fer_core.evaluate import ProgressFn, classification_metrics, evaluate_model, predict_logits
+from fer_core.evaluate import ProgressFn, calibrate_model, classification_metrics, evaluate_model, predict_logits
 from fer_core.losses import balanced_class_weights, inject_ambiguous_label_noise, inject_label_noise
 from fer_core.methods import StandardTraining, TrainData, build_method
 from fer_core.models import count_params
@@ -385,6 +386,20 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
     return data, x_val, y_val
 
 
+def _fit_temperature(model: nn.Module, cfg: Config, run_dir: Path, x_val: Any, y_val: torch.Tensor,
+                     device: torch.device) -> float | None:
+    """Temperature scaling on the validation split already in memory (``calibration.json``), before the test
+    evaluation, so the test results carry the numbers before and after. A fit that cannot be made (an empty
+    validation split, non-finite logits) is a warning, not a failed run; a stale ``calibration.json`` is removed."""
+    try:
+        return calibrate_model(model, cfg, run_dir, weights="best", device=str(device), images=x_val,
+                               labels=y_val)["temperature"]
+    except ValueError as err:
+        logger.warning("no temperature scaling: %s", err)
+        io.calibration_path(run_dir).unlink(missing_ok=True)
+        return None
+
+
 def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, resume: bool,
            world: World = SINGLE_PROCESS, device_name: str | None = None,
            trackers: tracking.Trackers | None = None) -> dict[str, Any]:
@@ -578,10 +593,12 @@ def _train(cfg: Config, run_dir: Path, emit: ProgressFn, stop: threading.Event, 
     runs.weights_path(run_dir, "stage_best").unlink(missing_ok=True)
 
     emit({"event": "phase", "phase": "eval"})
+    temperature = None
     if runs.weights_path(run_dir, "best").exists():
         runs.load_weights(model, runs.weights_path(run_dir, "best"))
+        temperature = _fit_temperature(model, cfg, run_dir, x_val, y_val, device)
     results = evaluate_model(model, cfg, run_dir, device=str(device), progress=emit,
-                             extra={"weights": "best", "epoch": best_epoch})
+                             extra={"weights": "best", "epoch": best_epoch}, temperature=temperature)
     for key, r in results.items():
         logger.info("eval %s: accuracy %s, mean class accuracy %s, macro F1 %s (n=%d)", key,
                     *(f"{r[k]:.4f}" if r[k] is not None else "-" for k in ("accuracy", "mean_class_accuracy",
