@@ -11,14 +11,18 @@ Commands::
     search --config X --space space.yaml --trials N [--set k=v] [--group G] [--parallel N] [--seed S]
           [--runs-dir DIR] [--backend slurm --slurm k=v,...]   an Optuna search (TPE, median pruning): every
           trial a run of the group (with SLURM: a job each)
-    evaluate RUN [--split test] [--subset S ...] [--weights best|last]
+    evaluate RUN [--split test] [--subset S ...] [--weights best|last]   accuracy, F1, calibration (ECE, NLL,
+          Brier; after temperature scaling too when the run has a temperature)
+    calibrate RUN [--weights best|last] [--device D]   fit the run's temperature on its validation split
+          (calibration.json) and re-evaluate its eval/ files: a before/after table per split and subset
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
     data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
-    predict IMAGE [--model NAME | --run RUN] [--all-faces] [--whole-image] [--max-pixels N] [--json]
-    explain IMAGE --method M --out overlay.png [--model NAME | --run RUN] [--target CLASS] [--whole-image]
+    predict IMAGE [--model NAME | --run RUN [--calibrated]] [--all-faces] [--whole-image] [--max-pixels N] [--json]
+    explain IMAGE --method M --out overlay.png [--model NAME | --run RUN [--calibrated]] [--target CLASS]
+          [--whole-image]
     explain-eval RUN [--methods a,b] [--n 200] [--out FILE]   explanation methods vs SynthFACS masks
 
 Exit codes: 0 success, 1 the operation failed (message on stderr, details in the run's log.txt; also an unwritable
@@ -322,9 +326,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run_dir = io.resolve_run_dir(args.run, args.runs_dir)
     results = evaluate_run(run_dir, args.split, args.subset or None, weights=args.weights, device=args.device)
-    rows = [[key, _fmt(r["accuracy"]), _fmt(r["mean_class_accuracy"]), _fmt(r["macro_f1"]), str(r["n"])]
+    scaled = any("calibrated" in r for r in results.values())
+    rows = [[key, _fmt(r["accuracy"]), _fmt(r["mean_class_accuracy"]), _fmt(r["macro_f1"]), _fmt(r.get("ece")),
+             *([_fmt((r.get("calibrated") or {}).get("ece"))] if scaled else []), str(r["n"])]
             for key, r in results.items()]
-    print(_table(rows, ["split/subset", "accuracy", "mean_class_acc", "macro_f1", "n"]))
+    print(_table(rows, ["split/subset", "accuracy", "mean_class_acc", "macro_f1", "ece",
+                        *(["ece_calibrated"] if scaled else []), "n"]))
+    if not scaled:
+        print(f"(no temperature for these weights: `python -m fer_core calibrate {run_dir.name}` fits one)")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.evaluate import calibrate_run
+
+    run_dir = io.resolve_run_dir(args.run, args.runs_dir)
+    found, results = calibrate_run(run_dir, weights=args.weights, device=args.device)
+    before, after = found["before"], found["after"]
+    print(f"temperature T = {found['temperature']:.4f}, fitted on {found['split']} ({found['n']} faces, "
+          f"{found['weights']} weights): NLL {_fmt(before['nll'], 4)} -> {_fmt(after['nll'], 4)}, "
+          f"ECE {_fmt(before['ece'], 4)} -> {_fmt(after['ece'], 4)}"
+          + (" (at the edge of the searched range)" if found["at_bound"] else ""))
+    print(f"written: {io.calibration_path(run_dir)}")
+    rows = []
+    for key, r in results.items():
+        c = r.get("calibrated") or {}
+        rows.append([key, str(r["n"]), _fmt(r["accuracy"]),
+                     *(f"{_fmt(r.get(m), 4)} -> {_fmt(c.get(m), 4)}" for m in ("ece", "ece_adaptive", "nll", "brier"))])
+    print(_table(rows, ["split/subset", "n", "accuracy", "ece", "ece_adaptive", "nll", "brier"]))
     return 0
 
 
@@ -457,7 +487,10 @@ def _predictor(args: argparse.Namespace):
 
     if args.run:
         return Predictor.from_run(io.resolve_run_dir(args.run, args.runs_dir), weights=args.weights,
-                                  device=args.device)
+                                  device=args.device, calibrated=args.calibrated)
+    if args.calibrated:
+        raise UsageError("--calibrated needs --run: a temperature is fitted for a trained run (python -m fer_core "
+                         "calibrate RUN); a registered model has none")
     if args.model not in list_models():
         raise UsageError(f"--model: unknown model {args.model!r}; valid: {', '.join(list_models())}")
     return Predictor.from_model(args.model, device=args.device)
@@ -608,6 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("calibrate", help="temperature scaling: fit a run's temperature on its validation split and "
+                                         "re-evaluate (before/after ECE, NLL, Brier)")
+    p.add_argument("run", help="run folder or id")
+    p.add_argument("--weights", default="best", choices=["best", "last"])
+    p.add_argument("--device", default=None, help="default: the run's train.device")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("cancel", help="stop a queued or running run")
     p.add_argument("run", help="run folder or id")
     runs_dir_arg(p)
@@ -641,6 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="registered model (default: the pretrained FER2013 mini-Xception)")
         which.add_argument("--run", help="a trained run (folder or id) instead of --model")
         p.add_argument("--weights", default="best", choices=["best", "last"], help="with --run: which weights")
+        p.add_argument("--calibrated", action="store_true",
+                       help="with --run: probabilities after temperature scaling (python -m fer_core calibrate RUN)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--whole-image", action="store_true",
                        help="when no face is found, use the centre square of the image (for face crops)")

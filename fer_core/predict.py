@@ -5,6 +5,7 @@ Usage::
     from fer_core.predict import Predictor
     predictor = Predictor.from_model()                       # the pretrained FER2013 mini-Xception, on the CPU
     predictor = Predictor.from_run("runs/my-run")            # or a trained run's best weights
+    predictor = Predictor.from_run("runs/my-run", calibrated=True)   # probabilities softmax(logits / T), the run's T
     for p in predictor.predict("photo.jpg", faces="all"):
         print(p.box, p.top, p.probs)                         # probs: {class name: probability}, the model's order
     result = predictor.explain("photo.jpg", "gradcam")       # the largest face's explanation (fer_core.explain)
@@ -13,7 +14,9 @@ Usage::
 
 Faces are found and cropped by :mod:`fer_core.face`; each crop goes through the model's own preprocessing (its
 ``model.cfg``: channels, input size, mean and std) by :class:`fer_core.transforms.BatchTransform`, without
-augmentation.
+augmentation. With a temperature ``T`` (a run's, fitted on its validation split by ``python -m fer_core calibrate``),
+the probabilities are ``softmax(logits / T)``: the same top class, probabilities closer to how often the model is
+right. Explanations are of the model's logits either way.
 
 Thread safety: :meth:`Predictor.predict` and :meth:`Predictor.predict_crop` keep no state between calls (the model
 is in eval mode and runs under ``torch.inference_mode``), so one predictor may serve several threads (e.g. a
@@ -23,6 +26,7 @@ lock held by the predictor.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -135,13 +139,20 @@ class Predictor:
         model: a model built by :func:`fer_core.models.create_model` (it carries ``model.cfg``).
         device: where the model runs.
         name: how to call it in reports (default: ``model.cfg.name``).
+        temperature: divide the logits by it before the softmax (temperature scaling); None: the plain softmax.
     """
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", name: str = ""):
+    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", name: str = "",
+                 temperature: float | None = None):
         cfg = getattr(model, "cfg", None)
         if cfg is None:
             raise ValueError(f"{type(model).__name__} has no .cfg (input size, normalisation, class names): "
                              "build it with fer_core.models.create_model or load a run with Predictor.from_run")
+        if temperature is not None:
+            from fer_core.calibration import check_temperature
+
+            temperature = check_temperature(temperature)
+        self.temperature = temperature
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg
@@ -161,27 +172,50 @@ class Predictor:
         return cls(create_model(name, **create_kwargs), device=device, name=name)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu"
-                 ) -> Predictor:
-        """A trained run's model with its ``checkpoints/<weights>`` (:func:`fer_core.runs.load_run_model`)."""
-        from fer_core.runs import load_run_model
+    def from_run(cls, run_dir: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu",
+                 calibrated: bool = False) -> Predictor:
+        """A trained run's model with its ``checkpoints/<weights>`` (:func:`fer_core.runs.load_run_model`); with
+        ``calibrated``, its probabilities divide the logits by the run's temperature (``calibration.json``).
 
+        Raises:
+            FileNotFoundError: ``calibrated`` and the run has no temperature (the message says to run ``python -m
+                fer_core calibrate RUN``); or no such weights.
+            ValueError: ``calibrated`` and the temperature was fitted for other weights.
+        """
+        from fer_core.runs import load_run_model, stored_temperature
+
+        temperature = stored_temperature(run_dir, weights, required=True) if calibrated else None
         model = load_run_model(run_dir, weights=weights, device=device)
-        return cls(model, device=device, name=f"{os.path.basename(os.path.normpath(run_dir))} ({weights})")
+        name = f"{os.path.basename(os.path.normpath(run_dir))} ({weights})"
+        return cls(model, device=device, name=name, temperature=temperature)
+
+    def with_temperature(self, temperature: float | None) -> Predictor:
+        """This predictor with another temperature (None: none), sharing its model and its explanation lock (so it
+        loads nothing and is as thread-safe as this one)."""
+        other = copy.copy(self)
+        if temperature is not None:
+            from fer_core.calibration import check_temperature
+
+            temperature = check_temperature(temperature)
+        other.temperature = temperature
+        return other
 
     def __repr__(self) -> str:
-        return f"Predictor({self.name}, {len(self.class_names)} classes, device={self.device})"
+        scaled = "" if self.temperature is None else f", temperature={self.temperature:.4g}"
+        return f"Predictor({self.name}, {len(self.class_names)} classes, device={self.device}{scaled})"
 
     # ----------------------------------------------------------------------------------------- prediction
     def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Softmax outputs (``N x C``, the model's class order) for RGB uint8 face crops of any size."""
+        """Softmax outputs (``N x C``, the model's class order) for RGB uint8 face crops of any size; with a
+        :attr:`temperature`, of the logits divided by it."""
         if not crops:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         with torch.inference_mode():
             # each crop is resized by the transform on its own (they differ in size), then one forward pass
             x = torch.cat([self._transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)[None])
                            for c in crops])
-            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+            logits = self.model(x).float()
+            return torch.softmax(logits if self.temperature is None else logits / self.temperature, dim=1).cpu().numpy()
 
     def _predictions(self, found: list[Face]) -> list[FacePrediction]:
         probs = self.probabilities([f.crop for f in found])
