@@ -768,3 +768,67 @@ def param_importance(importance: Mapping[str, float]) -> go.Figure:
                      range=[0, 100])
     fig.update_layout(height=90 + 40 * len(items), margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
+
+
+# --- calibration
+GAP_COLOR = "rgba(192, 57, 43, 0.35)"
+"""The gap between a bin's accuracy and its mean confidence on a reliability diagram (Guo et al.'s red bars)."""
+
+
+def reliability_diagram(curves: Mapping[str, Mapping[str, Any] | None], colors: Mapping[str, str] | None = None, *,
+                        bars: bool = True, title: str | None = None) -> go.Figure:
+    """A reliability diagram: accuracy against confidence per confidence bin, with the diagonal of perfect
+    calibration (a bar below the diagonal is over-confidence).
+
+    Args:
+        curves: ``{label: reliability}``, each the ``reliability`` of an eval result
+            (:func:`fer_core.calibration.reliability_bins`: ``edges``, ``count``, ``confidence``, ``accuracy``, None
+            for an empty bin), e.g. ``{"before": ..., "after T=1.6": ...}`` or one per run. None values are skipped.
+        colors: ``{label: colour}`` (default :func:`run_colors`).
+        bars: draw the first curve as bars of accuracy per bin with the gap to its mean confidence shaded, the others
+            as lines; else every curve as a line through (mean confidence, accuracy), marker size by face count.
+        title: figure title.
+
+    The hover gives each bin's range, faces, accuracy and mean confidence.
+    """
+    colors = colors or run_colors(list(curves))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1.5}, hoverinfo="skip"))
+    first = True
+    for label, rel in curves.items():
+        if not rel:
+            continue
+        edges = np.asarray(rel["edges"], dtype=float)
+        keep = [i for i, n in enumerate(rel["count"]) if n and rel["accuracy"][i] is not None]
+        if not keep:
+            continue
+        acc = np.array([rel["accuracy"][i] for i in keep], dtype=float)
+        conf = np.array([rel["confidence"][i] for i in keep], dtype=float)
+        counts = np.array([rel["count"][i] for i in keep], dtype=float)
+        low, high = edges[keep], edges[[i + 1 for i in keep]]
+        custom = np.column_stack([100 * low, 100 * high, counts, 100 * acc, 100 * conf])
+        hover = (f"{label}<br>confidence %{{customdata[0]:.0f}}–%{{customdata[1]:.0f}}%: %{{customdata[2]:.0f}} "
+                 "faces<br>accuracy %{customdata[3]:.1f}%, mean confidence %{customdata[4]:.1f}%<extra></extra>")
+        color = colors.get(label, TRAIN_COLOR)
+        if bars and first:
+            centre, width = (low + high) / 2, high - low
+            fig.add_trace(go.Bar(x=centre, y=acc, width=width, name=f"{label}: accuracy", marker_color=color,
+                                 marker_line={"color": "white", "width": 1}, opacity=0.85, customdata=custom,
+                                 hovertemplate=hover))
+            fig.add_trace(go.Bar(x=centre, y=conf - acc, base=acc, width=width, name=f"{label}: gap to confidence",
+                                 marker_color=GAP_COLOR, marker_line={"color": "#c0392b", "width": 1},
+                                 customdata=custom, hovertemplate=hover))
+        else:
+            size = 6 + 14 * np.sqrt(counts / counts.max())
+            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=label,
+                                     line={"color": color, "width": 2}, marker={"color": color, "size": size},
+                                     customdata=custom, hovertemplate=hover))
+        first = False
+    fig.update_xaxes(title_text="confidence (top class's probability)", range=[0, 1], tickformat=".0%", dtick=0.2,
+                     constrain="domain")
+    fig.update_yaxes(title_text="accuracy", range=[0, 1], tickformat=".0%", dtick=0.2, scaleanchor="x",
+                     scaleratio=1)
+    fig.update_layout(title=title, barmode="overlay", bargap=0, height=420, hovermode="closest",
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10}, legend=_legend_below(-0.18))
+    return fig

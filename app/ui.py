@@ -268,8 +268,14 @@ def runs_column_config(frame: pd.DataFrame) -> dict[str, Any]:
     return config
 
 
+EVAL_COLUMNS = ["split", "subset", "n", "accuracy", "mean class accuracy", "macro F1", "ECE", "ECE after T", "NLL",
+                "Brier"]
+
+
 def eval_frame(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Per split/subset metrics (percent) for the run page's table, in :func:`ordered_eval_keys` order."""
+    """Per split/subset metrics for the run page's table, in :func:`ordered_eval_keys` order: accuracies and ECE in
+    percent, NLL and Brier as they are. Eval files written before calibration existed (no ``ece``), and runs without
+    a temperature (no ``calibrated``), show the missing values as blanks."""
     rows = []
     for key in ordered_eval_keys(evals):
         r = evals[key]
@@ -281,8 +287,16 @@ def eval_frame(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "accuracy": pct(r.get("accuracy")),
             "mean class accuracy": pct(r.get("mean_class_accuracy")),
             "macro F1": pct(r.get("macro_f1")),
+            "ECE": pct(r.get("ece")),
+            "ECE after T": pct((r.get("calibrated") or {}).get("ece")),
+            "NLL": _number(r.get("nll")),
+            "Brier": _number(r.get("brier")),
         })
-    return pd.DataFrame(rows, columns=["split", "subset", "n", "accuracy", "mean class accuracy", "macro F1"])
+    return pd.DataFrame(rows, columns=EVAL_COLUMNS)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 EVAL_COLUMN_CONFIG = {
@@ -292,6 +306,16 @@ EVAL_COLUMN_CONFIG = {
         "mean class accuracy", format="%.1f%%", help="accuracy averaged over classes (robust to class imbalance)"
     ),
     "macro F1": st.column_config.NumberColumn("macro F1", format="%.1f%%"),
+    "ECE": st.column_config.NumberColumn(
+        "ECE", format="%.1f%%", help="expected calibration error (15 confidence bins): how far the top class's "
+        "probability is from how often it is right; lower is better"),
+    "ECE after T": st.column_config.NumberColumn(
+        "ECE after T", format="%.1f%%", help="ECE after temperature scaling (the logits divided by the run's "
+        "temperature, fitted on the validation split): python -m fer_core calibrate RUN"),
+    "NLL": st.column_config.NumberColumn("NLL", format="%.3f", help="negative log-likelihood of the true class "
+                                         "(cross-entropy); lower is better"),
+    "Brier": st.column_config.NumberColumn("Brier", format="%.3f", help="multiclass Brier score, mean of "
+                                           "sum over classes of (p - y)², from 0 (perfect) to 2; lower is better"),
 }
 
 

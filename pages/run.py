@@ -1,4 +1,5 @@
-"""Run: one run in detail. State and config, learning curves, confusion matrices and metrics per test subset.
+"""Run: one run in detail. State and config, learning curves, confusion matrices, metrics and reliability diagrams
+(calibration, before and after temperature scaling) per test subset.
 
 ``/run?run=<run_id>`` opens a given run; the select box keeps the query parameter in step, so the URL can be shared.
 A queued or running run redraws itself once every couple of seconds from its folder.
@@ -126,6 +127,64 @@ st.dataframe(ui.eval_frame(evals), column_config=ui.EVAL_COLUMN_CONFIG, hide_ind
              placeholder=ui.MISSING)
 st.caption("Mean class accuracy averages the per-class recalls, so rare expressions count as much as common ones.")
 
+
+
+# --------------------------------------------------------------------------------------------- calibration
+def _read_calibration() -> dict | None:
+    """The run's ``calibration.json`` (None without one; a broken one is a warning, not a crash)."""
+    try:
+        return io.read_calibration(run_dir)
+    except (OSError, ValueError) as err:
+        st.warning(f"Cannot read the run's temperature: {err}")
+        return None
+
+
+def _share(value: float | None) -> str:
+    return ui.MISSING if value is None else f"{ui.pct(value):.1f}%"
+
+
+def _value(value: float | None) -> str:
+    return ui.MISSING if value is None else f"{value:.3f}"
+
+
+def _reliability(key: str, result: dict, calibration: dict | None) -> None:
+    """One split/subset's reliability diagram (before and after temperature scaling when the run has a temperature)
+    and a caption with its ECE, NLL and Brier score."""
+    if not result.get("reliability"):
+        st.caption(f"No calibration numbers in this evaluation (written before they existed); "
+                   f"`python -m fer_core evaluate {run_id}` adds them.")
+        return
+    scaled = result.get("calibrated") or {}
+    curves = {"before": result["reliability"]}
+    if scaled.get("reliability"):
+        curves[f"after T={scaled['temperature']:.2f}"] = scaled["reliability"]
+    left, right = st.columns([3, 2])
+    left.plotly_chart(charts.reliability_diagram(curves, {"before": charts.TRAIN_COLOR}, title="Reliability"),
+                      width="stretch", key=f"run.reliability.{key}")
+
+    def numbers(r: dict) -> str:
+        return (f"ECE {_share(r.get('ece'))} (adaptive bins {_share(r.get('ece_adaptive'))}), "
+                f"NLL {_value(r.get('nll'))}, Brier {_value(r.get('brier'))}")
+
+    lines = [f"**{key}**, as trained: {numbers(result)}."]
+    if scaled:
+        lines.append(f"After temperature scaling (logits ÷ {scaled['temperature']:.3f}): {numbers(scaled)}; the "
+                     "accuracy does not change.")
+    if calibration:
+        before, after = calibration.get("before") or {}, calibration.get("after") or {}
+        lines.append(f"The temperature was fitted on the {calibration.get('split', 'val')} split "
+                     f"({calibration.get('n', '?')} faces, {calibration.get('weights', 'best')} weights): ECE there "
+                     f"{_share(before.get('ece'))} → {_share(after.get('ece'))}."
+                     + (" It stopped at the edge of its range: too few or too easy validation faces."
+                        if calibration.get("at_bound") else ""))
+    else:
+        lines.append(f"No temperature yet: `python -m fer_core calibrate {run_id}` fits one on the validation split.")
+    right.markdown("  \n".join(lines))
+    right.caption("Bars: accuracy of the faces in each confidence bin; red: the gap to their mean confidence. A bar "
+                  "below the diagonal means over-confidence. ECE is the face-weighted mean gap (15 bins).")
+
+
+calibration = _read_calibration()
 st.session_state.setdefault(NORMALISE_KEY, True)
 st.toggle("Normalise rows (share of each true class)", key=NORMALISE_KEY)
 keys = ui.ordered_eval_keys(evals)
@@ -142,3 +201,4 @@ for tab, key in zip(tabs, keys, strict=True):
         compared = {key: result} if key == reference_key else {reference_key: evals[reference_key], key: result}
         recall = {k: (r["confusion"], r["class_names"]) for k, r in compared.items()}
         right.plotly_chart(charts.per_class_recall(recall), width="stretch", key=f"run.recall.{key}")
+        _reliability(key, result, calibration)
