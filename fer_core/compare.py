@@ -717,3 +717,31 @@ def markdown_table(table: pd.DataFrame, best: Mapping[str, Sequence[Any]] | None
             cells.append(f"**{text}**" if label in best.get(col, ()) else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- calibration
+CALIBRATION_COLUMNS = ["accuracy", "ece", "ece_adaptive", "nll", "brier", "temperature", "ece_calibrated",
+                       "nll_calibrated"]
+
+
+def calibration_table(evals: Mapping[str, Mapping[str, Mapping[str, Any]]], key: str = "test/all") -> pd.DataFrame:
+    """One row per run, the calibration of one split/subset beside its accuracy: ``accuracy``, ``ece``,
+    ``ece_adaptive``, ``nll``, ``brier``, and with the run's temperature ``temperature``, ``ece_calibrated`` and
+    ``nll_calibrated`` (after temperature scaling). NaN where a run lacks the result or the number (an eval file
+    from before calibration existed, a run without a temperature).
+
+    Args:
+        evals: ``{run label: io.read_eval(run_dir)}``.
+        key: ``"<split>/<subset>"``.
+    """
+    rows = {}
+    for label, results in evals.items():
+        result = results.get(key) or {}
+        scaled = result.get("calibrated") or {}
+        values = {name: result.get(name) for name in CALIBRATION_COLUMNS[:5]}
+        values.update(temperature=scaled.get("temperature"), ece_calibrated=scaled.get("ece"),
+                      nll_calibrated=scaled.get("nll"))
+        rows[label] = {k: float(v) if isinstance(v, int | float) else math.nan for k, v in values.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=CALIBRATION_COLUMNS, dtype=float)
+    table.index.name = "run"
+    return table

@@ -1,7 +1,8 @@
 """Compare runs: two to six finished runs, or a whole sweep or ablation group, side by side.
 
 What differs in their configs, a metrics table per test subset like a paper's ablation table, overlaid learning
-curves, two runs' confusion matrices with their difference, per-class accuracy changes, and for a group the metric
+curves, two runs' confusion matrices with their difference, per-class accuracy changes, calibration (ECE beside
+accuracy, overlaid reliability diagrams, before or after temperature scaling), and for a group the metric
 against the swept value (for a search, ``python -m fer_core search``, the objective per trial and the parameters'
 importance). Runs that differ only by seed are one arm (mean over seeds with its 95% interval), and a
 difference between arms is marked only where a paired test on the same test faces supports it
@@ -315,6 +316,64 @@ else:
                     + (f"**{cell}**" if pair["supported"] else cell)
                     + f" · {pair['test']}: {int(pair['only_b'])} faces only B gets right, {int(pair['only_a'])} only "
                     f"A; {compare.format_p(pair['p_value'])}.")
+
+# --------------------------------------------------------------------------------------------- calibration
+CALIBRATION_SUBSET_KEY = "compare.calibration_subset"
+CALIBRATED_KEY = "compare.calibrated"
+
+
+def _calibration_section() -> None:
+    """ECE beside accuracy for one split/subset of every run, and their reliability diagrams overlaid."""
+    st.subheader("Calibration")
+    shared = ui.ordered_eval_keys(set.intersection(*(set(e) for e in evals.values())))
+    if not shared:
+        st.info("These runs have no evaluated split and subset in common.")
+        return
+    if st.session_state.get(CALIBRATION_SUBSET_KEY) not in shared:
+        st.session_state[CALIBRATION_SUBSET_KEY] = shared[0]
+    left, right = st.columns([2, 3])
+    key = left.selectbox("Split / subset", shared, key=CALIBRATION_SUBSET_KEY)
+    table = compare.calibration_table(evals, key)
+    has_temperature = bool(table["temperature"].notna().any())
+    st.session_state.setdefault(CALIBRATED_KEY, False)
+    calibrated = right.toggle("After temperature scaling", key=CALIBRATED_KEY, disabled=not has_temperature,
+                              help="Each run's probabilities with its logits divided by its temperature (fitted on "
+                                   "its validation split; python -m fer_core calibrate RUN)")
+    shown = table.copy()
+    for column in ("accuracy", "ece", "ece_adaptive", "ece_calibrated"):
+        shown[column] = 100.0 * shown[column]
+    st.dataframe(shown, width="stretch", column_config={
+        "accuracy": st.column_config.NumberColumn("accuracy", format="%.1f%%"),
+        "ece": st.column_config.NumberColumn("ECE", format="%.1f%%", help="expected calibration error, 15 "
+                                             "equal-width confidence bins; lower is better"),
+        "ece_adaptive": st.column_config.NumberColumn("ECE (adaptive bins)", format="%.1f%%",
+                                                      help="15 bins holding equally many faces"),
+        "nll": st.column_config.NumberColumn("NLL", format="%.3f"),
+        "brier": st.column_config.NumberColumn("Brier", format="%.3f", help="multiclass, 0 (perfect) to 2"),
+        "temperature": st.column_config.NumberColumn("T", format="%.3f", help="the run's temperature"),
+        "ece_calibrated": st.column_config.NumberColumn("ECE after T", format="%.1f%%"),
+        "nll_calibrated": st.column_config.NumberColumn("NLL after T", format="%.3f"),
+    })
+    curves: dict[str, dict | None] = {}
+    for label in labels:
+        result = evals[label][key]
+        scaled = result.get("calibrated") or {}
+        curves[label] = scaled.get("reliability") if calibrated else result.get("reliability")
+    missing = [label for label, curve in curves.items() if not curve]
+    if len(missing) == len(curves):
+        st.info(f"No reliability data for {key}" + (" after temperature scaling" if calibrated else "")
+                + ": evaluate the runs again (`python -m fer_core evaluate <run id>`) or fit their temperature "
+                "(`python -m fer_core calibrate <run id>`).")
+        return
+    st.plotly_chart(charts.reliability_diagram(curves, colors, bars=False,
+                                               title=f"Reliability, {key}" + (" (after T)" if calibrated else "")),
+                    width="stretch", key="compare.reliability")
+    st.caption("Accuracy against mean confidence per confidence bin (marker size: faces in the bin); the dashed "
+               "diagonal is perfect calibration, a point below it over-confidence."
+               + (f" Not shown (no data): {', '.join(missing)}." if missing else ""))
+
+
+_calibration_section()
 
 # --------------------------------------------------------------------------------------------- sweep
 if group is not None:
