@@ -59,10 +59,13 @@ class ModelChoice:
         label: how to name it on the page.
         predictor: the loaded :class:`fer_core.predict.Predictor`.
         synth_options: the SynthFACS options a run was trained with (so its test faces are the run's own), else {}.
+        run_dir: the run's folder, or None for the pretrained model.
     """
 
-    def __init__(self, key: str, label: str, predictor: Any, synth_options: dict[str, Any]):
+    def __init__(self, key: str, label: str, predictor: Any, synth_options: dict[str, Any],
+                 run_dir: str | None = None):
         self.key, self.label, self.predictor, self.synth_options = key, label, predictor, synth_options
+        self.run_dir = run_dir
 
 
 def model_picker(page: str, *, dataset: str | None = None, help: str | None = None) -> ModelChoice | None:
@@ -108,7 +111,7 @@ def model_picker(page: str, *, dataset: str | None = None, help: str | None = No
     st.caption(f"{cfg.name}: {'grey' if c == 1 else 'RGB'} {h}×{w} input, {len(predictor.class_names)} classes "
                f"({', '.join(predictor.class_names)})")
     stamp = file_stamp(weights) if weights is not None else ()
-    return ModelChoice(f"{run_dir or PRETRAINED_MODEL}@{stamp}", label(key), predictor, synth)
+    return ModelChoice(f"{run_dir or PRETRAINED_MODEL}@{stamp}", label(key), predictor, synth, run_dir)
 
 
 class PickedFace:

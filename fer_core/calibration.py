@@ -45,8 +45,8 @@ that is right on every validation face wants T -> 0)."""
 
 def _as_tensors(values: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N x C float64 tensor, N long tensor)`` of logits or probabilities and labels, checked to fit."""
-    values = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values).detach().cpu()
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).detach().cpu()
+    values = (values if isinstance(values, torch.Tensor) else torch.as_tensor(np.array(values))).detach().cpu()
+    labels = (labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.array(labels))).detach().cpu()
     if values.ndim != 2:
         raise ValueError(f"expected an N x C array of logits or probabilities, got shape {tuple(values.shape)}")
     if labels.ndim != 1 or len(labels) != len(values):

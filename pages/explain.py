@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, pickers
+from app import charts, pickers, ui
+from fer_core import io
 from fer_core.explain import list_methods, method_info
 from fer_core.explain.evaluation import localisation
 from fer_core.explain.render import enlarge, mask_tile, overlay_tile
@@ -27,6 +28,7 @@ SLOW = ("smoothgrad", "integrated_gradients", "scorecam", "occlusion", "lime")
 METHODS_KEY = "explain.methods"
 TARGET_KEY = "explain.target"
 OUTLINE_KEY = "explain.outline"
+CALIBRATED_KEY = "explain.calibrated"
 TOP = "top class"
 TILE = 224  # display size of every map tile, in pixels
 PER_ROW = (5, 3)  # tiles per row without / with the mask and scores beside them
@@ -50,6 +52,17 @@ def _explanation(model_key: str, face_key: str, method: str, target: str | None,
     return _predictor.explain_crop(_crop, method, target)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _temperature(run_dir: str, stamp: tuple) -> float | None:
+    """The run's temperature for its best weights (None without one), cached until calibration.json changes."""
+    from fer_core.runs import stored_temperature
+
+    try:
+        return stored_temperature(run_dir, "best")
+    except (OSError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------------------------- inputs
 st.title("Explain a face")
 st.markdown(
@@ -61,14 +74,22 @@ st.markdown(
 model = pickers.model_picker("explain")
 if model is None:
     st.stop()
+temperature = None if model.run_dir is None else _temperature(
+    model.run_dir, (ui.file_stamp(io.calibration_path(model.run_dir)),
+                    ui.file_stamp(pickers.best_weights(model.run_dir))))
+calibrated = temperature is not None and st.toggle(
+    "Calibrated probabilities", key=CALIBRATED_KEY,
+    help=f"Divide the model's logits by the run's temperature (T = {temperature or 1:.3f}, fitted on its validation "
+         "split by temperature scaling) before the softmax: the same top class, probabilities closer to how often "
+         "the model is right. The explanations do not change.")
 face = pickers.face_picker("explain", model.synth_options)
 if face is None:
     st.stop()
-predictor = model.predictor
+predictor = model.predictor.with_temperature(temperature if calibrated else None)
 names = list(predictor.class_names)
 
 # --------------------------------------------------------------------------------------------- prediction
-probs = _probabilities(model.key, face.key, predictor, face.crop)
+probs = _probabilities(f"{model.key}@T={predictor.temperature}", face.key, predictor, face.crop)
 top = max(probs, key=probs.__getitem__)
 if st.session_state[TARGET_KEY] not in (TOP, *names):  # a class of the model chosen before
     st.session_state[TARGET_KEY] = TOP
@@ -87,7 +108,8 @@ target = top if target_name == TOP else target_name
 chart = charts.probabilities(probs, highlight=target, truth=face.label if face.label in probs else None,
                       title=f"{model.label.split(' · ')[0]}: probability per class")
 right.plotly_chart(chart, width="stretch", key="explain.probs")
-right.caption(f"Orange: the class explained below ({target}). Probabilities in percent, the model's class order.")
+right.caption(f"Orange: the class explained below ({target}). Probabilities in percent, the model's class order"
+              + (f", after temperature scaling (logits ÷ {temperature:.3f})." if calibrated else "."))
 
 # --------------------------------------------------------------------------------------------- explanations
 st.subheader(f"Explanations for {target}")

@@ -128,7 +128,7 @@ def test_run_page_shows_a_finished_run(runs_root: Path, finished_run: Path):
     assert len(metrics) == len(evals) and metrics["n"].iloc[0] == metrics["n"].max()
 
     figures = charts_on(at)
-    assert len(figures) == 1 + 2 * len(evals)  # curves, then a confusion matrix and recall bars per tab
+    assert len(figures) == 1 + 3 * len(evals)  # curves, then a confusion matrix, recall bars, reliability per tab
     curves = figures[0]["data"]
     assert {t["name"] for t in curves} == {"train", "val"} and len(curves) == 4
     assert all(len(array(t["x"])) == 2 for t in curves)  # two epochs

@@ -206,7 +206,8 @@ def test_compare_page_shows_differences_table_and_charts(runs_root: Path, finish
     assert any("**" in c.value for c in at.code)  # the Markdown table marks the best values
 
     figures = charts_on(at)
-    paired, curves, conf_a, conf_b, diff, deltas = figures
+    paired, curves, conf_a, conf_b, diff, deltas, reliability = figures
+    assert reliability["layout"]["title"]["text"] == "Reliability, test/all"  # tests/test_calibration.py for more
     # one run per arm, the same weights: McNemar finds no discordant face, the difference is unmarked
     differences = at.dataframe[4].value
     assert list(differences.index) == ["lr=0.01 − lr=0.003"]
