@@ -13,8 +13,8 @@ Commands::
           trial a run of the group (with SLURM: a job each)
     evaluate RUN [--split test] [--subset S ...] [--weights best|last]   on SynthFACS also accuracy per factor bin
     factors RUN [--split test] [--factor F ...]   SynthFACS accuracy per bin of yaw, occluder, intensity, light...
-    probe RUN --factor F [--n 200] [--steps a,b,c | start:stop:step] [--seed S]   one factor swept on the same
-          test faces, all else fixed: accuracy, P(true class), flips and predicted shares per step
+    probe RUN --factor F [--n 200] [--steps=a,b,c | --steps=start:stop:step] [--seed S]   one factor swept on the
+          same test faces, all else fixed: accuracy, P(true class), flips and predicted shares per step
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
     data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
@@ -671,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "noise or jpeg")
     p.add_argument("--n", type=_positive_int, default=200, help="faces (default 200)")
     p.add_argument("--steps", default=None, help="values to sweep: 'a,b,c' or 'start:stop:step' (stop included); "
-                   "occluder kinds by name (default: the factor's own, e.g. yaw -60:60:10)")
+                   "occluder kinds by name (default: the factor's own, e.g. yaw -60:60:10); write --steps=-60:60:10 "
+                   "with '=' when the first value is negative")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=0, help="which faces (default 0)")
     p.add_argument("--weights", default="best", choices=["best", "last"])

@@ -9,7 +9,8 @@ the run's model on it (the run's evaluation transform, :func:`fer_core.evaluate.
     result = probe("runs/<id>", "yaw", n=200)       # also writes runs/<id>/probe/yaw.json and yaw.csv
     summary_frame(result)                           # one row per step: accuracy, P(true class), flips, shares
 
-``python -m fer_core probe RUN --factor yaw [--n 200] [--steps -60:60:10]`` does the same and prints the table.
+``python -m fer_core probe RUN --factor yaw [--n 200] [--steps=-60:60:10]`` does the same and prints the table
+(``--steps=`` with ``=`` when the first value is negative, or argparse reads it as an option).
 
 **What each factor sweeps** (:data:`SWEEPS`; steps can be given, the defaults are below):
 
