@@ -239,7 +239,7 @@ def test_compare_page_group_plots_accuracy_against_the_swept_value(runs_root: Pa
     assert arms["all"].tolist() == [stats.mean_ci([0.5, 0.7]).format(), stats.mean_ci([0.8, 0.9]).format()]
     per_run = at.dataframe[4].value
     assert len(per_run) == 4 and sorted(per_run["all"].round(6)) == [50.0, 70.0, 80.0, 90.0]
-    sweep = next(f for f in charts_on(at) if "all" in {t["name"] for t in f["data"]})  # (before the factor charts)
+    sweep = next(f for f in charts_on(at) if "all" in {t.get("name") for t in f["data"]})  # (before factor charts)
     lines = {t["name"]: t for t in sweep["data"]}
     assert set(SUBSETS) <= set(lines)
     line = lines["all"]
