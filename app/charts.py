@@ -832,3 +832,81 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Any] | None], colors: 
     fig.update_layout(title=title, barmode="overlay", bargap=0, height=420, hovermode="closest",
                       margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10}, legend=_legend_below(-0.18))
     return fig
+
+
+# --- factors and probes
+def factor_accuracy(frame: Any, *, x_title: str, numeric: bool = True, colors: Mapping[str, str] | None = None,
+                    overall: Mapping[str, float] | None = None) -> go.Figure:
+    """Accuracy per bin of one SynthFACS factor for one or more runs, with 95% Wilson intervals as error bars.
+
+    Args:
+        frame: ``fer_core.factors.factor_frame`` output (``run``, ``bin``, ``x``, ``n``, ``accuracy``, ``ci_low``,
+            ``ci_high``; 0-1 fractions); empty bins (``n`` 0) are left out.
+        x_title: the factor, for the axis title.
+        numeric: bins on a number line (lines through the bin centres); else categories (grouped bars).
+        colors: ``{run label: colour}`` (default :func:`run_colors`).
+        overall: ``{run label: accuracy on the whole split}``, drawn as a dotted line per run.
+    """
+    runs = list(dict.fromkeys(frame["run"]))
+    colors = colors or run_colors(runs)
+    fig = go.Figure()
+    for run in runs:
+        rows = frame[(frame["run"] == run) & (frame["n"] > 0)]
+        acc = 100.0 * rows["accuracy"].to_numpy(dtype=float)
+        low = 100.0 * rows["ci_low"].to_numpy(dtype=float)
+        high = 100.0 * rows["ci_high"].to_numpy(dtype=float)
+        color = colors.get(run, TRAIN_COLOR)
+        common = {
+            "x": rows["x"].tolist() if numeric else rows["bin"].tolist(), "y": acc, "name": str(run),
+            "legendgroup": str(run), "error_y": _interval_bars(acc, low, high, color),
+            "customdata": np.column_stack([rows["bin"].astype(str), rows["n"].astype(int), low, high]),
+            "hovertemplate": f"{run}<br>{x_title}: %{{customdata[0]}}<br>accuracy %{{y:.1f}}% (95% CI "
+                             "%{customdata[2]:.1f} to %{customdata[3]:.1f}) on %{customdata[1]} faces<extra></extra>",
+        }
+        fig.add_trace(go.Scatter(mode="lines+markers", line={"color": color, "width": 2}, marker={"size": 7},
+                                 **common) if numeric else go.Bar(marker_color=color, **common))
+        if overall and overall.get(run) is not None:
+            fig.add_hline(y=100.0 * overall[run], line={"color": color, "width": 1, "dash": "dot"})
+    if numeric:
+        ticks = frame.drop_duplicates("bin")
+        ticks = ticks[[isinstance(x, (int, float)) for x in ticks["x"]]]
+        fig.update_xaxes(tickmode="array", tickvals=ticks["x"].tolist(), ticktext=ticks["bin"].tolist())
+    else:
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(dict.fromkeys(frame["bin"])))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text="accuracy (%)", ticksuffix="%", range=[0, 100])
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="closest", barmode="group",
+                      bargap=0.25, showlegend=len(runs) > 1, legend=_legend_above())
+    return fig
+
+
+def probe_curve(result: Mapping[str, Any]) -> go.Figure:
+    """A counterfactual probe (``fer_core.probe.probe``): left, accuracy, mean probability of the true class and the
+    share of faces whose prediction flipped against the reference step; right, the share predicted as each class.
+
+    Args:
+        result: the probe's JSON (``steps``, ``reference``, ``numeric``, ``title``, ``n``, ``class_names`` and
+            ``summary``: per step ``accuracy``, ``true_prob``, ``flip_rate``, ``share``).
+    """
+    rows, names = result["summary"], list(result["class_names"])
+    numeric = bool(result.get("numeric", True))
+    x = [r["step"] if numeric else str(r["step"]) for r in rows]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
+                        subplot_titles=(f"On the same {result['n']} faces", "Predicted as"))
+    lines = (("accuracy", "accuracy", TRAIN_COLOR, "solid"), ("true_prob", "P(true class)", GAIN_COLOR, "dash"),
+             ("flip_rate", f"flipped vs {result['reference']}", LOSS_COLOR, "dot"))
+    for key, label, color, dash in lines:
+        fig.add_trace(go.Scatter(x=x, y=[100.0 * r[key] for r in rows], name=label, mode="lines+markers",
+                                 line={"color": color, "width": 2, "dash": dash}, marker={"size": 6},
+                                 hovertemplate=f"{label}<br>{result['title']} = %{{x}}: %{{y:.1f}}%<extra></extra>"),
+                      row=1, col=1)
+    for k, name in enumerate(names):
+        fig.add_trace(go.Bar(x=x, y=[100.0 * r["share"][name] for r in rows], name=name, legendgroup="classes",
+                             marker_color=RUN_PALETTE[k % len(RUN_PALETTE)],
+                             hovertemplate=f"{name}<br>{result['title']} = %{{x}}: %{{y:.1f}}% of the faces"
+                             "<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(title_text=result["title"], type="linear" if numeric else "category")
+    fig.update_yaxes(ticksuffix="%", range=[0, 100])
+    fig.update_layout(barmode="stack", bargap=0.15, height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      hovermode="closest", legend={"orientation": "v"})
+    return fig

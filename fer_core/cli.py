@@ -15,6 +15,10 @@ Commands::
           Brier; after temperature scaling too when the run has a temperature)
     calibrate RUN [--weights best|last] [--device D]   fit the run's temperature on its validation split
           (calibration.json) and re-evaluate its eval/ files: a before/after table per split and subset
+    evaluate RUN [--split test] [--subset S ...] [--weights best|last]   on SynthFACS also accuracy per factor bin
+    factors RUN [--split test] [--factor F ...]   SynthFACS accuracy per bin of yaw, occluder, intensity, light...
+    probe RUN --factor F [--n 200] [--steps=a,b,c | --steps=start:stop:step] [--seed S]   one factor swept on the
+          same test faces, all else fixed: accuracy, P(true class), flips and predicted shares per step
     cancel RUN                        stop a queued or running run
     models [NAME ...] [--num-classes 7] [--no-latency] [--json]   params, MACs, CPU latency
     data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
@@ -358,6 +362,53 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_factors(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.factors import FACTORS, check_factor, factors_paths, read_factors
+
+    run_dir = io.resolve_run_dir(args.run, args.runs_dir)
+    names = [check_factor(f).name for f in args.factor] or list(FACTORS)
+    result = read_factors(run_dir, args.split)
+    if result is None:
+        raise ValueError(f"{factors_paths(run_dir, args.split)[0]} does not exist: factor accuracies are written by "
+                         f"evaluation on SynthFACS; run `python -m fer_core evaluate {run_dir.name} --split "
+                         f"{args.split}` (other data sets have none)")
+    print(f"{run_dir.name} {args.split}: {result['n']} faces, accuracy {_fmt(result['accuracy'])}; "
+          f"95% Wilson intervals")
+    for name in names:
+        part = result["factors"].get(name)
+        if part is None:
+            continue
+        rows = [[b["bin"], str(b["n"]), _fmt(b["accuracy"]),
+                 "-" if b["ci_low"] is None else f"{b['ci_low']:.3f}-{b['ci_high']:.3f}"] for b in part["bins"]]
+        skipped = part["not_applicable"]["n"]
+        print(f"\n{name}: {part['note']}" + (f" ({skipped} faces not applicable)" if skipped else ""))
+        print(_table(rows, ["bin", "n", "accuracy", "95% CI"]))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.probe import parse_steps, probe, probe_paths
+
+    run_dir = io.resolve_run_dir(args.run, args.runs_dir)
+    steps = parse_steps(args.factor, args.steps) if args.steps else None
+    result = probe(run_dir, args.factor, n=args.n, steps=steps, split=args.split, seed=args.seed,
+                   weights=args.weights, device=args.device)
+    names = result["class_names"]
+    rows = []
+    for row in result["summary"]:
+        top = sorted(row["share"].items(), key=lambda kv: -kv[1])[:3]
+        rows.append([str(row["step"]), _fmt(row["accuracy"]), _fmt(row["true_prob"]),
+                     f"{row['flipped']}/{result['n']}", ", ".join(f"{k} {v:.2f}" for k, v in top if v > 0)])
+    print(f"{run_dir.name}: {args.factor} swept on {result['n']} {args.split} faces, everything else fixed; flips "
+          f"against {args.factor}={result['reference']}; {len(names)} classes")
+    print(_table(rows, [args.factor, "accuracy", "P(true)", "flipped", "most predicted (share)"]))
+    print(f"{result['seconds']:.1f} s ({result['render_seconds']:.1f} s rendering); wrote "
+          f"{probe_paths(run_dir, args.factor)[0]}")
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from fer_core import io
     from fer_core.lifecycle import cancel_run
@@ -648,6 +699,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: the run's train.device")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("factors", help="accuracy per bin of SynthFACS's factors (yaw, occluder, intensity, ...)")
+    p.add_argument("run", help="a run evaluated on synthfaces (folder or id)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--factor", action="append", default=[], help="factor (repeatable; default every factor)")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_factors)
+
+    p = sub.add_parser("probe", help="re-render the same SynthFACS test faces with one factor swept, all else fixed")
+    p.add_argument("run", help="a run trained on synthfaces (folder or id)")
+    p.add_argument("--factor", required=True, help="yaw, pitch, roll, occluder, intensity, light, ambient, blur, "
+                   "noise or jpeg")
+    p.add_argument("--n", type=_positive_int, default=200, help="faces (default 200)")
+    p.add_argument("--steps", default=None, help="values to sweep: 'a,b,c' or 'start:stop:step' (stop included); "
+                   "occluder kinds by name (default: the factor's own, e.g. yaw -60:60:10); write --steps=-60:60:10 "
+                   "with '=' when the first value is negative")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--seed", type=int, default=0, help="which faces (default 0)")
+    p.add_argument("--weights", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="cpu")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("cancel", help="stop a queued or running run")
     p.add_argument("run", help="run folder or id")

@@ -164,10 +164,21 @@ def evaluate_model(model: nn.Module, cfg: Config, run_dir: str | os.PathLike, *,
             logits = predict_logits(model, images, transform, batch_size=max(cfg.train.batch_size, 128))
             result = write_eval(run_dir, split, subset, labels, logits, model.cfg.class_names, extra, temperature)
             results[f"{split}/{subset}"] = result
+            if subset == "all":
+                _write_factors(run_dir, split, ds, labels, logits)
             if progress:
                 progress({"event": "eval", "split": split, "subset": subset, "n": result["n"],
                           "accuracy": result["accuracy"], "macro_f1": result["macro_f1"]})
     return results
+
+
+def _write_factors(run_dir: str | os.PathLike, split: str, ds: Any, labels: torch.Tensor,
+                   logits: torch.Tensor) -> None:
+    """Accuracy per bin of SynthFACS's factors (``eval/factors/<split>.json``, :mod:`fer_core.factors`) from the
+    ``all`` logits already computed; nothing for other data sets."""
+    from fer_core.factors import write_factors
+
+    write_factors(run_dir, split, ds, labels, logits)
 
 
 def _subset_of(cfg: Config, split: str, subset: str, images: Any, labels: torch.Tensor,

@@ -428,3 +428,49 @@ if group is not None:
             st.caption("Parameter importance needs two or more complete trials whose objectives differ.")
         table = pd.DataFrame(found["trials"]).rename(columns={"value": "best val acc"})
         st.dataframe(table, hide_index=True, width="stretch")
+
+
+# --------------------------------------------------------------------------------------------- robustness
+COMPARE_FACTOR_KEY = "compare.factor"
+COMPARE_FACTORS = ("yaw", "intensity", "occluder")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _factors(path: str, stamp: tuple) -> dict | None:
+    """``fer_core.factors.read_factors`` of a run's test split, cached until the file changes (``stamp``)."""
+    from fer_core.factors import read_factors
+
+    del stamp
+    return read_factors(path, "test")
+
+
+def _robustness_section() -> None:
+    """Accuracy against yaw, intensity and occluder (and any other SynthFACS factor) for the chosen runs at once."""
+    from fer_core.factors import FACTORS, factor_frame, factors_paths
+
+    found = {label: _factors(r["path"], ui.file_stamp(factors_paths(r["path"], "test")[0]))
+             for label, r in zip(labels, chosen, strict=True)}
+    found = {label: result for label, result in found.items() if result}
+    if not found:
+        return
+    st.subheader("Robustness over SynthFACS's factors")
+    missing = [label for label in labels if label not in found]
+    st.caption("Test accuracy per bin of each factor, with 95% Wilson intervals (each bin's faces are the same for "
+               "runs on the same SynthFACS test split)."
+               + (f" No factor accuracies for {', '.join(missing)} (not SynthFACS, or evaluated before they "
+                  "existed)." if missing else ""))
+    others = [f for f in FACTORS if f not in COMPARE_FACTORS]
+    if st.session_state.get(COMPARE_FACTOR_KEY) not in others:
+        st.session_state[COMPARE_FACTOR_KEY] = others[0]
+    for name in COMPARE_FACTORS:
+        numeric = FACTORS[name].numeric
+        st.plotly_chart(charts.factor_accuracy(factor_frame(found, name), x_title=FACTORS[name].title,
+                                               numeric=numeric, colors=colors),
+                        width="stretch", key=f"compare.factor.{name}")
+    other = st.selectbox("Another factor", others, key=COMPARE_FACTOR_KEY, format_func=lambda f: FACTORS[f].title)
+    st.plotly_chart(charts.factor_accuracy(factor_frame(found, other), x_title=FACTORS[other].title,
+                                           numeric=FACTORS[other].numeric, colors=colors),
+                    width="stretch", key="compare.factor.other")
+
+
+_robustness_section()

@@ -202,3 +202,101 @@ for tab, key in zip(tabs, keys, strict=True):
         recall = {k: (r["confusion"], r["class_names"]) for k, r in compared.items()}
         right.plotly_chart(charts.per_class_recall(recall), width="stretch", key=f"run.recall.{key}")
         _reliability(key, result, calibration)
+
+
+# --------------------------------------------------------------------------------------------- robustness
+FACTOR_KEY = "run.factor"
+PROBE_FACTOR_KEY = "run.probe_factor"
+PROBE_N_KEY = "run.probe_n"
+MAIN_FACTORS = ("yaw", "intensity", "occluder")
+
+
+def _factor_chart(result: dict, name: str, key: str) -> None:
+    """One factor's accuracy per bin, from ``eval/factors/test.json``."""
+    from fer_core.factors import FACTORS, factor_frame
+
+    part = result["factors"][name]
+    fig = charts.factor_accuracy(factor_frame({run_id: result}, name), x_title=FACTORS[name].title,
+                                 numeric=part["numeric"], overall={run_id: result.get("accuracy")})
+    st.plotly_chart(fig, width="stretch", key=key)
+    skipped = part["not_applicable"]["n"]
+    st.caption(f"{part['note'].capitalize()}." + (f" {skipped} faces not applicable." if skipped else ""))
+
+
+def _robustness() -> None:
+    """Accuracy against SynthFACS's factors: yaw, intensity and occluder, and any other factor on request."""
+    from fer_core.factors import FACTORS, read_factors
+
+    st.subheader("Robustness")
+    result = read_factors(run_dir, "test")
+    if result is None:
+        if (config.get("data") or {}).get("name") in ("synthfaces", "synthfaces_pretrain"):
+            st.info(f"No factor accuracies in `{run_dir / 'eval' / 'factors'}`: evaluate the run again with "
+                    f"`python -m fer_core evaluate {run_id}` to write them.")
+        else:
+            st.info("Accuracy per factor needs SynthFACS, whose faces come with their pose, occluder, expression "
+                    "intensity and light; this run's data set has no such labels.")
+        return
+    st.caption(f"Test accuracy per bin of the factors SynthFACS knows for each of the {result['n']} test faces, with "
+               "95% Wilson intervals; the dotted line is the accuracy on all of them. From the shell: "
+               f"`python -m fer_core factors {run_id}`.")
+    for name in MAIN_FACTORS:
+        _factor_chart(result, name, f"run.factor.{name}")
+    others = [name for name in FACTORS if name not in MAIN_FACTORS and name in result["factors"]]
+    if st.session_state.get(FACTOR_KEY) not in others:
+        st.session_state[FACTOR_KEY] = others[0]
+    other = st.selectbox("Another factor", others, key=FACTOR_KEY, format_func=lambda f: FACTORS[f].title)
+    _factor_chart(result, other, "run.factor.other")
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _probe_lock():
+    """One probe at a time in this app process (a probe renders thousands of faces)."""
+    import threading
+
+    return threading.Lock()
+
+
+def _probe() -> None:
+    """The counterfactual probe: one factor swept on the same test faces; cached in ``probe/<factor>.json``."""
+    from fer_core.probe import DEFAULT_N, SWEEPS, SYNTHFACS_DATASETS, probe, read_probe
+    from fer_core.runs import weights_path
+
+    st.subheader("Probe")
+    data_name = (config.get("data") or {}).get("name")
+    if data_name not in SYNTHFACS_DATASETS:
+        st.info(f"The probe needs a SynthFACS run: it renders the same test faces again with one factor changed, "
+                f"which only a generated data set can do. This run trained on `{data_name}`.")
+        return
+    if not weights_path(run_dir, "best").exists():
+        st.info("The probe needs the run's best weights, which it does not have (yet).")
+        return
+    st.session_state.setdefault(PROBE_FACTOR_KEY, "yaw")
+    st.session_state.setdefault(PROBE_N_KEY, DEFAULT_N)
+    left, right = st.columns([2, 1])
+    factor = left.selectbox("Factor to sweep", list(SWEEPS), key=PROBE_FACTOR_KEY,
+                            format_func=lambda f: f"{f}: {SWEEPS[f].title}")
+    n = right.number_input("Faces", min_value=10, max_value=2000, step=50, key=PROBE_N_KEY)
+    cached = read_probe(run_dir, factor)
+    label = "Run the probe again" if cached else "Run the probe"
+    if st.button(label, icon=":material/science:", key="run.probe_go"):
+        with st.spinner(f"Rendering {int(n)} faces at each {factor} step and scoring them…"), _probe_lock():
+            try:
+                cached = probe(run_dir, factor, n=int(n))
+            except (ValueError, FileNotFoundError) as err:
+                st.error(str(err))
+                return
+    if cached is None:
+        st.caption(f"The same test faces rendered again with {factor} swept over "
+                   f"{', '.join(str(s) for s in SWEEPS[factor].steps)} and everything else fixed; nothing is cached "
+                   f"yet. From the shell: `python -m fer_core probe {run_id} --factor {factor}`.")
+        return
+    st.plotly_chart(charts.probe_curve(cached), width="stretch", key="run.probe")
+    st.caption(f"{cached['n']} {cached['split']} faces, each rendered at every {factor} step with everything else "
+               f"as in the data set; flips count faces whose prediction differs from their prediction at "
+               f"{factor} = {cached['reference']}. Took {cached['seconds']:.0f} s; saved in "
+               f"`{run_dir / 'probe' / (factor + '.json')}`.")
+
+
+_robustness()
+_probe()

@@ -120,7 +120,7 @@ def test_run_page_shows_a_finished_run(runs_root: Path, finished_run: Path):
     assert at.selectbox[0].value == finished_run.name
     assert any(finished_run.name in m.value and "green-badge[done]" in m.value for m in at.markdown)
     assert not at.error and not at.warning
-    assert texts(at.subheader) == ["Learning curves", "Evaluation"]
+    assert texts(at.subheader) == ["Learning curves", "Evaluation", "Robustness", "Probe"]
 
     evals = io.read_eval(finished_run)
     metrics = at.dataframe[0].value
@@ -128,7 +128,9 @@ def test_run_page_shows_a_finished_run(runs_root: Path, finished_run: Path):
     assert len(metrics) == len(evals) and metrics["n"].iloc[0] == metrics["n"].max()
 
     figures = charts_on(at)
-    assert len(figures) == 1 + 3 * len(evals)  # curves, then a confusion matrix, recall bars, reliability per tab
+    # curves, a confusion matrix, recall bars and a reliability diagram per tab, then four factor charts
+    # (tests/test_factors.py)
+    assert len(figures) == 1 + 3 * len(evals) + 4
     curves = figures[0]["data"]
     assert {t["name"] for t in curves} == {"train", "val"} and len(curves) == 4
     assert all(len(array(t["x"])) == 2 for t in curves)  # two epochs

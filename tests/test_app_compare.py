@@ -206,7 +206,8 @@ def test_compare_page_shows_differences_table_and_charts(runs_root: Path, finish
     assert any("**" in c.value for c in at.code)  # the Markdown table marks the best values
 
     figures = charts_on(at)
-    paired, curves, conf_a, conf_b, diff, deltas, reliability = figures
+    # then the factor charts (tests/test_factors.py)
+    paired, curves, conf_a, conf_b, diff, deltas, reliability = figures[:7]
     assert reliability["layout"]["title"]["text"] == "Reliability, test/all"  # tests/test_calibration.py for more
     # one run per arm, the same weights: McNemar finds no discordant face, the difference is unmarked
     differences = at.dataframe[4].value
@@ -240,7 +241,7 @@ def test_compare_page_group_plots_accuracy_against_the_swept_value(runs_root: Pa
     assert arms["all"].tolist() == [stats.mean_ci([0.5, 0.7]).format(), stats.mean_ci([0.8, 0.9]).format()]
     per_run = at.dataframe[4].value
     assert len(per_run) == 4 and sorted(per_run["all"].round(6)) == [50.0, 70.0, 80.0, 90.0]
-    sweep = charts_on(at)[-1]
+    sweep = next(f for f in charts_on(at) if "all" in {t.get("name") for t in f["data"]})  # (before factor charts)
     lines = {t["name"]: t for t in sweep["data"]}
     assert set(SUBSETS) <= set(lines)
     line = lines["all"]

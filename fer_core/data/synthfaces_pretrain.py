@@ -143,12 +143,12 @@ def _identity(seed: int, subject: int) -> Identity:
     return make_identity(seed, subject)
 
 
-def pretrain_meta(cfg: PretrainConfig, split: str, index: int) -> SampleMeta:
+def pretrain_meta(cfg: PretrainConfig, split: str, index: int, *, intensity: float | None = None) -> SampleMeta:
     """The parameters of sample ``index`` of ``split`` (no rendering): SynthFACS's sample under the scene seed, with
     the face of pretraining subject ``FIRST_SUBJECT + index % subjects``; ``label`` is the subject's class
-    (``identity``) or the expression (``expression``)."""
+    (``identity``) or the expression (``expression``). ``intensity``: as :func:`sample_meta`'s (a counterfactual)."""
     scene_cfg = _scene_config(cfg)
-    scene = sample_meta(scene_cfg, split, index)
+    scene = sample_meta(scene_cfg, split, index, intensity=intensity)
     subject = FIRST_SUBJECT + index % cfg.subjects
     identity = _identity(cfg.seed, subject)
     spec = dataclasses.replace(scene.spec, identity=identity)
@@ -196,6 +196,10 @@ class SynthFacesPretrain(SynthFaces):
         self.subjects = np.array([m.subject for m in self._metas], dtype=np.int64)
         self.soft_labels = self.cfg.task == "expression"
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def meta_at_intensity(self, i: int, intensity: float) -> SampleMeta:
+        """Sample i's parameters at another expression intensity (:func:`pretrain_meta`'s ``intensity``)."""
+        return pretrain_meta(self.cfg, self.split, int(self.split_indices[i]), intensity=intensity)
 
     @property
     def config(self) -> dict:

@@ -156,15 +156,24 @@ class SampleMeta:
     blend: str | None
 
 
-def sample_meta(cfg: SynthConfig, split: str, index: int) -> SampleMeta:
-    """Draw the parameters of sample ``index`` of ``split`` (no rendering)."""
+def sample_meta(cfg: SynthConfig, split: str, index: int, *, intensity: float | None = None) -> SampleMeta:
+    """Draw the parameters of sample ``index`` of ``split`` (no rendering).
+
+    ``intensity`` (in (0, 1]) replaces the overall expression intensity the sample draws, and nothing else: every
+    random draw is still made, in the same order and number, so the result is the same face as the data set's
+    (subject, pose, occluder, light, camera, expression prototype, jitter and blend) at another intensity, a
+    counterfactual (``fer_core.probe``). None (the default) is the data set's own sample.
+    """
+    if intensity is not None and not 0.0 < intensity <= 1.0:
+        raise ValueError(f"intensity must be in (0, 1] (at 0 the expression's random draws change), got {intensity}")
     classes = cfg.classes
     rng = np.random.default_rng([_VERSION_KEY, cfg.seed, SPLITS[split], index])
     lo, hi = SUBJECT_RANGES[split]
     subject = int(rng.integers(lo, hi))
     prior = np.array([CLASS_PRIOR[c] for c in classes]) if cfg.balance == "imbalanced" else np.ones(len(classes))
     cls = classes[min(len(classes) - 1, int(np.searchsorted(np.cumsum(prior) / prior.sum(), rng.random())))]
-    intensity = float(cfg.min_intensity + (1 - cfg.min_intensity) * rng.beta(1.6, 1.2))
+    drawn = float(cfg.min_intensity + (1 - cfg.min_intensity) * rng.beta(1.6, 1.2))
+    intensity = drawn if intensity is None else float(intensity)
     au = expression_vector(cls, intensity, rng) if cls != "neutral" else np.zeros(len(AUS), np.float32)
     blend = None
     if rng.random() < cfg.blend_rate:
@@ -285,6 +294,11 @@ class SynthFaces(Dataset):
     def meta(self, i: int) -> SampleMeta:
         """Parameters of sample i of this data set (no rendering)."""
         return self._metas[int(self.split_indices[i])]
+
+    def meta_at_intensity(self, i: int, intensity: float) -> SampleMeta:
+        """Sample i's parameters with another overall expression intensity and every other draw the same
+        (:func:`sample_meta`'s ``intensity``): the counterfactual face of ``fer_core.probe``."""
+        return sample_meta(self.cfg, self.split, int(self.split_indices[i]), intensity=intensity)
 
     def render(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image (H, W, 3) uint8, relevance mask and occluder mask of sample i, rendered now."""
