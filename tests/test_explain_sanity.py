@@ -23,6 +23,7 @@ from fer_core.explain import core, register_method
 from fer_core.explain.sanity import (
     RESULTS_PATH,
     layer_groups,
+    load_report,
     map_similarity,
     method_verdicts,
     randomisation_steps,
@@ -236,6 +237,8 @@ def test_cli_writes_its_files(finished_run, shuffled_run, tmp_path, capsys):
     report = json.loads((out / "sanity.json").read_text())
     assert set(report["verdicts"]) == {"saliency", "gradcam"} and report["faces"] == 2
     assert report["verdicts"]["gradcam"]["checks"] == ["cascade", "shuffled"]
+    again = load_report(out)  # the same verdicts from the per-face rows
+    assert {m: v.to_dict() for m, v in again.verdicts.items()} == report["verdicts"]
     text = (out / "sanity.md").read_text()
     assert "| saliency | **" in text and "--shuffled smoke-shuffled" in text and "SynthFACS test faces" in text
     sheet = cv2.imread(str(out / "sanity_sheet_0.png"))

@@ -361,7 +361,8 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
         for metric in METRICS:
             ci = mean_ci(g[metric].to_numpy())
             row.update({metric: ci.mean, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
-        row["abs_spearman_abs"] = float(np.abs(g["spearman_abs"]).mean())
+        ci = mean_ci(np.abs(g["spearman_abs"].to_numpy()))  # what the verdict reads
+        row.update({"abs_spearman_abs": ci.mean, "abs_spearman_abs_low": ci.low, "abs_spearman_abs_high": ci.high})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -460,15 +461,18 @@ def sanity_check(model: nn.Module, faces: Sequence[np.ndarray], methods: Sequenc
 
 # --------------------------------------------------------------------------------------------- outputs
 def to_markdown(report: SanityReport, title: str = "") -> str:
-    """The verdicts, then one table per method-independent view: the fully randomised and shuffled models for
-    every method, and the cascade and independent curves (mean |map| rank correlation and SSIM per step)."""
+    """Markdown: the verdict table (fully randomised and label-shuffled model, every method), then the cascade and
+    independent curves (mean rank correlation of |map| and mean SSIM per step)."""
     out = [title] if title else []
     out.append(f"{report.faces} faces; thresholds: mean |Spearman rho| of |map| < {RHO_MAX} and mean SSIM < "
                f"{SSIM_MAX} (data range {SSIM_DATA_RANGE:g}); maps for the original model's predicted class. "
                f"Layer groups, top first: " + ", ".join(f"`{g.name}` ({g.kind}, {g.params:,})" for g in report.groups)
                + ".\n")
-    out.append("| method | verdict | fully randomised: rho abs | SSIM | label-shuffled: rho abs | SSIM | "
-               "rho signed (random / shuffled) | s |")
+    out.append("Verdict columns: mean over faces of |Spearman rho| between the |maps| (what the verdict reads) and "
+               "mean SSIM, each with its 95% interval; signed rho only for signed methods; s: seconds spent "
+               "computing the method's maps (all steps).\n")
+    out.append("| method | verdict | fully randomised: \\|rho\\| | SSIM | label-shuffled: \\|rho\\| | SSIM | "
+               "signed rho (random / shuffled) | s |")
     out.append("|---|---|---|---|---|---|---|---|")
     s = report.summary
     last = int(s[s["mode"] == "cascade"]["index"].max())
@@ -485,8 +489,8 @@ def to_markdown(report: SanityReport, title: str = "") -> str:
         full = rows[(rows["mode"] == "cascade") & (rows["index"] == last)]
         shuf = rows[rows["mode"] == "shuffled"]
         signed = " / ".join(cell(r, "spearman_signed") for r in (full, shuf)) if method_info(m).signed else "-"
-        out.append(f"| {m} | **{v.label}** | {cell(full, 'spearman_abs')} | {cell(full, 'ssim')} | "
-                   f"{cell(shuf, 'spearman_abs')} | {cell(shuf, 'ssim')} | {signed} | "
+        out.append(f"| {m} | **{v.label}** | {cell(full, 'abs_spearman_abs')} | {cell(full, 'ssim')} | "
+                   f"{cell(shuf, 'abs_spearman_abs')} | {cell(shuf, 'ssim')} | {signed} | "
                    f"{report.seconds_per_method.get(m, math.nan):.0f} |")
     out.append("")
     for mode in ("cascade", "independent"):
@@ -505,6 +509,24 @@ def to_markdown(report: SanityReport, title: str = "") -> str:
                 out.append(f"| {m} | " + " | ".join(f"{vals.get(lab, math.nan):.2f}" for lab in labels) + " |")
             out.append("")
     return "\n".join(out)
+
+
+def load_report(folder: str | Path) -> SanityReport:
+    """A report back from the ``sanity.json`` and ``sanity_faces.csv`` that ``explain-sanity`` wrote into
+    ``folder`` (summary and verdicts recomputed from the per-face rows)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "sanity.json").read_text())
+        records = pd.read_csv(folder / "sanity_faces.csv")
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder} does not hold a readable sanity.json and sanity_faces.csv ({err}); run "
+                         "`python -m fer_core explain-sanity ... --out` into it") from None
+    summary = summarise(records)
+    methods = list(dict.fromkeys(records["method"]))
+    return SanityReport(records=records, summary=summary, verdicts={m: verdict(m, summary) for m in methods},
+                        groups=[LayerGroup(**g) for g in meta["groups"]], seconds=float(meta["seconds"]),
+                        seconds_per_method=dict(meta["seconds_per_method"]), faces=int(meta["faces"]),
+                        settings=dict(meta["settings"]))
 
 
 def record_verdicts(report: SanityReport, key: str, description: str, command: str,
