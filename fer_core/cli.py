@@ -402,8 +402,8 @@ def cmd_explain_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sanity_subject(name: str, runs_dir: str | None, n: int) -> tuple[Any, str, list[tuple[str, Any]], str]:
-    """``(model, description, faces, key)`` for explain-sanity: a run (its test faces when it was trained on
+def _sanity_subject(name: str, runs_dir: str | None, n: int) -> tuple[Any, str, list[tuple[str, Any]], str, str]:
+    """``(model, description, faces, key, label)`` for explain-sanity: a run (its test faces when it was trained on
     SynthFACS, else the real faces) or a registered model (the real faces)."""
     from fer_core import io
     from fer_core.explain.sanity import real_faces
@@ -413,7 +413,7 @@ def _sanity_subject(name: str, runs_dir: str | None, n: int) -> tuple[Any, str, 
     if name in list_models():
         model = create_model(name, num_classes=len(model_info(name).class_names))
         return model, f"{name} (registered, pretrained weights) on real faces", \
-            real_faces(max(0, n - 2))[-n:], name
+            real_faces(max(0, n - 2))[-n:], name, f"{name}, real faces"
     try:
         run_dir = io.resolve_run_dir(name, runs_dir)
     except FileNotFoundError as err:
@@ -432,7 +432,8 @@ def _sanity_subject(name: str, runs_dir: str | None, n: int) -> tuple[Any, str, 
         where = "SynthFACS test faces"
     else:
         faces, where = real_faces(max(0, n - 2))[-n:], "real faces"
-    return model, f"run {run_dir.name} ({cfg.model.name}, {cfg.data.name}) on {where}", faces, run_dir.name
+    return model, f"run {run_dir.name} ({cfg.model.name}, {cfg.data.name}) on {where}", faces, run_dir.name, \
+        f"{cfg.model.name} on {cfg.data.name} ({run_dir.name})"
 
 
 def cmd_explain_sanity(args: argparse.Namespace) -> int:
@@ -452,7 +453,7 @@ def cmd_explain_sanity(args: argparse.Namespace) -> int:
         raise UsageError(f"--n must be >= 1 (got {args.n})")
     if "cascade" not in modes or set(modes) - set(MODES):
         raise UsageError(f"--modes {args.modes!r}: give cascade, optionally with independent ({', '.join(MODES)})")
-    model, description, faces, key = _sanity_subject(args.subject, args.runs_dir, args.n)
+    model, description, faces, key, label = _sanity_subject(args.subject, args.runs_dir, args.n)
     shuffled = None
     if args.shuffled:
         shuffled_dir = io.resolve_run_dir(args.shuffled, args.runs_dir)
@@ -484,7 +485,7 @@ def cmd_explain_sanity(args: argparse.Namespace) -> int:
             raise OSError(f"could not write {path}")
         written.append(path)
     if args.record:
-        written.append(record_verdicts(report, key, description, command, args.record))
+        written.append(record_verdicts(report, key, description, command, args.record, label=label))
     for path in written:
         print(path)
     return 0

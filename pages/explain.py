@@ -217,7 +217,7 @@ def sanity_section(model_key: str, face_key: str, crop: np.ndarray, model_: Any,
     rows = []
     for method in shown:
         found = method_verdicts(method, results)
-        rows.append({"method": method, **{v["description"].split(" on ")[0]: v["verdict"] for v in found}}
+        rows.append({"method": method, **{v["label"]: v["verdict"] for v in found}}
                     if found else {"method": method, "verdict": "not checked"})
     table = pd.DataFrame(rows).fillna("not checked")
     st.dataframe(table, hide_index=True, width="stretch", key="explain.sanity")

@@ -186,6 +186,7 @@ def test_recorded_verdicts_round_trip(finished_run, tmp_path):
     data = read_results(path)
     assert set(data["models"]) == {"smoke", "other"}
     assert [v["description"] for v in method_verdicts("gradcam", data)] == ["smoke run on shapes", "another model"]
+    assert [v["label"] for v in method_verdicts("gradcam", data)] == ["smoke", "other"]  # the key without a label
     assert method_verdicts("lime", data) == []
     path.write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -243,7 +244,9 @@ def test_cli_writes_its_files(finished_run, shuffled_run, tmp_path, capsys):
     assert "| saliency | **" in text and "--shuffled smoke-shuffled" in text and "SynthFACS test faces" in text
     sheet = cv2.imread(str(out / "sanity_sheet_0.png"))
     assert sheet.shape[0] == 20 + 2 * 96 and sheet.shape[1] == 6 * 96 + 110  # header + 2 methods; 6 tiles + name
-    assert set(read_results(tmp_path / "rec.json")["models"]) == {finished_run.name}
+    recorded = read_results(tmp_path / "rec.json")["models"]
+    assert set(recorded) == {finished_run.name}
+    assert recorded[finished_run.name]["label"] == f"small_cnn on synthfaces ({finished_run.name})"
     assert main(["explain-sanity", str(finished_run), "--shuffled", str(finished_run), "--out", str(out)]) == 2
     assert "was not trained with data.shuffle_labels" in capsys.readouterr().err
     assert main(["explain-sanity", "no-such-run", "--out", str(out)]) == 2

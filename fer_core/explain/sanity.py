@@ -530,11 +530,11 @@ def load_report(folder: str | Path) -> SanityReport:
 
 
 def record_verdicts(report: SanityReport, key: str, description: str, command: str,
-                    path: str | Path = RESULTS_PATH) -> Path:
+                    path: str | Path = RESULTS_PATH, *, label: str | None = None) -> Path:
     """Add (or replace) one checked model's verdicts in the results file the Explain page reads.
 
-    The file: ``{"docs": anchor, "thresholds": ..., "models": {key: {"description", "command", "faces",
-    "verdicts": {method: Verdict.to_dict()}}}}``.
+    The file: ``{"docs": anchor, "thresholds": ..., "models": {key: {"label" (a short name for a table column),
+    "description", "command", "faces", "shuffled", "verdicts": {method: Verdict.to_dict()}}}}``.
     """
     from fer_core import io
 
@@ -543,7 +543,7 @@ def record_verdicts(report: SanityReport, key: str, description: str, command: s
     data["docs"] = DOCS_ANCHOR
     data["thresholds"] = {"spearman_abs": RHO_MAX, "ssim": SSIM_MAX, "ssim_data_range": SSIM_DATA_RANGE}
     data.setdefault("models", {})[key] = {
-        "description": description, "command": command, "faces": report.faces,
+        "label": label or key, "description": description, "command": command, "faces": report.faces,
         "shuffled": bool(report.settings.get("shuffled")),
         "verdicts": {m: v.to_dict() for m, v in report.verdicts.items()}}
     io.atomic_write_text(path, json.dumps(data, indent=2) + "\n")
@@ -570,14 +570,15 @@ def read_results(path: str | Path = RESULTS_PATH) -> dict[str, Any]:
 
 
 def method_verdicts(method: str, results: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every recorded verdict of one method: ``[{"model": key, "description", "verdict", "reason"}]`` (empty:
-    not checked)."""
+    """Every recorded verdict of one method: ``[{"model": key, "label", "description", "verdict", "reason"}]``
+    (empty: not checked)."""
     results = read_results() if results is None else results
     out = []
     for key, entry in (results.get("models") or {}).items():
         v = (entry.get("verdicts") or {}).get(method)
         if v is not None:
-            out.append({"model": key, "description": entry.get("description", key), "verdict": v.get("verdict"),
+            out.append({"model": key, "label": entry.get("label", key), "description": entry.get("description", key),
+                        "verdict": v.get("verdict"),
                         "reason": v.get("reason", "")})
     return out
 
