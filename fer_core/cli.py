@@ -461,8 +461,10 @@ def cmd_explain_sanity(args: argparse.Namespace) -> int:
         if not shuffled_cfg.data.shuffle_labels:
             raise UsageError(f"--shuffled {shuffled_dir.name} was not trained with data.shuffle_labels: true; train "
                              "the same config with --set data.shuffle_labels=true")
-        shuffled = load_run_model(shuffled_dir)
-        description += f"; data randomisation: run {shuffled_dir.name}"
+        # its last weights: the validation accuracy of a label-shuffled run is at chance, so "best" would only pick
+        # the first epoch that happened to reach it, a barely trained model
+        shuffled = load_run_model(shuffled_dir, weights="last")
+        description += f"; data randomisation: run {shuffled_dir.name} (last weights)"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = (f"python -m fer_core explain-sanity {key} --n {args.n} --modes {','.join(modes)}"
@@ -771,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
     p.add_argument("--n", type=int, default=20, help="faces (default 20)")
     p.add_argument("--shuffled", default=None, metavar="RUN",
-                   help="the same config trained with data.shuffle_labels=true (data randomisation)")
+                   help="the same config trained with data.shuffle_labels=true (data randomisation; its last "
+                        "weights)")
     p.add_argument("--modes", default="cascade,independent", help="model randomisations (default: both)")
     p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisation (default 0)")
     p.add_argument("--sheets", type=int, default=2, help="contact sheets of the first faces to draw (default 2)")
