@@ -221,6 +221,13 @@ def sanity_section(model_key: str, face_key: str, crop: np.ndarray, model_: Any,
                     if found else {"method": method, "verdict": "not checked"})
     table = pd.DataFrame(rows).fillna("not checked")
     st.dataframe(table, hide_index=True, width="stretch", key="explain.sanity")
+    with st.expander("The numbers behind the verdicts"):
+        what = {"cascade": "all layers random", "shuffled": "shuffled labels"}
+        lines = [f"- **{method}** on {v['label']}: " + "; ".join(
+                     f"{what.get(check, check)}: mean |rho| {m['spearman_abs']:.2f}, SSIM {m['ssim']:.2f}"
+                     for check, m in v["means"].items()) + f" ({v['verdict']})"
+                 for method in shown for v in method_verdicts(method, results)]
+        st.markdown("\n".join(lines) if lines else "No recorded results for these methods.")
     st.caption(f"The numbers, the commands and a discussion: `{DOCS_ANCHOR}` (section \"Sanity checks\"); "
                "reproduce with `python -m fer_core explain-sanity RUN_OR_MODEL --out DIR`. "
                "Verdicts are per checked model: another model may behave differently.")

@@ -265,6 +265,11 @@ def test_explain_page_shows_verdicts_and_randomised_maps(runs_root):
         cells = {v for k, v in row.items() if k != "method"}
         assert cells == ({v["verdict"] for v in found} if found else {"not checked"}), row
     assert any("EXPLANATIONS.md" in c.value for c in at.caption)
+    numbers = next(e for e in at.expander if e.label == "The numbers behind the verdicts").markdown[0].value
+    for method in methods:
+        for v in method_verdicts(method, expected):
+            m = v["means"]["cascade"]
+            assert f"**{method}** on {v['label']}: all layers random: mean |rho| {m['spearman_abs']:.2f}" in numbers
     at.toggle(key="explain.randomised").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     at.selectbox(key="explain.randomised_method").select("gradcam").run()

@@ -570,16 +570,15 @@ def read_results(path: str | Path = RESULTS_PATH) -> dict[str, Any]:
 
 
 def method_verdicts(method: str, results: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every recorded verdict of one method: ``[{"model": key, "label", "description", "verdict", "reason"}]``
-    (empty: not checked)."""
+    """Every recorded verdict of one method: ``[{"model": key, "label", "description", "verdict", "reason",
+    "means"}]`` (``means``: ``{"cascade" | "shuffled": {"spearman_abs", "ssim"}}``; empty list: not checked)."""
     results = read_results() if results is None else results
     out = []
     for key, entry in (results.get("models") or {}).items():
         v = (entry.get("verdicts") or {}).get(method)
         if v is not None:
             out.append({"model": key, "label": entry.get("label", key), "description": entry.get("description", key),
-                        "verdict": v.get("verdict"),
-                        "reason": v.get("reason", "")})
+                        "verdict": v.get("verdict"), "reason": v.get("reason", ""), "means": v.get("means", {})})
     return out
 
 
