@@ -62,13 +62,18 @@ class DataConfig(_Section):
     ``label_noise_mode``: ``uniform`` flips each label with that probability to a uniformly random *different*
     class (the SCN protocol; the flips depend on ``seed`` only); ``ambiguous`` gives the most ambiguous faces their
     second most likely class, image-dependent noise like an annotator's (needs a data set with label distributions:
-    SynthFACS, FERPlus; :func:`fer_core.losses.inject_ambiguous_label_noise`)."""
+    SynthFACS, FERPlus; :func:`fer_core.losses.inject_ambiguous_label_noise`).
+    ``shuffle_labels``: permute the training split's labels with the run's seed (the same multiset of labels, no
+    relation left between face and label; :func:`fer_core.losses.shuffle_labels`), for the data-randomisation
+    sanity check of explanations (Adebayo et al. 2018): such a model can only memorise, and its validation and
+    test accuracy sits at chance. Validation and test labels are left as they are."""
 
     name: str = "synthfaces"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     label_noise: float = Field(default=0.0, ge=0, lt=1)
     label_noise_mode: Literal["uniform", "ambiguous"] = "uniform"
+    shuffle_labels: bool = False
 
     @field_validator("name")
     @classmethod

@@ -79,6 +79,14 @@ def inject_ambiguous_label_noise(labels: torch.Tensor, label_dists: torch.Tensor
     return noisy
 
 
+def shuffle_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The labels in a random order fixed by ``seed``: the same multiset of labels (so the same class counts), no
+    relation left between a sample and its label (the data randomisation of Adebayo et al., NeurIPS 2018).
+    ``labels`` is not modified."""
+    g = torch.Generator().manual_seed(seed)
+    return labels[torch.randperm(len(labels), generator=g)].clone()
+
+
 def inject_label_noise(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> torch.Tensor:
     """The SCN protocol: each label flips with probability ``rate`` to a uniformly random *different* class.
 

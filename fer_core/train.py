@@ -45,7 +45,7 @@ from fer_core.batches import iter_batches
 from fer_core.config import Config, StageConfig, load_config
 from fer_core.distributed import SINGLE_PROCESS, World
 from fer_core.evaluate import ProgressFn, calibrate_model, classification_metrics, evaluate_model, predict_logits
-from fer_core.losses import balanced_class_weights, inject_ambiguous_label_noise, inject_label_noise
+from fer_core.losses import balanced_class_weights, inject_ambiguous_label_noise, inject_label_noise, shuffle_labels
 from fer_core.methods import StandardTraining, TrainData, build_method
 from fer_core.models import count_params
 from fer_core.optim import build_optimizer, build_scheduler, clip_gradients, frozen_bn_stats
@@ -377,6 +377,10 @@ def _load_training_data(cfg: Config, device: torch.device) -> tuple[TrainData, A
     if cfg.data.label_noise > 0:
         logger.info("label noise %.2f (%s) injected: %d of %d training labels changed (clean labels kept)",
                     cfg.data.label_noise, cfg.data.label_noise_mode, int((labels != y_train).sum()), len(labels))
+    if cfg.data.shuffle_labels:  # after any noise: the shuffled labels carry no information either way
+        labels = shuffle_labels(labels, seed=cfg.seed * 7919 + 29)
+        logger.info("training labels shuffled (data.shuffle_labels, seed %d): %d of %d differ from the clean labels; "
+                    "expect chance accuracy on val/test", cfg.seed, int((labels != clean).sum()), len(labels))
     if (labels != clean).any():
         logger.info("training labels differ from the clean labels on %.1f%% of the samples",
                     100 * float((labels != clean).float().mean()))

@@ -1,6 +1,10 @@
 """Explain a face: a photo (upload or camera) or a SynthFACS test face, a model's probabilities for it, and every
 explanation method side by side for the top class or a chosen one.
 
+At the end, the sanity checks (Adebayo et al. 2018): per method, whether its maps changed when the model's weights
+or training labels were randomised (the recorded verdicts of ``python -m fer_core explain-sanity``), and, on
+request, the chosen method's map on cascade-randomised copies of the current model beside the real one.
+
 On a SynthFACS face the ground-truth relevance mask (where the expression is) is shown too, outlined on every map,
 with each method's localisation scores against it (pointing game, relevance mass, relevance rank). Maps are computed
 by ``fer_core.explain`` and cached per (model, face, method, class), so switching methods or classes back and forth
@@ -20,6 +24,7 @@ from fer_core import io
 from fer_core.explain import list_methods, method_info
 from fer_core.explain.evaluation import localisation
 from fer_core.explain.render import enlarge, mask_tile, overlay_tile
+from fer_core.explain.sanity import DOCS_ANCHOR, cascade_preview, method_verdicts, read_results
 
 # Shown by default: each takes well under a second on a small model.
 FAST = ("saliency", "gradcam", "gradcam++", "layercam", "scorecam_fast")
@@ -29,6 +34,8 @@ METHODS_KEY = "explain.methods"
 TARGET_KEY = "explain.target"
 OUTLINE_KEY = "explain.outline"
 CALIBRATED_KEY = "explain.calibrated"
+RANDOMISED_KEY = "explain.randomised"
+RANDOMISED_METHOD_KEY = "explain.randomised_method"
 TOP = "top class"
 TILE = 224  # display size of every map tile, in pixels
 PER_ROW = (5, 3)  # tiles per row without / with the mask and scores beside them
@@ -61,6 +68,18 @@ def _temperature(run_dir: str, stamp: tuple) -> float | None:
         return stored_temperature(run_dir, "best")
     except (OSError, ValueError):
         return None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _randomised(model_key: str, face_key: str, method: str, target: str | None, _model: Any,
+                _crop: np.ndarray) -> list[tuple[str, Any]]:
+    """The method's map on the model and on cascade-randomised copies of it (top group, top half, all)."""
+    return cascade_preview(_model, _crop, method, target)
+
+
+@st.cache_data(show_spinner=False)
+def _sanity_results() -> dict[str, Any]:
+    return read_results()
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -200,3 +219,59 @@ if side is not None:
         st.caption(f"The mask covers {100 * share:.0f}% of the face, so a random map scores about that. "
                    "Pointing game, relevance mass and relevance rank as in the explanation benchmark: "
                    "`python -m fer_core explain-eval` scores all methods over many faces.")
+
+
+# --------------------------------------------------------------------------------------------- sanity checks
+def sanity_section(model_key: str, face_key: str, crop: np.ndarray, model_: Any, shown: dict[str, Any],
+                   target: str | None) -> None:
+    """Per method, the recorded sanity-check verdicts; on request, the chosen method's maps on randomised models."""
+    st.subheader("Sanity checks: do the maps depend on the model?")
+    st.markdown(
+        "Adebayo et al. (NeurIPS 2018): a map that barely changes when the model's weights are re-initialised, or "
+        "when the model was trained on shuffled labels, shows the image rather than what the model learned. "
+        "A method **passed** when the maps of the fully randomised model and of the label-shuffled model are "
+        "dissimilar from the real ones (mean Spearman |rho| and SSIM below 0.5).")
+    try:
+        results = _sanity_results()
+    except ValueError as err:
+        st.warning(f"Could not read the sanity-check results: {err}", icon=":material/warning:")
+        results = {}
+    rows = []
+    for method in shown:
+        found = method_verdicts(method, results)
+        rows.append({"method": method, **{v["label"]: v["verdict"] for v in found}}
+                    if found else {"method": method, "verdict": "not checked"})
+    table = pd.DataFrame(rows).fillna("not checked")
+    st.dataframe(table, hide_index=True, width="stretch", key="explain.sanity")
+    with st.expander("The numbers behind the verdicts"):
+        what = {"cascade": "all layers random", "shuffled": "shuffled labels"}
+        lines = [f"- **{method}** on {v['label']}: " + "; ".join(
+                     f"{what.get(check, check)}: mean |rho| {m['spearman_abs']:.2f}, SSIM {m['ssim']:.2f}"
+                     for check, m in v["means"].items()) + f" ({v['verdict']})"
+                 for method in shown for v in method_verdicts(method, results)]
+        st.markdown("\n".join(lines) if lines else "No recorded results for these methods.")
+    st.caption(f"The numbers, the commands and a discussion: `{DOCS_ANCHOR}` (section \"Sanity checks\"); "
+               "reproduce with `python -m fer_core explain-sanity RUN_OR_MODEL --out DIR`. "
+               "Verdicts are per checked model: another model may behave differently.")
+    if not st.toggle("Show randomised maps", key=RANDOMISED_KEY,
+                     help="The chosen method on copies of this model with the top layer group, the top half and "
+                          "all layer groups re-initialised, for the class explained above."):
+        return
+    if st.session_state.get(RANDOMISED_METHOD_KEY) not in shown:
+        st.session_state[RANDOMISED_METHOD_KEY] = next(iter(shown))
+    method = st.selectbox("Method", list(shown), key=RANDOMISED_METHOD_KEY)
+    with st.spinner(f"Computing {method} on 3 randomised copies of the model…"):
+        try:
+            pairs = _randomised(model_key, face_key, method, target, model_, crop)
+        except Exception as err:  # noqa: BLE001 - a message, not a crashed page
+            st.error(f"{method} on the randomised models failed: {type(err).__name__}: {err}",
+                     icon=":material/error:")
+            return
+    for col, (label, exp) in zip(st.columns(len(pairs)), pairs, strict=True):
+        col.image(overlay_tile(crop, exp.map, size=TILE), caption=f"{label} · {exp.class_name}", width="stretch")
+    st.caption("Every map explains the same class (the trained model's), as in Adebayo et al.; if the maps on "
+               "the right still look like the trained one, the method shows the face more than the model.")
+
+
+if results:
+    sanity_section(model.key, face.key, face.crop, predictor.model, results, chosen)

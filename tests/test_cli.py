@@ -26,7 +26,8 @@ def test_config_error_exits_2_without_traceback_or_run_folder(runs_root):
                           cwd=ROOT, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "train.optimizer.lr: must be > 0 (got -0.1)" in proc.stderr
-    assert "unknown key 'data.nmae' (valid: name, root, options, label_noise, label_noise_mode)" in proc.stderr
+    assert ("unknown key 'data.nmae' (valid: name, root, options, label_noise, label_noise_mode, shuffle_labels)"
+            in proc.stderr)
     assert "Traceback" not in proc.stderr
     assert list(runs_root.iterdir()) == []
 

@@ -38,7 +38,8 @@ def test_overrides_do_not_touch_caller_dict():
     (["train.optimizer.lr=-0.1"], "train.optimizer.lr: must be > 0 (got -0.1)"),
     (["train.batch_size=0"], "train.batch_size: must be > 0 (got 0)"),
     (["train.epochs=abc"], "train.epochs: "),
-    (["data.nmae=x"], "unknown key 'data.nmae' (valid: name, root, options, label_noise, label_noise_mode)"),
+    (["data.nmae=x"], "unknown key 'data.nmae' (valid: name, root, options, label_noise, label_noise_mode, "
+                      "shuffle_labels)"),
     (["train.optimizer.name=rmsprop"], "train.optimizer.name: must be one of 'sgd', 'adam' or 'adamw' (got 'rmsprop')"),
     (["model.name=vit_huge"], "model.name: unknown model 'vit_huge'; valid: "),
     (["train.device=tpu"], "train.device: must be cpu, cuda or cuda:N (got 'tpu')"),

@@ -19,9 +19,11 @@ Methods (``method_info(name)`` gives family, library, defaults; ``target="all"``
 Also :func:`activation_grid`, :func:`visualize_filters` (feature visualisation, the channels of a layer in one
 batch; :func:`visualize_filter` for one channel), :func:`feature_layers` and
 :func:`stage_layers` (the layers worth looking at, as :class:`LayerInfo`), :func:`attention_weights` (SCN,
-region net) and :func:`read_scn_weights` (a run's per-sample SCN weights). Library code: nothing here prints or
-shows a progress bar (Score-CAM's and LIME's tqdm bars are silenced), and nothing leaves hooks, gradients or a
-changed train/eval mode on the model. The heavy libraries are imported on first use.
+region net) and :func:`read_scn_weights` (a run's per-sample SCN weights). Whether a method's maps depend on
+the model at all (weight and label randomisation, Adebayo et al. 2018): :mod:`fer_core.explain.sanity`.
+Library code: nothing here prints or shows a progress bar (Score-CAM's and LIME's tqdm bars are silenced), and
+nothing leaves hooks, gradients or a changed train/eval mode on the model. The heavy libraries are imported on
+first use.
 """
 
 from __future__ import annotations
