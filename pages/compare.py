@@ -342,7 +342,7 @@ def _calibration_section() -> None:
     shown = table.copy()
     for column in ("accuracy", "ece", "ece_adaptive", "ece_calibrated"):
         shown[column] = 100.0 * shown[column]
-    st.dataframe(shown, width="stretch", column_config={
+    st.dataframe(shown, width="stretch", placeholder=ui.MISSING, column_config={
         "accuracy": st.column_config.NumberColumn("accuracy", format="%.1f%%"),
         "ece": st.column_config.NumberColumn("ECE", format="%.1f%%", help="expected calibration error, 15 "
                                              "equal-width confidence bins; lower is better"),

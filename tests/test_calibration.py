@@ -263,6 +263,14 @@ def test_run_page_of_an_old_run_shows_dashes(runs_root: Path, finished_run: Path
     assert any("No calibration numbers" in c.value for c in at.caption)
 
 
+def reliability_overlay(at) -> dict:
+    """The Compare page's overlay of reliability diagrams (the one chart whose title starts "Reliability")."""
+    titles = [str((f["layout"].get("title") or {}).get("text", "")) for f in charts_on(at)]
+    found = [f for f, title in zip(charts_on(at), titles, strict=True) if title.startswith("Reliability")]
+    assert len(found) == 1, titles
+    return found[0]
+
+
 def test_compare_page_shows_ece_beside_accuracy_and_overlays_reliability(runs_root: Path, finished_run: Path):
     a = copy_run(finished_run, runs_root, "20260101-100000-a-0001")
     b = copy_run(finished_run, runs_root, "20260101-110000-b-0002")
@@ -275,11 +283,11 @@ def test_compare_page_shows_ece_beside_accuracy_and_overlays_reliability(runs_ro
     assert first["accuracy"] == pytest.approx(100 * result["accuracy"]) == pytest.approx(second["accuracy"])
     assert first["ece"] == pytest.approx(100 * result["ece"]) and np.isnan(second["ece"])
     assert first["temperature"] == pytest.approx(result["calibrated"]["temperature"])
-    overlay = charts_on(at)[-1]
+    overlay = reliability_overlay(at)  # the factor charts of tests/test_factors.py follow it
     assert overlay["layout"]["title"]["text"] == "Reliability, test/all"
     assert [t["name"] for t in overlay["data"]] == ["perfect calibration", table.index[0]]  # b has no data
     at.toggle(key="compare.calibrated").set_value(True).run()
-    assert not at.exception and charts_on(at)[-1]["layout"]["title"]["text"] == "Reliability, test/all (after T)"
+    assert not at.exception and reliability_overlay(at)["layout"]["title"]["text"] == "Reliability, test/all (after T)"
 
 
 def test_explain_page_offers_calibrated_probabilities_for_a_run_with_a_temperature(runs_root: Path,
