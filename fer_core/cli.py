@@ -792,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: the run's train.device")
     runs_dir_arg(p)
     p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("factors", help="accuracy per bin of SynthFACS's factors (yaw, occluder, intensity, ...)")
     p.add_argument("run", help="a run evaluated on synthfaces (folder or id)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
