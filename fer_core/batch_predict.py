@@ -11,11 +11,11 @@ Usage::
 
 The table has one row per face (``status`` ``"ok"``) and one row per file without one: ``"no face"`` (read, but no
 face found) or ``"error: <reason>"`` (empty, damaged, not an image, too large, refused zip member: the reason is
-:mod:`fer_core.face`'s message, naming the file, without its list of the formats that work, :data:`READABLE`). A bad file never stops the others. Columns (:func:`columns`):
-``file`` (relative to the folder; ``album.zip/dir/x.jpg`` inside a zip), ``face`` (1 = the largest; empty when there
-is none), the face box ``x y w h`` in the image's pixels, ``detector``, ``aligned``, ``prob_<class>`` for each class
-in the model's order, ``top``, ``score`` (the top class's probability) and ``status``. Rows are sorted by file, then
-face.
+:mod:`fer_core.face`'s message, naming the file, without its list of the formats that work, :data:`READABLE`). A
+bad file never stops the others. Columns (:func:`columns`): ``file`` (relative to the folder; ``album.zip/dir/x.jpg``
+inside a zip), ``face`` (1 = the largest; empty when there is none), the face box ``x y w h`` in the image's pixels,
+``detector``, ``aligned``, ``prob_<class>`` for each class in the model's order, ``top``, ``score`` (the top class's
+probability) and ``status``. Rows are sorted by file, then face.
 
 Zip files are read in memory, member by member, never extracted to disk: a member whose name is absolute or climbs
 out of the archive (``..``), an encrypted member, one whose declared size is over ``max_member_bytes`` or that would
