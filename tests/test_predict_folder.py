@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from apphelpers import app, charts_on
+from fsaudit import outside, recording
 from PIL import Image
 from skimage import data
 from test_reliability_inputs import ASTRONAUT_BOX, BAD, encode
@@ -281,3 +282,19 @@ def test_predict_page_with_uploads_shows_the_table_chart_errors_and_download(run
     assert not at.exception and "the file is empty" in at.warning[0].value and not charts_on(at)
     at.file_uploader[0].set_value(("me.jpg", astronaut_jpeg(), "image/jpeg")).run()
     assert not at.exception and not at.warning and len(charts_on(at)) == 1
+
+
+def test_uploads_and_hostile_zips_stay_in_memory(runs_root, tmp_path):
+    """The page reads uploads and zip members in memory: a zip whose members climb out of any folder writes no
+    file anywhere (matplotlib's own caches aside), and renames nothing."""
+    import matplotlib
+
+    at = app(PAGE)
+    hostile = zipped({"../../escaped.jpg": astronaut_jpeg(), "/tmp/abs.jpg": b"x", "fine/me.jpg": astronaut_jpeg()})
+    with recording() as rec:
+        at.file_uploader[0].set_value(("album.zip", hostile, "application/zip")).run()
+        assert not at.exception and "climbs out of the archive" in at.warning[0].value
+    assert set(at.dataframe[0].value["file"]) == {"album.zip/../../escaped.jpg", "album.zip//tmp/abs.jpg",
+                                                  "album.zip/fine/me.jpg"}
+    assert outside(rec.written_paths(), Path(matplotlib.get_configdir()), Path(matplotlib.get_cachedir())) == []
+    assert rec.renames == [] and rec.network == []
