@@ -22,8 +22,8 @@ out of the archive (``..``), an encrypted member, one whose declared size is ove
 take the archive past ``max_total_bytes`` is refused with its own row, and the rest goes on. Members are read with a
 cap, so a header that lies about the size cannot make one expand further (zip bombs).
 
-The library shows no progress itself: ``progress(done, total, name)`` is called after each file, for the CLI's
-tqdm bar or the app's progress bar.
+The library shows no progress itself: ``progress(done, total, name)`` is called once before the first file (``0,
+total, ""``) and after each file, for the CLI's tqdm bar or the app's progress bar.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, *, recursive: bool
         whole_image_if_none: a file without a face gets the prediction of its centre square (detector
             ``whole_image``) instead of a ``"no face"`` row.
         max_pixels: larger images are refused (an error row) before they are decoded.
-        progress: called after each file with ``(done, total, file)``.
+        progress: called with ``(0, total, "")`` first, then after each file with ``(done, total, file)``.
 
     Raises:
         FileNotFoundError, NotADirectoryError: no such folder (bad files inside it are rows, never errors).
@@ -223,6 +223,8 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, *, recursive: bool
     root = Path(folder)
     paths = folder_files(root, recursive=recursive)
     rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(paths), "")
     for done, path in enumerate(paths, start=1):
         name = path.relative_to(root).as_posix()
         if name.lower().endswith(".zip"):
@@ -274,6 +276,8 @@ def predict_files(predictor: Any, files: Iterable[tuple[str, bytes]], *, faces: 
     and table as in :func:`predict_folder`; ``progress`` counts the given files."""
     files = list(files)
     rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(files), "")
     for done, (name, data) in enumerate(files, start=1):
         if data and _is_zip(name, data):
             rows.extend(_zip_rows(predictor, data, name, faces, whole_image_if_none, max_pixels))

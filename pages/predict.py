@@ -33,7 +33,7 @@ def _predictions(key: str, predictor: Any, files: list[tuple[str, bytes]], whole
     bar = st.progress(0.0, text="Looking for faces…")
 
     def progress(done: int, total: int, name: str) -> None:
-        bar.progress(done / total, text=f"{done} of {total} files ({name})")
+        bar.progress(done / total, text=f"{done} of {total} files" + (f" ({name})" if name else ""))
 
     try:
         table = predict_files(predictor, files, whole_image_if_none=whole_image, progress=progress)
