@@ -65,9 +65,10 @@ def columns(class_names: Iterable[str]) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- inputs
 def folder_files(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """The files to read in a folder, sorted by their path relative to it: every regular file (whatever its
-    extension: a non-image gets an error row), but not hidden ones (``.name``) nor anything in hidden folders;
-    links to folders are not followed (no loops, nothing outside the folder by accident).
+    """The files to read in a folder, sorted by their path relative to it: every file (whatever its extension: a
+    non-image gets an error row, and so does anything that is not a regular file), but not hidden ones (``.name``)
+    nor anything in hidden folders; links to folders are not followed (no loops, nothing outside the folder by
+    accident).
 
     Raises:
         FileNotFoundError: no such folder.
@@ -227,7 +228,10 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, *, recursive: bool
         progress(0, len(paths), "")
     for done, path in enumerate(paths, start=1):
         name = path.relative_to(root).as_posix()
-        if name.lower().endswith(".zip"):
+        if not path.is_file():  # opening a named pipe would wait forever; a device could be endless
+            rows.append({"file": name, "status": f"{ERROR}: {name} is not a regular file (a named pipe, a device, a "
+                                                  "socket or a broken link): not read"})
+        elif name.lower().endswith(".zip"):
             rows.extend(_zip_rows(predictor, path, name, faces, whole_image_if_none, max_pixels))
         else:
             rows.extend(_rows(predictor, name, path, faces, whole_image_if_none, max_pixels, replace=str(path)))

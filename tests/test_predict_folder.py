@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import struct
 import zipfile
@@ -145,6 +146,19 @@ def test_the_summary_counts_files_faces_and_errors(table, folder):
     assert list(summary["per_class"]) == CLASSES and summary["per_class"]["happy"] >= 1
 
 
+def test_pipes_devices_and_broken_links_are_rows_not_hangs(predictor, tmp_path):
+    (tmp_path / "me.jpg").write_bytes(astronaut_jpeg())
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it for reading would block until a writer comes: never
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")  # endless
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    df = predict_folder(predictor, tmp_path)
+    status = dict(zip(df["file"], df["status"], strict=True))
+    assert status.pop("me.jpg") == "ok"
+    assert sorted(status) == ["gone.jpg", "pipe.jpg", "zero.jpg"]
+    assert all(s == f"error: {n} is not a regular file (a named pipe, a device, a socket or a broken link): not read"
+               for n, s in status.items())
+
+
 def test_not_recursive_and_whole_image_options(predictor, folder):
     root, _ = folder
     top = predict_folder(predictor, root, recursive=False)
@@ -240,6 +254,8 @@ def test_predict_command_on_a_folder_writes_the_table_and_prints_a_summary(tmp_p
     # single-image output is unchanged
     assert main(["predict", str(photos / "astronaut.jpg")]) == 0
     assert capsys.readouterr().out.startswith("face 1: box x=")
+    assert main(["predict", str(photos / "astronaut.jpg"), "--no-recursive"]) == 2
+    assert "--no-recursive is for a folder" in capsys.readouterr().err
 
 
 def test_predict_command_fails_only_when_nothing_was_read(tmp_path, capsys):
