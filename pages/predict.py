@@ -19,6 +19,7 @@ from fer_core.batch_predict import ERROR, describe, predict_files, summarize
 
 UPLOAD_KEY = "predict.upload"
 WHOLE_KEY = "predict.whole_image"
+SHOWN_ERRORS = 20  # unreadable files listed in the warning; all of them are in the table
 
 
 RESULT_KEY = "predict.result"
@@ -77,12 +78,16 @@ cols[1].metric("Faces", summary["faces"])
 cols[2].metric("Without a face", summary["no_face"])
 cols[3].metric("Unreadable", summary["errors"])
 st.caption(describe(summary) + f" · model: {model.label}")
-if summary["error_files"]:
-    st.warning("**Not read:**\n" + "\n".join(f"- **{name}**: {why}" for name, why in summary["error_files"].items()),
+errors = list(summary["error_files"].items())
+if errors:
+    more = f"\n\n… and {len(errors) - SHOWN_ERRORS} more: see the status column." if len(errors) > SHOWN_ERRORS else ""
+    st.warning("**Not read:**\n" + "\n".join(f"- **{name}**: {why}" for name, why in errors[:SHOWN_ERRORS]) + more,
                icon=":material/broken_image:")
 if summary["faces"]:
     st.plotly_chart(charts.predicted_class_counts(summary["per_class"]), width="stretch", key="predict.counts")
-elif not summary["error_files"] or summary["no_face"]:
+elif not summary["files"]:
+    st.info("There are no files in the upload (an empty zip, or only folders and hidden files).")
+elif summary["no_face"]:
     st.info("No face was found in these photos. If they are face crops, turn on **Use the whole image**.")
 
 st.subheader("Every face")

@@ -296,6 +296,9 @@ def test_predict_page_with_uploads_shows_the_table_chart_errors_and_download(run
     # a bad upload alone never crashes the page, and the page keeps serving
     at.file_uploader[0].set_value(("only.jpg", b"", "image/jpeg")).run()
     assert not at.exception and "the file is empty" in at.warning[0].value and not charts_on(at)
+    at.file_uploader[0].set_value(("empty.zip", zipped({"folder/": b"", ".DS_Store": b"x"}), "application/zip")).run()
+    assert not at.exception and any("no files in the upload" in i.value for i in at.info)
+    assert len(at.dataframe[0].value) == 0
     at.file_uploader[0].set_value(("me.jpg", astronaut_jpeg(), "image/jpeg")).run()
     assert not at.exception and not at.warning and len(charts_on(at)) == 1
 
