@@ -35,6 +35,8 @@ st.navigation(
         "Look inside": [
             st.Page(PAGES / "explain.py", title="Explain a face", icon=":material/center_focus_strong:",
                     url_path="explain"),
+            st.Page(PAGES / "predict.py", title="Predict photos", icon=":material/photo_library:",
+                    url_path="predict"),
             st.Page(PAGES / "filters.py", title="Filters and activations", icon=":material/filter:",
                     url_path="filters"),
             st.Page(PAGES / "scn.py", title="SCN attention", icon=":material/balance:", url_path="scn"),

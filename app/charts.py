@@ -910,3 +910,22 @@ def probe_curve(result: Mapping[str, Any]) -> go.Figure:
     fig.update_layout(barmode="stack", bargap=0.15, height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       hovermode="closest", legend={"orientation": "v"})
     return fig
+
+
+# --- batch predictions
+def predicted_class_counts(per_class: Mapping[str, int], *, title: str | None = None) -> go.Figure:
+    """Faces per predicted (top) class of a batch of photos (``fer_core.batch_predict.summarize``'s ``per_class``),
+    as vertical bars in the model's class order, every class shown (zero included); :func:`class_counts` is the
+    data sets' per-split version."""
+    names, counts = list(per_class), [int(per_class[c]) for c in per_class]
+    total = sum(counts)
+    fig = go.Figure(go.Bar(
+        x=names, y=counts, marker_color=TRAIN_COLOR, text=counts, textposition="outside",
+        customdata=[100.0 * n / total if total else 0.0 for n in counts],
+        hovertemplate="%{x}: %{y} face(s), %{customdata:.1f}%<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="top class", type="category")
+    fig.update_yaxes(title_text="faces", rangemode="tozero", dtick=1 if max(counts, default=0) <= 10 else None)
+    fig.update_layout(title=title or f"Faces per top class ({total} in all)", height=340, showlegend=False,
+                      margin={"l": 10, "r": 10, "t": 48, "b": 10})
+    return fig

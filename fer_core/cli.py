@@ -25,6 +25,8 @@ Commands::
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
     predict IMAGE [--model NAME | --run RUN [--calibrated]] [--all-faces] [--whole-image] [--max-pixels N] [--json]
+    predict FOLDER_OR_ZIP [--out predictions.csv|.parquet] [--largest] [--no-recursive] [model options]   every face
+          of every file as a table (unreadable files: a row with the reason), a progress bar and a summary
     explain IMAGE --method M --out overlay.png [--model NAME | --run RUN [--calibrated]] [--target CLASS]
           [--whole-image]
     explain-eval RUN [--methods a,b] [--n 200] [--out FILE]   explanation methods vs SynthFACS masks
@@ -653,6 +655,10 @@ def _no_face(image: str, err: Exception) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_core.face import NoFaceFound
 
+    if os.path.isdir(args.image) or args.image.lower().endswith(".zip") or args.out:
+        return _predict_many(args)
+    if args.no_recursive:
+        raise UsageError("--no-recursive is for a folder: give a folder instead of an image")
     predictor = _predictor(args)
     try:
         preds = predictor.predict(args.image, faces="all" if args.all_faces else "largest",
@@ -670,6 +676,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(_table([[name, f"{prob:.4f}"] for name, prob in p.ranked()], ["class", "probability"]))
         if p.face.note:
             print(f"note: {p.face.note}")
+    return 0
+
+
+def _predict_many(args: argparse.Namespace) -> int:
+    """``predict FOLDER`` (or a zip, or an image with ``--out``): a table of every face of every file, with a progress
+    bar on stderr and a summary; 0 when at least one image was read, 1 when none could be."""
+    from tqdm import tqdm
+
+    from fer_core.batch_predict import describe, predict_folder, predict_path, summarize, write_predictions
+    from fer_core.face import READABLE
+
+    out = Path(args.out or "predictions.csv")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"--out {out}: write a .csv or a .parquet file")
+    source = Path(args.image)
+    if not source.exists():
+        raise FileNotFoundError(f"no such folder or file: {source}")
+    predictor = _predictor(args)
+    options = {"faces": "largest" if args.largest else "all", "whole_image_if_none": args.whole_image,
+               **_pixel_limit(args)}
+    with tqdm(unit="file", file=sys.stderr, dynamic_ncols=True, disable=None, desc="predicting") as bar:
+        def progress(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        if source.is_dir():
+            df = predict_folder(predictor, source, recursive=not args.no_recursive, progress=progress, **options)
+        else:
+            df = predict_path(predictor, source, **options)
+            progress(1, 1, source.name)
+    write_predictions(df, out)
+    summary = summarize(df)
+    if args.json:
+        print(json.dumps({"source": str(source), "model": predictor.name, "out": str(out), **summary}, indent=2))
+    else:
+        for name, why in list(summary["error_files"].items())[:20]:
+            print(f"unreadable: {name}: {why}")
+        if summary["errors"] > 20:
+            print(f"... and {summary['errors'] - 20} more unreadable files (status column of {out})")
+        if summary["errors"]:
+            print(f"({READABLE})")
+        print(f"{describe(summary)}\nwrote {out} ({len(df)} rows, model {predictor.name})")
+    if not summary["images_read"]:
+        what = "no files in it" if not summary["files"] else "none of its files is a readable image"
+        print(f"error: {source}: {what} (see {out})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -857,10 +909,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse larger images before decoding them (default $FER_MAX_PIXELS or 40,000,000)")
         runs_dir_arg(p)
 
-    p = sub.add_parser("predict", help="expression probabilities of the faces in a photo")
-    p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF...)")
+    p = sub.add_parser("predict", help="expression probabilities of the faces in a photo, or in a folder of photos")
+    p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF...); or a folder or a zip file: a "
+                                 "table of every face of every file (--out)")
     p.add_argument("--all-faces", action="store_true", help="every face found, largest first (default: largest)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON on stdout (a folder: the summary)")
+    p.add_argument("--out", default=None, metavar="FILE.csv|FILE.parquet",
+                   help="a folder or zip: the table to write (default predictions.csv); one row per face, and one "
+                        "per file without a face or unreadable, with the reason")
+    p.add_argument("--largest", action="store_true", help="a folder or zip: the largest face of each image only "
+                                                          "(default: every face)")
+    p.add_argument("--no-recursive", action="store_true", help="a folder: not its sub-folders")
     model_args(p)
     p.set_defaults(func=cmd_predict)
 

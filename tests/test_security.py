@@ -234,7 +234,7 @@ def test_app_pages_write_only_under_the_runs_folder_and_never_reach_the_network(
     """Every page with a finished run present (so charts, tables and model loading run), under an audit hook:
     files written only under the runs folder or the data cache, and no connection, bind or name lookup."""
     copy_run(smoke_run[0], runs_root, "20260101-000000-audit-0001")
-    pages = ["home", "train", "run", "compare", "confusion", "explain", "scn"]
+    pages = ["home", "train", "run", "compare", "confusion", "explain", "predict", "scn"]
     with recording() as rec:
         for page in pages:
             at = app(f"../pages/{page}.py")
