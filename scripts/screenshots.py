@@ -10,10 +10,11 @@ Usage::
     python scripts/screenshots.py --out screenshots --demo          # empty folder: click the demo button,
                                                                     # shoot the progress bar and the finished run
 
-The tour opens the nine pages in turn and checks each: Home; Data sets (the SynthFACS playground, a class prototype
+The tour opens the ten pages in turn and checks each: Home; Data sets (the SynthFACS playground, a class prototype
 picked); Train (the ``configs/smoke.yaml`` recipe chosen and launched, followed until the page says it finished);
 Run; Compare runs (two runs); Confusion browser (a cell of the matrix clicked, its faces and Grad-CAM overlays
-shown); Explain a face (a photo uploaded, the maps of every fast method shown); Filters and activations (a few
+shown); Explain a face (a photo uploaded, the maps of every fast method shown); Predict photos (the photo and a
+broken file uploaded together: the table, the chart and the unreadable file shown); Filters and activations (a few
 channels, few steps); SCN attention. A runs folder without a finished SCN run gets a tiny one first
 (``python -m fer_core train``, seconds). Every check that fails raises :class:`TourError` naming the page and the
 step, after saving ``<page>_failed.png``. The app server, the runs the tour starts and any tiny run it trains are
@@ -53,7 +54,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 CONNECTED = "[data-testid=stApp][data-test-connection-state=CONNECTED]"
 IDLE = "[data-test-script-state=notRunning]"
-PAGES = ("home", "datasets", "train", "run", "compare", "confusion", "explain", "filters", "scn")
+PAGES = ("home", "datasets", "train", "run", "compare", "confusion", "explain", "predict", "filters", "scn")
 """The tour's pages in order; each is saved as ``<name>.png`` and opened at ``/<url path>`` (Home at ``/``)."""
 URL_PATHS = {name: "" if name == "home" else name for name in PAGES}
 # A tiny SCN run (3 epochs on 64 faces of 32x32, 30% label noise): the one tests/test_app_data.py trains.
@@ -459,6 +460,22 @@ def tour_explain(t: Tour, photo: Path) -> None:
     t.shoot()
 
 
+def tour_predict(t: Tour, photo: Path) -> None:
+    t.open("predict")
+    t.heading("Predict photos")
+    bad = photo.with_name("not_a_photo.jpg")
+    bad.write_bytes(b"this is text, not a JPEG")
+    with t.step(f"upload {photo.name} and a broken file together"):
+        t.page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(photo), str(bad)])
+    t.heading("Every face")
+    t.idle()
+    with t.step("the table, the per-class chart and the unreadable file are shown"):
+        t.page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=60_000)
+        expect(t.page.get_by_text("not_a_photo.jpg").first).to_be_visible()
+        expect(t.page.get_by_test_id("stDownloadButton")).to_have_count(1)
+    t.shoot()
+
+
 def tour_filters(t: Tour) -> None:
     channels, steps = t.filters
     t.open("filters")
@@ -522,6 +539,7 @@ def tour(page, base: str, runs_dir: Path, out: Path, photo: Path, *, compact: bo
     tour_compare(t, ids)
     tour_confusion(t, main)
     tour_explain(t, photo)
+    tour_predict(t, photo)
     tour_filters(t)
     scn = _newest(runs, scn=True)
     if scn is None:
