@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import charts, pickers
+from app import charts, pickers, ui
 from fer_core.batch_predict import ERROR, describe, predict_files, summarize
 
 UPLOAD_KEY = "predict.upload"
@@ -92,7 +92,7 @@ elif summary["no_face"]:
 
 st.subheader("Every face")
 probs = [c for c in table.columns if c.startswith("prob_")]
-st.dataframe(table, hide_index=True, width="stretch", key="predict.table", column_config={
+st.dataframe(table, hide_index=True, width="stretch", key="predict.table", placeholder=ui.MISSING, column_config={
     "status": st.column_config.TextColumn("status", help=f"ok; no face; or {ERROR}: the reason the file was not "
                                                          "read"),
     "score": st.column_config.NumberColumn("score", format="%.3f", help="the top class's probability"),
