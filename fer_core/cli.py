@@ -629,13 +629,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def _predictor(args: argparse.Namespace):
     from fer_core import io
-    from fer_core.models import list_models
     from fer_core.predict import Predictor
 
-    if getattr(args, "onnx", None):
+    if getattr(args, "onnx", None):  # before importing fer_core.models: this path works without torch
         if args.run:
             raise UsageError("--onnx and --run: give one (the exported file already holds the run's weights)")
         return Predictor.from_onnx(args.onnx, temperature="file" if args.calibrated else None)
+    from fer_core.models import list_models
+
     if args.run:
         return Predictor.from_run(io.resolve_run_dir(args.run, args.runs_dir), weights=args.weights,
                                   device=args.device, calibrated=args.calibrated)

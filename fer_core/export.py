@@ -152,8 +152,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: Format = "onnx"
                 torch.jit.save(traced, str(path), _extra_files=extra)
     except Exception as err:  # noqa: BLE001 - any exporter failure becomes one clear error naming the model
         path.unlink(missing_ok=True)
+        hint = "; TorchScript may work (format torchscript)" if fmt == "onnx" else ""
         raise ExportError(f"model {cfg.name!r} cannot be exported to {fmt}: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else err!r}") from err
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else err!r}{hint}") from err
     return path
 
 

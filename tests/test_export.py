@@ -15,7 +15,15 @@ import torch
 
 from fer_core.cli import main
 from fer_core.data import build_dataset, materialize
-from fer_core.export import ExportError, check_parity, export_model, export_registered, export_run, read_metadata
+from fer_core.export import (
+    ExportError,
+    check_parity,
+    export_model,
+    export_registered,
+    export_run,
+    model_metadata,
+    read_metadata,
+)
 from fer_core.models import create_model, list_models
 from fer_core.predict import GREY_WEIGHTS, Predictor, pixels_for_model
 from fer_core.transforms import GREY_WEIGHTS as TORCH_GREY_WEIGHTS
@@ -50,7 +58,8 @@ def test_every_registered_model_exports_with_parity_or_says_why(name, fmt, faces
     model = create_model(name, num_classes=7, pretrained=False, input_size=SIZES.get(name, 64))
     path = tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}"
     if fmt == "onnx" and name in NOT_ONNX:
-        with pytest.raises(ExportError, match=rf"model '{name}' cannot be exported to onnx: .*{NOT_ONNX[name]}"):
+        with pytest.raises(ExportError, match=rf"model '{name}' cannot be exported to onnx: .*{NOT_ONNX[name]}.*"
+                                              "TorchScript may work"):
             export_model(model, path, fmt)
         assert not path.exists()
         return
@@ -131,6 +140,19 @@ def test_onnx_predictor_matches_the_pytorch_predictor(tmp_path, capsys):
     assert result["faces"][0]["top"] == a.top and "onnx" in result["model"]
 
 
+def test_onnx_predictor_uses_the_temperature_in_the_file(tmp_path):
+    from skimage.data import astronaut
+
+    model = create_model("mini_xception_fer2013", num_classes=7)
+    path = export_model(model, tmp_path / "t.onnx", metadata=model_metadata(model, run_id="r1", temperature=1.7))
+    crops = [astronaut()[100:300, 150:330]]
+    stored = Predictor.from_onnx(path, temperature="file")
+    assert stored.temperature == 1.7 and "of run r1" in stored.name
+    expected = Predictor(model, temperature=1.7).probabilities(crops)
+    assert np.abs(stored.probabilities(crops) - expected).max() <= 1e-4
+    assert np.abs(Predictor.from_onnx(path).probabilities(crops) - expected).max() > 1e-3  # plain softmax differs
+
+
 def test_onnx_predictor_runs_without_torch(tmp_path):
     from skimage.data import astronaut
 
@@ -148,3 +170,14 @@ def test_onnx_predictor_runs_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     top, total = done.stdout.split()
     assert top == Predictor.from_model("mini_xception_fer2013").predict(astronaut())[0].top and total == "1.0"
+    # the command line too: `predict --onnx` imports nothing that needs torch
+    from PIL import Image
+
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    cli = ("import sys; sys.modules['torch'] = None\n"
+           "from fer_core.cli import main\n"
+           f"raise SystemExit(main(['predict', {str(tmp_path / 'a.png')!r}, '--onnx', {str(path)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "face 1:" in done.stdout and top in done.stdout
