@@ -207,10 +207,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         return {k: json.loads(v) for k, v in raw.items()}
     extra = {TORCHSCRIPT_META: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    _load_torchscript(path, extra)
     if not extra[TORCHSCRIPT_META]:
         raise ValueError(f"{path} has no {TORCHSCRIPT_META} metadata: not written by fer_core.export")
     return json.loads(extra[TORCHSCRIPT_META])
+
+
+def _load_torchscript(path: Path, extra: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 calls TorchScript deprecated; it still loads
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra or {})
 
 
 # --------------------------------------------------------------------------------------------- runs and names
@@ -250,7 +256,7 @@ def _runner(path: Path):
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    module = _load_torchscript(path).eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

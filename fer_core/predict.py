@@ -11,6 +11,8 @@ Usage::
     result = predictor.explain("photo.jpg", "gradcam")       # the largest face's explanation (fer_core.explain)
     predictor.predict_crop(face_crop), predictor.explain_crop(face_crop, "lime")   # a crop as it is
     predictor.stage_layers()                                 # the layers to look at stage by stage
+    predictor = Predictor.from_onnx("model.onnx")            # an exported file (fer_core.export) in onnxruntime:
+                                                             # predict/find/probabilities without torch
 
 Faces are found and cropped by :mod:`fer_core.face`; each crop goes through the model's own preprocessing (its
 ``model.cfg``: channels, input size, mean and std) by :class:`fer_core.transforms.BatchTransform`, without
