@@ -30,11 +30,12 @@ feed-forward graphs that the tracing exporter handles. Parity (:func:`check_pari
 through the PyTorch model with its :class:`~fer_core.transforms.BatchTransform` and through the file with
 onnxruntime (or TorchScript), and reports the largest probability difference and how often the top class agrees.
 
-What exports (checked by tests/test_export.py on every registered model): every model to TorchScript; every model
-to ONNX except ``ran`` (its region crops use antialiased bilinear resizing, ``aten::_upsample_bilinear2d_aa``, which
-the exporter does not convert at opset 17 or 18) and ``vgg_fer`` at input sizes whose last feature map is not a
-multiple of 3 (its ``AdaptiveAvgPool2d(3)``; the default 48 px exports). Those raise :class:`ExportError` naming the
-model and the exporter's reason.
+What exports (checked by tests/test_export.py on every registered model): every model to TorchScript, and every
+model to ONNX except ``vgg_fer`` at input sizes whose last feature map is not a multiple of 3 (its
+``AdaptiveAvgPool2d(3)``; the default 48 px exports), which raises :class:`ExportError` naming the model and the
+exporter's reason. ``ran`` enlarges its region crops with antialiased bilinear interpolation, which the exporter
+has no opset-17 form for; :func:`_antialiased_enlargement` supplies one (an enlargement is plain bilinear), and a
+reduction is still refused.
 """
 
 from __future__ import annotations
@@ -189,7 +190,39 @@ def _export_onnx(wrapped: nn.Module, example: torch.Tensor, path: Path, meta: di
     onnx.save(proto, str(path))
 
 
+def _antialiased_enlargement(g, input, output_size, align_corners, scale_h=None, scale_w=None):  # noqa: A002
+    """ONNX for ``aten::_upsample_bilinear2d_aa`` (``F.interpolate(..., mode="bilinear", antialias=True)``) when it
+    enlarges: antialiasing changes nothing then, so it is a plain half-pixel bilinear ``Resize`` (opset 11 and up).
+    RAN enlarges its region crops this way. A reduction is refused (ONNX's antialiased Resize needs opset 18)."""
+    from torch.onnx import symbolic_helper as sh
+
+    before = sh._get_tensor_sizes(input)
+    after = g.original_node.output().type().sizes() if g.original_node.output().type().dim() else None
+    if sh._maybe_get_const(align_corners, "b"):
+        return sh._unimplemented("_upsample_bilinear2d_aa", "align_corners=True", input)
+    if not before or not after or None in (*before[2:], *after[2:]) \
+            or any(b > a for b, a in zip(before[2:], after[2:], strict=True)):
+        return sh._unimplemented("_upsample_bilinear2d_aa", f"an antialiased reduction {before} -> {after} (needs "
+                                 "opset 18)", input)
+    size = sh._maybe_get_const(output_size, "is")
+    size = g.op("Cast", size, to_i=7) if sh._is_value(size) else \
+        g.op("Constant", value_t=torch.tensor(list(size), dtype=torch.int64))
+    batch_channels = g.op("Slice", g.op("Shape", input), g.op("Constant", value_t=torch.tensor([0])),
+                          g.op("Constant", value_t=torch.tensor([2])))
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", input, empty, empty, g.op("Concat", batch_channels, size, axis_i=0),
+                coordinate_transformation_mode_s="half_pixel", mode_s="linear", nearest_mode_s="floor")
+
+
 def _onnx_export(wrapped: nn.Module, example: torch.Tensor, buffer: _io.BytesIO) -> None:
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_enlargement, OPSET)
+    try:
+        _traced_onnx_export(wrapped, example, buffer)
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::_upsample_bilinear2d_aa", OPSET)
+
+
+def _traced_onnx_export(wrapped: nn.Module, example: torch.Tensor, buffer: _io.BytesIO) -> None:
     torch.onnx.export(wrapped, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
                       output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                       do_constant_folding=True)
