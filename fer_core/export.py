@@ -273,12 +273,22 @@ def export_registered(name: str, fmt: Format = "onnx", out: str | os.PathLike | 
                       **create_kwargs: Any) -> Path:
     """Export a registered model (``fer_core.models.create_model``; pretrained variants with their weights, as
     :meth:`fer_core.predict.Predictor.from_model` builds them); default file ``<name>.onnx`` or ``.pt`` here."""
+    _check_format(fmt)
+    model = build_registered(name, **create_kwargs)
+    return export_model(model, f"{name}{SUFFIX[fmt]}" if out is None else out, fmt)
+
+
+def build_registered(name: str, **create_kwargs: Any) -> nn.Module:
+    """``create_model(name)`` with the variant's own classes, its default weights, and torch's generator seeded 0
+    for whatever those do not set (the global generator is left as it was): a variant without pretrained weights
+    gets the same random weights every time, so :func:`check_parity` of a name compares against the model that
+    :func:`export_registered` wrote."""
     from fer_core.models import create_model, model_info
 
-    _check_format(fmt)
     create_kwargs.setdefault("num_classes", len(model_info(name).class_names))
-    model = create_model(name, **create_kwargs)
-    return export_model(model, f"{name}{SUFFIX[fmt]}" if out is None else out, fmt)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model(name, **create_kwargs)
 
 
 # --------------------------------------------------------------------------------------------- parity
@@ -312,9 +322,7 @@ def _subject(subject: Any, split: str, n: int | None) -> tuple[nn.Module, np.nda
     from fer_core.models import list_models
 
     if isinstance(subject, str) and subject in list_models():
-        from fer_core.models import create_model, model_info
-
-        return create_model(subject, num_classes=len(model_info(subject).class_names)), None
+        return build_registered(subject), None
     from fer_core.config import load_config
     from fer_core.runs import load_run_model, load_split
 

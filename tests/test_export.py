@@ -18,6 +18,7 @@ from fer_core.cli import main
 from fer_core.data import build_dataset, materialize
 from fer_core.export import (
     ExportError,
+    build_registered,
     check_parity,
     export_model,
     export_registered,
@@ -71,6 +72,15 @@ def test_every_registered_model_exports_with_parity_or_says_why(name, fmt, faces
     assert meta["model"] == name and meta["class_names"] == list(model.cfg.class_names)
     assert meta["input_size"] == list(model.cfg.input_size) and meta["mean"] == list(model.cfg.mean)
     assert meta["run_id"] is None and meta["temperature"] is None
+
+
+def test_a_name_without_pretrained_weights_checks_the_model_that_was_exported(faces, tmp_path):
+    before = torch.random.get_rng_state()
+    path = export_registered("small_cnn", "onnx", out=tmp_path / "s.onnx", input_size=32)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global generator is untouched
+    with pytest.raises(AssertionError):  # another random small CNN is not the exported one
+        _within(check_parity(create_model("small_cnn", num_classes=7, input_size=32), path, images=faces))
+    _within(check_parity(build_registered("small_cnn", input_size=32), path, images=faces))
 
 
 def test_vgg_fer_at_a_size_its_pooling_cannot_export_says_so(tmp_path):
