@@ -71,7 +71,7 @@ def test_every_registered_model_exports_with_parity_or_says_why(name, fmt, faces
     meta = read_metadata(path)
     assert meta["model"] == name and meta["class_names"] == list(model.cfg.class_names)
     assert meta["input_size"] == list(model.cfg.input_size) and meta["mean"] == list(model.cfg.mean)
-    assert meta["run_id"] is None and meta["temperature"] is None
+    assert meta["run_id"] is None and meta["temperature"] is None and meta["fer_lab_version"]
 
 
 def test_a_name_without_pretrained_weights_checks_the_model_that_was_exported(faces, tmp_path):
