@@ -24,9 +24,12 @@ Commands::
     data info NAME [--root DIR] [--set option=value ...] [--json]   faces per split, class and subset; skipped rows
     data sheet NAME --out sheet.png [--set option=value ...]
     data export NAME --out DIR [--set option=value ...]
-    predict IMAGE [--model NAME | --run RUN [--calibrated]] [--all-faces] [--whole-image] [--max-pixels N] [--json]
+    predict IMAGE [--model NAME | --run RUN [--calibrated] | --onnx FILE [--calibrated]] [--all-faces] [--whole-image]
+          [--max-pixels N] [--json]   (with --onnx: onnxruntime runs an exported file; torch is not needed)
     predict FOLDER_OR_ZIP [--out predictions.csv|.parquet] [--largest] [--no-recursive] [model options]   every face
           of every file as a table (unreadable files: a row with the reason), a progress bar and a summary
+    export RUN_OR_MODEL [--format onnx|torchscript] [--out FILE] [--weights best|last] [--no-check] [--n N]
+          a self-contained ONNX or TorchScript file (normalisation inside, metadata), then its parity with PyTorch
     explain IMAGE --method M --out overlay.png [--model NAME | --run RUN [--calibrated]] [--target CLASS]
           [--whole-image]
     explain-eval RUN [--methods a,b] [--n 200] [--out FILE]   explanation methods vs SynthFACS masks
@@ -628,8 +631,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def _predictor(args: argparse.Namespace):
     from fer_core import io
-    from fer_core.models import list_models
     from fer_core.predict import Predictor
+
+    if getattr(args, "onnx", None):  # before importing fer_core.models: this path works without torch
+        if args.run:
+            raise UsageError("--onnx and --run: give one (the exported file already holds the run's weights)")
+        return Predictor.from_onnx(args.onnx, temperature="file" if args.calibrated else None)
+    from fer_core.models import list_models
 
     if args.run:
         return Predictor.from_run(io.resolve_run_dir(args.run, args.runs_dir), weights=args.weights,
@@ -723,6 +731,39 @@ def _predict_many(args: argparse.Namespace) -> int:
         print(f"error: {source}: {what} (see {out})", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fer_core import io
+    from fer_core.export import check_parity, export_registered, export_run
+    from fer_core.models import list_models
+
+    if args.subject in list_models():
+        path = export_registered(args.subject, args.format, out=args.out)
+    else:
+        try:
+            run_dir = io.resolve_run_dir(args.subject, args.runs_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"{args.subject!r} is neither a run nor a registered model ({', '.join(list_models())})"
+                             f": {err}") from None
+        path = export_run(run_dir, args.format, out=args.out, weights=args.weights)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if args.no_check:
+        return 0
+    if args.subject in list_models():
+        from fer_core.data import build_dataset, materialize
+
+        # a registered model has no test split: a few hundred SynthFACS test faces (resized to its input)
+        faces = build_dataset("synthfaces", split="test", image_size=64, train_size=8, val_size=8, test_size=args.n)
+        parity = check_parity(args.subject, path, images=materialize(faces)[0].numpy())
+        where = f"{parity['n']} SynthFACS test faces"
+    else:
+        parity = check_parity(run_dir, path, n=args.n)
+        where = f"{parity['n']} faces of the run's test split"
+    ok = parity["max_abs_dp"] <= 1e-4 and parity["argmax_agreement"] >= 0.999
+    print(f"parity with PyTorch on {where}: max |dp| {parity['max_abs_dp']:.2e}, same top class "
+          f"{parity['argmax_agreement']:.2%} ({'ok' if ok else 'NOT within max |dp| <= 1e-4 and 99.9% agreement'})")
+    return 0 if ok else 1
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -920,6 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest", action="store_true", help="a folder or zip: the largest face of each image only "
                                                           "(default: every face)")
     p.add_argument("--no-recursive", action="store_true", help="a folder: not its sub-folders")
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="an exported ONNX file (python -m fer_core export) run by onnxruntime instead of --model; "
+                        "with --calibrated, the temperature stored in it")
     model_args(p)
     p.set_defaults(func=cmd_predict)
 
@@ -930,6 +974,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="class to explain (default: the predicted class)")
     model_args(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("export", help="an ONNX or TorchScript file of a run or a registered model, with its parity")
+    p.add_argument("subject", metavar="RUN_OR_MODEL", help="a run (folder or id) or a registered model name")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", default=None, help="file to write (default RUN/export/model_<weights>.onnx|.pt, or "
+                                              "<model>.onnx|.pt here)")
+    p.add_argument("--weights", default="best", choices=["best", "last"], help="a run's weights")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--n", type=_positive_int, default=500, help="faces for the parity check (default 500)")
+    runs_dir_arg(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("explain-eval", help="score explanation methods against SynthFACS's ground-truth masks")
     p.add_argument("run", help="a finished run trained on synthfaces (folder or id)")

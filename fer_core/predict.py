@@ -11,6 +11,8 @@ Usage::
     result = predictor.explain("photo.jpg", "gradcam")       # the largest face's explanation (fer_core.explain)
     predictor.predict_crop(face_crop), predictor.explain_crop(face_crop, "lime")   # a crop as it is
     predictor.stage_layers()                                 # the layers to look at stage by stage
+    predictor = Predictor.from_onnx("model.onnx")            # an exported file (fer_core.export) in onnxruntime:
+                                                             # predict/find/probabilities without torch
 
 Faces are found and cropped by :mod:`fer_core.face`; each crop goes through the model's own preprocessing (its
 ``model.cfg``: channels, input size, mean and std) by :class:`fer_core.transforms.BatchTransform`, without
@@ -27,19 +29,28 @@ lock held by the predictor.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from fer_core.face import DEFAULT_MAX_PIXELS, Face, load_image
 from fer_core.face import faces as find_faces
-from fer_core.transforms import BatchTransform
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+# torch is imported where it is used, so that a Predictor of an exported ONNX file (Predictor.from_onnx) works where
+# torch is not installed: it needs numpy, Pillow, OpenCV (face detection) and onnxruntime only.
+
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+"""BT.601 luma weights, as :data:`fer_core.transforms.GREY_WEIGHTS` (which needs torch; a test keeps them equal)."""
 
 
 def use_app_threads() -> int:
@@ -50,8 +61,44 @@ def use_app_threads() -> int:
         threads = max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
         threads = max(1, min(4, os.cpu_count() or 1))
+    import torch
+
     torch.set_num_threads(threads)
     return threads
+
+
+def _checked_temperature(temperature: Any) -> float:
+    """``temperature`` as a float, or ValueError when it is not a finite number above 0 (as
+    :func:`fer_core.calibration.check_temperature`, which needs torch)."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}")
+    return value
+
+
+def pixels_for_model(images: np.ndarray, input_size: tuple[int, int, int] | list[int]) -> np.ndarray:
+    """uint8 ``N x C x H x W`` (C 1 or 3) -> float32 pixels in [0, 255] with the model's channels and size: what an
+    exported graph (:mod:`fer_core.export`) takes. Numpy and Pillow only, the same steps as
+    :func:`fer_core.transforms.to_model_input` (RGB -> grey by BT.601 luma, grey -> RGB by repetition, then an
+    antialiased bilinear resize, Pillow's, which torch's ``antialias=True`` reproduces) on the 0-255 scale.
+    """
+    from PIL import Image
+
+    channels, height, width = (int(v) for v in input_size)
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be N x C x H x W with 1 or 3 channels (got shape {x.shape})")
+    if x.shape[1] == 3 and channels == 1:
+        x = np.tensordot(np.asarray(GREY_WEIGHTS, dtype=np.float32), x, axes=([0], [1]))[:, None]
+    elif x.shape[1] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=1)
+    if x.shape[-2:] != (height, width):
+        x = np.stack([[np.asarray(Image.fromarray(plane, mode="F").resize((width, height), Image.BILINEAR))
+                       for plane in image] for image in x])
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +191,10 @@ class Predictor:
 
     def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", name: str = "",
                  temperature: float | None = None):
+        import torch
+
+        from fer_core.transforms import BatchTransform
+
         cfg = getattr(model, "cfg", None)
         if cfg is None:
             raise ValueError(f"{type(model).__name__} has no .cfg (input size, normalisation, class names): "
@@ -160,6 +211,7 @@ class Predictor:
         self.name = name or cfg.name
         self._transform = BatchTransform(cfg, device=self.device)
         self._explain_lock = threading.Lock()
+        self.session: Any = None  # an onnxruntime session (from_onnx) instead of the model
 
     @classmethod
     def from_model(cls, name: str = "mini_xception_fer2013", device: str | torch.device = "cpu",
@@ -189,15 +241,61 @@ class Predictor:
         name = f"{os.path.basename(os.path.normpath(run_dir))} ({weights})"
         return cls(model, device=device, name=name, temperature=temperature)
 
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, *, temperature: float | None | Literal["file"] = None,
+                  threads: int | None = None) -> Predictor:
+        """An exported ONNX file (:mod:`fer_core.export`) run by onnxruntime, without torch: :meth:`predict`,
+        :meth:`predict_crop`, :meth:`find` and :meth:`probabilities` work as with a PyTorch model (the class names,
+        channels and input size come from the file's metadata); explanations and layers need the PyTorch model.
+
+        Args:
+            path: the ``.onnx`` file.
+            temperature: divide the logits by it; ``"file"``: the temperature stored in the file (a run's, fitted by
+                ``python -m fer_core calibrate``; an error when it has none); None: the plain softmax.
+            threads: onnxruntime's intra-op threads (None: its default).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file has no FER Lab metadata (not written by ``fer_core.export``), or a bad temperature.
+            ImportError: onnxruntime is not installed.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist (write one with `python -m fer_core export RUN`)")
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(f"Predictor.from_onnx needs onnxruntime (pip install onnxruntime): {err}") from None
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        raw = session.get_modelmeta().custom_metadata_map
+        missing = [k for k in ("class_names", "input_size") if k not in raw]
+        if missing:
+            raise ValueError(f"{path} has no {', '.join(missing)} in its metadata: not written by fer_core.export "
+                             "(export it with `python -m fer_core export RUN --format onnx`)")
+        meta = {k: json.loads(v) for k, v in raw.items()}
+        if temperature == "file":
+            if meta.get("temperature") is None:
+                raise ValueError(f"{path} stores no temperature (its run had none fitted when it was exported); run "
+                                 "`python -m fer_core calibrate RUN` and export again, or leave the temperature out")
+            temperature = meta["temperature"]
+        self = cls.__new__(cls)
+        self.model, self.cfg, self.device, self.session, self.metadata = None, None, "cpu", session, meta
+        self.temperature = None if temperature is None else _checked_temperature(temperature)
+        self.class_names = tuple(meta["class_names"])
+        self.input_size = tuple(int(v) for v in meta["input_size"])
+        run = f" of run {meta['run_id']}" if meta.get("run_id") else ""
+        self.name = f"{path.name} ({meta.get('model', '?')}{run}, onnx)"
+        self._explain_lock = threading.Lock()
+        return self
+
     def with_temperature(self, temperature: float | None) -> Predictor:
         """This predictor with another temperature (None: none), sharing its model and its explanation lock (so it
         loads nothing and is as thread-safe as this one)."""
         other = copy.copy(self)
-        if temperature is not None:
-            from fer_core.calibration import check_temperature
-
-            temperature = check_temperature(temperature)
-        other.temperature = temperature
+        other.temperature = None if temperature is None else _checked_temperature(temperature)
         return other
 
     def __repr__(self) -> str:
@@ -210,6 +308,16 @@ class Predictor:
         :attr:`temperature`, of the logits divided by it."""
         if not crops:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        if self.session is not None:
+            # each crop converted and resized on its own (they differ in size), then one run of the graph
+            x = np.concatenate([pixels_for_model(np.ascontiguousarray(c).transpose(2, 0, 1)[None], self.input_size)
+                                for c in crops])
+            logits = self.session.run(None, {self.session.get_inputs()[0].name: x})[0].astype(np.float64)
+            z = logits if self.temperature is None else logits / self.temperature
+            z = np.exp(z - z.max(1, keepdims=True))
+            return (z / z.sum(1, keepdims=True)).astype(np.float32)
+        import torch
+
         with torch.inference_mode():
             # each crop is resized by the transform on its own (they differ in size), then one forward pass
             x = torch.cat([self._transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)[None])
@@ -255,6 +363,11 @@ class Predictor:
         return self._predictions([face])[0]
 
     # ----------------------------------------------------------------------------------------- explanation
+    def _need_model(self, what: str) -> None:
+        if self.model is None:
+            raise ValueError(f"{what} need the PyTorch model, and {self.name} is an exported ONNX file: use "
+                             "Predictor.from_run(RUN) or Predictor.from_model(NAME) (with torch installed)")
+
     def class_index(self, target: str | int) -> int:
         """The index of a class given by name or index.
 
@@ -288,6 +401,7 @@ class Predictor:
             detect_options: passed to :func:`fer_core.face.detect_faces`.
             **options: passed to the explanation method.
         """
+        self._need_model("explanations")
         from fer_core.explain import explain
 
         index = None if target is None else self.class_index(target)
@@ -312,6 +426,7 @@ class Predictor:
         Returns:
             The :class:`fer_core.explain.Explanation` (its map at the crop's size).
         """
+        self._need_model("explanations")
         from fer_core.explain import explain
 
         index = None if target is None else self.class_index(target)
@@ -322,12 +437,14 @@ class Predictor:
     # ----------------------------------------------------------------------------------------- layers
     def layers(self) -> list[Any]:
         """The model's layers with channel-map outputs (``fer_core.explain.feature_layers``)."""
+        self._need_model("layers")
         from fer_core.explain import feature_layers
 
         return feature_layers(self.model)
 
     def stage_layers(self) -> list[Any]:
         """The model's stages (``fer_core.explain.stage_layers``)."""
+        self._need_model("layers")
         from fer_core.explain import stage_layers
 
         return stage_layers(self.model)
