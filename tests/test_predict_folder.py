@@ -317,3 +317,22 @@ def test_uploads_and_hostile_zips_stay_in_memory(runs_root, tmp_path):
                                                   "album.zip/fine/me.jpg"}
     assert outside(rec.written_paths(), Path(matplotlib.get_configdir()), Path(matplotlib.get_cachedir())) == []
     assert rec.renames == [] and rec.network == []
+
+
+def test_a_folder_through_an_exported_onnx_file_gives_the_pytorch_table(table, folder, tmp_path):
+    """``predict FOLDER --onnx model.onnx``: the same rows, statuses, boxes and top classes as the PyTorch model
+    (probabilities within the export's parity bar, 1e-4)."""
+    pytest.importorskip("onnxruntime")
+    from fer_core.export import export_registered
+
+    path = export_registered("mini_xception_fer2013", "onnx", out=tmp_path / "mx.onnx")
+    out = tmp_path / "onnx.csv"
+    assert main(["predict", str(folder[0]), "--onnx", str(path), "--out", str(out)]) == 0
+    ours, theirs = read_predictions(out), table[0]
+    assert list(ours["file"]) == list(theirs["file"]) and list(ours["status"]) == list(theirs["status"])
+    faces = theirs["status"] == "ok"
+    assert list(ours.loc[faces, "top"]) == list(theirs.loc[faces, "top"])
+    box = ["x", "y", "w", "h"]
+    assert (ours.loc[faces, box].to_numpy() == theirs.loc[faces, box].to_numpy()).all()
+    probs = [c for c in theirs.columns if c.startswith("prob_")]
+    assert np.abs(ours.loc[faces, probs].to_numpy(float) - theirs.loc[faces, probs].to_numpy(float)).max() <= 1e-4
