@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
 
     cfg = load_config(args.config)
     ds, _, _ = load_split(cfg.data, "test")  # render and cache the split before timing
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.machine()}, torch {torch.__version__}, {datetime.date.today().isoformat()}. "
         f"{cfg.model.name} (random weights) on SynthFACS test ({len(ds)} faces, {cfg.data.options.get('image_size')}"
         f" px), the split and {len(results)} subsets: {n_faces} predictions per evaluation. Median of "
-        f"{args.repeats} calls each, taking turns, after a warm-up; seconds.",
+        f"{args.repeats} calls each, taking turns, after a warm-up; seconds. Load average (1 min) {load_before:.1f} "
+        f"before, {os.getloadavg()[0]:.1f} after on {os.cpu_count()} cores.",
         "",
         "| evaluation | median s | min s | / reference |",
         "|---|---|---|---|",

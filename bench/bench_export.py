@@ -16,6 +16,7 @@ depend on them).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default torch's)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/export.md"))
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -91,8 +93,8 @@ def main() -> None:
              f"{f' --threads {args.threads}' if args.threads else ''}` on "
              f"{platform.processor() or platform.machine()}, {threads} thread(s) for both, torch {torch.__version__}, "
              f"onnxruntime {ort.__version__}. Median of {args.repeats} calls after 3 warm-up calls "
-             f"({max(3, args.repeats // 3)} for the Predictor rows); milliseconds per face. Measured on a shared "
-             "2-core machine while other experiments were running, so absolute numbers are noisy; the ratio compares "
+             f"({max(3, args.repeats // 3)} for the Predictor rows); milliseconds per face. Load average (1 min) "
+             f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after on {os.cpu_count()} cores; the ratio compares "
              "two measurements of the same run.\n",
              "| model | what | PyTorch eager ms/face | onnxruntime ms/face | eager / onnxruntime |",
              "|---|---|---|---|---|"]
