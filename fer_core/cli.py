@@ -662,7 +662,13 @@ def _no_face(image: str, err: Exception) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_core.face import NoFaceFound
+    from fer_core.video import is_video
 
+    if is_video(args.image):
+        return _predict_video(args)
+    if args.overlay or args.method:
+        raise UsageError("--overlay and --method are for a video (for a photo: python -m fer_core explain IMAGE "
+                         "--method M --out overlay.png)")
     if os.path.isdir(args.image) or args.image.lower().endswith(".zip") or args.out:
         return _predict_many(args)
     if args.no_recursive:
@@ -730,6 +736,55 @@ def _predict_many(args: argparse.Namespace) -> int:
         what = "no files in it" if not summary["files"] else "none of its files is a readable image"
         print(f"error: {source}: {what} (see {out})", file=sys.stderr)
         return 1
+    return 0
+
+
+def _predict_video(args: argparse.Namespace) -> int:
+    """``predict clip.mp4 --out frames.csv [--overlay out.webm --method gradcam]``: every face of every frame,
+    tracked and smoothed (fer_core.video), with a progress bar on stderr and a summary per face."""
+    from tqdm import tqdm
+
+    from fer_core import video
+
+    out = Path(args.out or "frames.csv")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"--out {out}: write a .csv or a .parquet file")
+    if args.method and not args.overlay:
+        raise UsageError("--method draws an explanation into the overlay video: give --overlay out.webm too")
+    if args.overlay and Path(args.overlay).suffix.lower() not in video.WRITERS:
+        raise UsageError(f"--overlay {args.overlay}: write a {', '.join(video.WRITERS)} file (.webm plays in browsers)")
+    if args.no_recursive:
+        raise UsageError("--no-recursive is for a folder, not a video")
+    predictor = _predictor(args)
+    if args.method and predictor.model is None:
+        raise UsageError("--method needs the PyTorch model (--run or --model): an ONNX file has no gradients")
+    options = {"faces": "largest" if args.largest else "all", "detect_every": args.detect_every,
+               "detect_side": args.detect_side or None, "smooth_s": args.smooth, "align": args.align}
+    if args.max_pixels:
+        options["max_pixels"] = args.max_pixels
+    with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="predicting") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = max(total, done)
+            bar.update(done - bar.n)
+
+        df = video.predict_video(predictor, args.image, progress=progress, **options)
+    video.write_predictions(df, out)
+    summary = video.summarize_video(df)
+    if args.overlay:
+        with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="overlay") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = max(total, done)
+                bar.update(done - bar.n)
+
+            video.write_overlay(args.image, df, args.overlay, predictor=predictor, method=args.method,
+                          progress=progress, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
+    if args.json:
+        print(json.dumps({"video": df.attrs["video"], "model": predictor.name, "out": str(out),
+                          "overlay": args.overlay, **summary}, indent=2))
+    else:
+        print(video.describe_video(summary))
+        print(f"wrote {out} ({len(df)} rows, model {predictor.name})"
+              + (f" and {args.overlay}" if args.overlay else ""))
     return 0
 
 
@@ -950,9 +1005,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse larger images before decoding them (default $FER_MAX_PIXELS or 40,000,000)")
         runs_dir_arg(p)
 
-    p = sub.add_parser("predict", help="expression probabilities of the faces in a photo, or in a folder of photos")
+    p = sub.add_parser("predict", help="expression probabilities of the faces in a photo, a folder of photos or a "
+                                       "video")
     p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF...); or a folder or a zip file: a "
-                                 "table of every face of every file (--out)")
+                                 "table of every face of every file (--out); or a video: a table of every face of "
+                                 "every frame (--out, default frames.csv)")
     p.add_argument("--all-faces", action="store_true", help="every face found, largest first (default: largest)")
     p.add_argument("--json", action="store_true", help="JSON on stdout (a folder: the summary)")
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.parquet",
@@ -964,6 +1021,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", default=None, metavar="FILE",
                    help="an exported ONNX file (python -m fer_core export) run by onnxruntime instead of --model; "
                         "with --calibrated, the temperature stored in it")
+    v = p.add_argument_group("video (a file ending .mp4, .webm, .avi, .mov, .mkv...)")
+    v.add_argument("--overlay", default=None, metavar="FILE.webm|FILE.mp4|FILE.avi",
+                   help="also write the video with each face's box, id and smoothed class drawn (.webm plays in "
+                        "browsers)")
+    v.add_argument("--method", default=None,
+                   help="with --overlay: blend this explanation (e.g. gradcam) into each face")
+    v.add_argument("--smooth", type=float, default=0.3, metavar="SECONDS",
+                   help="time constant of the smoothed probabilities (default 0.3; 0: none)")
+    v.add_argument("--detect-every", type=_positive_int, default=1, metavar="N",
+                   help="look for faces every N frames; in between faces keep their boxes (default 1)")
+    v.add_argument("--detect-side", type=int, default=320, metavar="PIXELS",
+                   help="detect on a copy of the frame this long (default 320; 0: full size)")
+    v.add_argument("--align", action="store_true", help="level the eyes of each crop (off: it flickers on video)")
     model_args(p)
     p.set_defaults(func=cmd_predict)
 

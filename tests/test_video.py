@@ -1,0 +1,260 @@
+"""Video prediction (fer_core.video, ``python -m fer_core predict clip.mp4``): decoding and time stamps, seeking,
+the tracker's ids, the smoothing against hand computation, frames without a face, bad clips, the overlay video and
+the command line.
+
+Clips are written here with OpenCV (Motion JPEG in AVI: every frame a key frame, so frames can be compared) from a
+real face (scikit-image's astronaut) moving across a plain background, with blank frames in the middle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from skimage import data
+
+from fer_core.cli import main
+from fer_core.predict import Predictor
+from fer_core.video import (
+    FaceTracker,
+    VideoError,
+    columns,
+    iter_frames,
+    predict_video,
+    probe_video,
+    read_frame,
+    smooth_probabilities,
+    summarize_video,
+    video_writer,
+    write_overlay,
+    write_predictions,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FPS = 10.0
+N_FRAMES = 24
+BLANK = range(10, 14)  # frames without a face
+W, H = 320, 240
+
+
+def _face() -> np.ndarray:
+    """The astronaut's head and shoulders, 150 px square."""
+    return cv2.resize(np.ascontiguousarray(data.astronaut()[0:280, 100:380]), (150, 150),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _frames(n: int = N_FRAMES) -> list[np.ndarray]:
+    face = _face()
+    out = []
+    for i in range(n):
+        frame = np.full((H, W, 3), 90, np.uint8)
+        cv2.putText(frame, str(i), (5, 230), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        if i not in BLANK:
+            x = 20 + 5 * i  # drifts right, 5 px a frame
+            frame[40:190, x:x + 150] = face
+        out.append(frame)
+    return out
+
+
+def _write(path: Path, frames: list[np.ndarray], fps: float = FPS) -> Path:
+    writer = video_writer(path, fps, (frames[0].shape[1], frames[0].shape[0]))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write(tmp_path_factory.mktemp("video") / "clip.avi", _frames())
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_model("mini_xception_fer2013")
+
+
+@pytest.fixture(scope="module")
+def table(predictor: Predictor, clip: Path) -> pd.DataFrame:
+    return predict_video(predictor, clip)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+def test_probe_and_frames_round_trip(clip: Path) -> None:
+    info = probe_video(clip)
+    assert (info.frames, info.fps, info.width, info.height, info.codec) == (N_FRAMES, FPS, W, H, "MJPG")
+    assert math.isclose(info.duration_s, N_FRAMES / FPS)
+    decoded = list(iter_frames(clip))
+    assert [i for i, _, _ in decoded] == list(range(N_FRAMES))
+    assert np.allclose([t for _, t, _ in decoded], np.arange(N_FRAMES) / FPS)
+    originals = _frames()
+    for (_, _, got), want in zip(decoded, originals, strict=True):  # Motion JPEG: close, not equal
+        assert got.shape == (H, W, 3) and np.abs(got.astype(int) - want).mean() < 4
+
+
+def test_read_frame_seeks_to_the_frame(clip: Path) -> None:
+    decoded = {i: f for i, _, f in iter_frames(clip)}
+    for index in (0, 7, 17, N_FRAMES - 1):
+        assert np.array_equal(read_frame(clip, index), decoded[index])
+    with pytest.raises(VideoError, match="no frame 99"):
+        read_frame(clip, 99)
+
+
+# --------------------------------------------------------------------------------------------- tracking
+def test_tracker_keeps_ids_when_the_size_order_flips() -> None:
+    tracker = FaceTracker()
+    ids = []
+    for k in range(20):  # face A (left) shrinks, face B (right) grows: the larger one changes at k = 10
+        a = (50, 50, 100 - 3 * k, 100 - 3 * k)
+        b = (300, 50, 70 + 3 * k, 70 + 3 * k)
+        boxes = sorted([a, b], key=lambda r: r[2], reverse=True)  # a detector's order: largest first
+        got = dict(zip(boxes, tracker.update(boxes, k / 25), strict=True))
+        ids.append((got[a], got[b]))
+    assert set(ids) == {(1, 2)}
+
+
+def test_tracker_ends_a_face_after_max_missing_and_never_reuses_ids() -> None:
+    tracker = FaceTracker(max_missing_s=0.5)
+    box = (10, 10, 50, 50)
+    assert tracker.update([box], 0.0) == [1]
+    assert tracker.update([], 0.4) == []
+    assert tracker.update([box], 0.45) == [1]  # back within 0.5 s of its last sighting: the same face
+    assert tracker.update([box], 1.5) == [2]   # gone 1.05 s: a new face
+    assert tracker.update([(200, 10, 50, 50)], 1.54) == [3]  # no overlap with face 2: another face
+    with pytest.raises(ValueError, match="min_iou"):
+        FaceTracker(min_iou=0)
+
+
+def test_tracker_iou_gate_by_hand() -> None:
+    tracker = FaceTracker(min_iou=0.3)
+    tracker.update([(0, 0, 10, 10)], 0.0)
+    # (6, 0, 10, 10) overlaps 4 x 10 = 40 of 160: IoU 0.25 < 0.3, a new face; (3, 0, 10, 10): 70 / 130 = 0.54
+    assert tracker.update([(6, 0, 10, 10)], 0.04) == [2]
+    assert tracker.update([(3, 0, 10, 10)], 0.08) == [1]
+
+
+def test_smoothing_by_hand() -> None:
+    p = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    t = np.array([0.0, 0.1, 0.3])
+    got = smooth_probabilities(t, p, 0.2)
+    a1, a2 = 1 - math.exp(-0.5), 1 - math.exp(-1.0)
+    s1 = 1 - a1
+    s2 = s1 + a2 * (0 - s1)
+    assert np.allclose(got[:, 0], [1.0, s1, s2], atol=1e-6)
+    assert np.allclose(got.sum(1), 1.0, atol=1e-6)
+    assert np.array_equal(smooth_probabilities(t, p, 0), p.astype(np.float32))
+    with pytest.raises(ValueError, match="smooth_s"):
+        smooth_probabilities(t, p, -1)
+
+
+# --------------------------------------------------------------------------------------------- prediction
+def test_table_marks_frames_without_a_face_and_keeps_one_id(table: pd.DataFrame, predictor: Predictor) -> None:
+    assert list(table.columns) == columns(predictor.class_names)
+    assert table["frame"].tolist() == list(range(N_FRAMES))  # one face per frame, or a no-face row
+    none = table[table["status"] == "no face"]
+    assert none["frame"].tolist() == list(BLANK)
+    assert none["face_id"].isna().all() and none["prob_happy"].isna().all()
+    faces = table[table["status"] == "ok"]
+    # the face is gone 0.4 s (under the tracker's 1 s): it keeps its id
+    assert faces["face_id"].unique().tolist() == [1]
+    probs = faces[[f"prob_{c}" for c in predictor.class_names]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    # the box follows the face: 5 px a frame to the right
+    slope = np.polyfit(faces["frame"], faces["x"].astype(float), 1)[0]
+    assert 4.0 < slope < 6.0
+    assert np.allclose(table["time_s"], np.arange(N_FRAMES) / FPS)
+    summary = summarize_video(table)
+    assert (summary["frames"], summary["frames_with_face"], summary["faces"]) == (N_FRAMES, N_FRAMES - 4, 1)
+
+
+def test_per_frame_probabilities_equal_the_photo_path(table: pd.DataFrame, predictor: Predictor, clip: Path) -> None:
+    """A frame's row is what Predictor.predict says of that frame (same detection settings)."""
+    frame = read_frame(clip, 5)
+    photo = predictor.predict(frame, faces="all", max_side=320, align=False)[0]
+    row = table[table["frame"] == 5].iloc[0]
+    assert tuple(int(row[c]) for c in "xywh") == photo.box
+    assert np.allclose([row[f"prob_{c}"] for c in predictor.class_names], list(photo.probs.values()), atol=1e-5)
+
+
+def test_detect_every_carries_boxes_and_smoothing_is_causal(predictor: Predictor, clip: Path,
+                                                            table: pd.DataFrame) -> None:
+    sparse = predict_video(predictor, clip, detect_every=3, smooth_s=0.5, max_frames=9)
+    assert sparse["detected"].tolist() == [True, False, False] * 3
+    assert (sparse["x"].iloc[1], sparse["x"].iloc[2]) == (sparse["x"].iloc[0], sparse["x"].iloc[0])
+    # smoothing uses the past only: the first 9 frames' smoothed values do not depend on the frames after them
+    full = predict_video(predictor, clip, smooth_s=0.5)
+    short = predict_video(predictor, clip, smooth_s=0.5, max_frames=9)
+    cols = [f"smooth_{c}" for c in predictor.class_names]
+    assert np.allclose(full[cols].iloc[:9].to_numpy(float), short[cols].to_numpy(float))
+
+
+def test_tables_round_trip(table: pd.DataFrame, tmp_path: Path) -> None:
+    for name in ("frames.csv", "frames.parquet"):
+        path = write_predictions(table, tmp_path / name)
+        back = pd.read_csv(path) if name.endswith(".csv") else pd.read_parquet(path)
+        assert len(back) == len(table) and list(back.columns) == list(table.columns)
+        assert np.allclose(back["prob_happy"].astype(float), table["prob_happy"].astype(float), equal_nan=True)
+
+
+# --------------------------------------------------------------------------------------------- bad clips
+def test_bad_clips_get_clear_errors(tmp_path: Path, predictor: Predictor, clip: Path) -> None:
+    cases = {"missing.mp4": None, "empty.mp4": b"", "text.mp4": b"hello, not a video\n" * 10,
+             "noise.webm": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+             "header_only.avi": clip.read_bytes()[:2048]}
+    for name, content in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(VideoError, match=name.replace(".", r"\.")) as err:
+            predict_video(predictor, path)
+        assert any(w in str(err.value) for w in ("no such", "empty", "cannot decode", "no frame")), err.value
+    with pytest.raises(VideoError, match=r"320 x 240 pixels are larger than the 10,000-pixel limit"):
+        predict_video(predictor, clip, max_pixels=10_000)
+    with pytest.raises(VideoError, match="is a folder"):
+        probe_video(tmp_path)
+
+
+def test_a_clip_cut_short_keeps_its_frames(tmp_path: Path, predictor: Predictor, clip: Path) -> None:
+    raw = clip.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(raw[: len(raw) * 6 // 10])  # the AVI header still announces every frame
+    df = predict_video(predictor, cut)
+    assert 5 <= df["frame"].nunique() < N_FRAMES
+    assert "decoding stopped at frame" in df.attrs["decode_note"]
+    assert "decode_note" in summarize_video(df)
+
+
+# --------------------------------------------------------------------------------------------- overlay and CLI
+def test_overlay_video_draws_the_faces(tmp_path: Path, predictor: Predictor, clip: Path, table: pd.DataFrame) -> None:
+    out = write_overlay(clip, table, tmp_path / "overlay.webm", predictor=predictor, method="gradcam")
+    info = probe_video(out)
+    assert (info.width, info.height, info.fps) == (W, H, FPS) and info.codec == "VP90"
+    frames = {i: f for i, _, f in iter_frames(out)}
+    assert len(frames) == N_FRAMES
+    original = {i: f for i, _, f in iter_frames(clip)}
+    changed = [np.abs(frames[i].astype(int) - original[i]).mean() for i in range(N_FRAMES)]
+    assert min(changed[i] for i in range(N_FRAMES) if i not in BLANK) > 5  # heat map and box on every face frame
+    assert max(changed[i] for i in BLANK) < 3  # nothing drawn where there is no face (codec noise only)
+    assert not list(tmp_path.glob(".*partial*"))
+    with pytest.raises(ValueError, match="write a .mp4, .avi, .webm file"):
+        write_overlay(clip, table, tmp_path / "overlay.gif")
+
+
+def test_cli_predict_video(tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, overlay = tmp_path / "frames.csv", tmp_path / "o.mp4"
+    assert main(["predict", str(clip), "--out", str(out), "--overlay", str(overlay), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == N_FRAMES and report["faces"] == 1 and report["frames_with_face"] == N_FRAMES - 4
+    assert report["video"]["fps"] == FPS and overlay.exists() and probe_video(overlay).frames == N_FRAMES
+    df = pd.read_csv(out)
+    assert df["status"].value_counts().to_dict() == {"ok": N_FRAMES - 4, "no face": 4}
+    assert main(["predict", str(clip), "--out", str(tmp_path / "x.csv"), "--method", "gradcam"]) == 2
+    assert "--overlay" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing.mp4")]) == 1
+    assert "no such video file" in capsys.readouterr().err
