@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from fer_core.labels import CLASSES
@@ -62,10 +61,6 @@ from .render import FaceSpec, Identity, Nuisance, _scene, face_region, render
 
 if TYPE_CHECKING:  # pandas is imported where a label file is written or read, not with the data set
     import pandas as pd
-
-CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP90"}
-"""Video container (the file's suffix) -> the FourCC OpenCV's VideoWriter encodes it with. mp4v does not play in
-web browsers; VP9 in WebM does."""
 
 _HEAD = ("frame", "time_s", "face_id", "subject", "expression", "intensity", "label")
 _TAIL = ("x", "y", "w", "h", "yaw", "pitch", "roll")
@@ -479,12 +474,13 @@ def write_clip(out: str | os.PathLike, *, labels: str | os.PathLike | None = Non
     import pandas as pd
 
     from fer_core.io import atomic_write_bytes
+    from fer_core.video import WRITERS, video_writer
 
     out = Path(out)
     suffix = out.suffix.lower()
-    if suffix not in CODECS:
+    if suffix not in WRITERS:
         raise ValueError(f"cannot write a video to {out}: unknown suffix {out.suffix or '(none)'!r}; use "
-                         f"{', '.join(CODECS)}")
+                         f"{', '.join(WRITERS)}")
     labels_path = Path(labels) if labels is not None else out.with_name(out.name[:-len(out.suffix)] + ".labels.csv")
     if labels_path.resolve() == out.resolve():
         raise ValueError(f"the labels would overwrite the video {out}; give another labels path")
@@ -495,12 +491,10 @@ def write_clip(out: str | os.PathLike, *, labels: str | os.PathLike | None = Non
     clip = _prepare(**clip_options)  # every option checked before a file is touched
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*CODECS[suffix]), clip.fps, (clip.width, clip.height))
+    writer = None
     rows: list[dict] = []
     try:
-        if not writer.isOpened():
-            raise ValueError(f"OpenCV could not open {out} for writing with codec {CODECS[suffix]!r} (is the folder "
-                             f"writable?); the suffixes that work are {', '.join(CODECS)}")
+        writer = video_writer(tmp, clip.fps, (clip.width, clip.height))
         for done, (frame, truth) in enumerate(clip.frames(), start=1):
             writer.write(np.ascontiguousarray(frame[..., ::-1]))
             rows.extend(truth)
@@ -508,13 +502,14 @@ def write_clip(out: str | os.PathLike, *, labels: str | os.PathLike | None = Non
                 progress(done, clip.total)
         writer.release()
         if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise ValueError(f"OpenCV wrote nothing to {out} with codec {CODECS[suffix]!r}; the suffixes that work "
-                             f"are {', '.join(CODECS)}")
+            raise ValueError(f"OpenCV wrote nothing to {out} with codec {WRITERS[suffix]!r}; the suffixes that "
+                             f"work are {', '.join(WRITERS)}")
         table = pd.DataFrame(rows, columns=label_columns(clip.classes))
         atomic_write_bytes(labels_path, table.to_csv(index=False).encode("utf-8"))
         os.replace(tmp, out)
     finally:
-        writer.release()
+        if writer is not None:
+            writer.release()
         if tmp.is_file():  # (never a folder that happens to have its name)
             tmp.unlink()
     return ClipInfo(path=out, labels_path=labels_path, frames=clip.total, fps=clip.fps, width=clip.width,
@@ -595,4 +590,4 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-__all__ = ["CODECS", "ClipInfo", "clip_frames", "label_columns", "n_frames", "read_labels", "write_clip"]
+__all__ = ["ClipInfo", "clip_frames", "label_columns", "n_frames", "read_labels", "write_clip"]
