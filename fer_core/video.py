@@ -284,10 +284,12 @@ class FaceTracker:
         min_iou: least overlap for a box to continue a face (faces move little between frames; 0.2 allows for fast
             motion and for boxes carried over several frames).
         max_missing_s: how long a face may go undetected (a missed detection, a hand in front) and keep its id.
+            The Haar cascades can lose a face for more than a second (a dark-skinned SynthFACS subject with an open
+            mouth: 1.3 s), so 2 s by default; the face must come back overlapping its last box.
     """
 
     min_iou: float = 0.2
-    max_missing_s: float = 1.0
+    max_missing_s: float = 2.0
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 1
 
@@ -344,7 +346,7 @@ def smooth_probabilities(times: np.ndarray, probs: np.ndarray, smooth_s: float) 
 def predict_video(predictor: Predictor, path: str | os.PathLike, *, faces: Literal["largest", "all"] = "all",
                   detect_every: int = 1, detect_side: int = 320, align: bool = False, margin: float = 0.2,
                   min_size: int | None = None, smooth_s: float = 0.3, min_iou: float = 0.2,
-                  max_missing_s: float = 1.0, min_track_frames: int = 3, max_frames: int | None = None,
+                  max_missing_s: float = 2.0, min_track_frames: int = 3, max_frames: int | None = None,
                   max_pixels: int | None = MAX_FRAME_PIXELS, progress: Progress | None = None) -> pd.DataFrame:
     """Classify the faces of every frame of a video (see the module's description for the table).
 

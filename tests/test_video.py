@@ -161,7 +161,7 @@ def test_table_marks_frames_without_a_face_and_keeps_one_id(table: pd.DataFrame,
     assert none["frame"].tolist() == list(BLANK)
     assert none["face_id"].isna().all() and none["prob_happy"].isna().all()
     faces = table[table["status"] == "ok"]
-    # the face is gone 0.4 s (under the tracker's 1 s): it keeps its id
+    # the face is gone 0.4 s (under the tracker's 2 s): it keeps its id
     assert faces["face_id"].unique().tolist() == [1]
     probs = faces[[f"prob_{c}" for c in predictor.class_names]].to_numpy()
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
