@@ -629,6 +629,31 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_video(args: argparse.Namespace) -> int:
+    """``data video synthfaces``: a clip with per-frame ground truth (fer_core.data.synthfaces.clip)."""
+    from tqdm import tqdm
+
+    if args.name != "synthfaces":
+        raise UsageError(f"only 'synthfaces' renders video clips (got {args.name!r})")
+    width, _, height = args.size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise UsageError(f"--size {args.size!r}: give WIDTHxHEIGHT in pixels, e.g. 640x480")
+    from fer_core.data.synthfaces.clip import write_clip
+
+    expressions = [e for e in args.expressions.split(",") if e.strip()] if args.expressions is not None else None
+    with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="rendering") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        info = write_clip(args.out, labels=args.labels, progress=progress, faces=args.faces, seconds=args.seconds,
+                          fps=args.fps, width=int(width), height=int(height), seed=args.seed,
+                          expressions=expressions, label_set=args.label_set, face_size=args.face_size)
+    print(f"wrote {info.path} ({info.frames} frames, {info.width}x{info.height}, {info.fps:g} fps, {info.faces} "
+          f"face{'s' if info.faces > 1 else ''}) and {info.labels_path}")
+    return 0
+
+
 def _predictor(args: argparse.Namespace):
     from fer_core import io
     from fer_core.predict import Predictor
@@ -989,6 +1014,23 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--out", required=True, type=Path)
         d.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="data set option")
         d.set_defaults(func=cmd_data)
+    d = dsub.add_parser("video", help="a SynthFACS video clip (faces acting expressions, moving) with per-frame "
+                                      "ground truth: expression, soft label, box, head pose")
+    d.add_argument("name", help="data set name: synthfaces (the only one that renders clips)")
+    d.add_argument("--out", required=True, type=Path, help=".mp4 (mp4v), .avi (MJPG) or .webm (VP9: plays in web "
+                                                           "browsers, mp4v does not)")
+    d.add_argument("--labels", type=Path, default=None, help="ground-truth CSV (default <out>.labels.csv)")
+    d.add_argument("--faces", type=int, default=1, help="1, or 2 side by side (default 1)")
+    d.add_argument("--seconds", type=float, default=8.0, help="length (default 8)")
+    d.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    d.add_argument("--size", default="640x480", metavar="WxH", help="frame size (default 640x480)")
+    d.add_argument("--seed", type=int, default=0, help="subjects, expressions, motion and canvas (default 0)")
+    d.add_argument("--expressions", default=None, metavar="A,B,...",
+                   help="the episodes' classes in order, cycled (default: every non-neutral class, seeded order)")
+    d.add_argument("--label-set", default="basic7", choices=["basic7", "basic8"])
+    d.add_argument("--face-size", type=_positive_int, default=None, metavar="PX",
+                   help="side of a face's square at its nominal size, the head 80%% of it (default 0.45 x height)")
+    d.set_defaults(func=cmd_data_video)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         which = p.add_mutually_exclusive_group()

@@ -311,3 +311,25 @@ def test_cli_predict_video(tmp_path: Path, clip: Path, capsys: pytest.CaptureFix
     assert "--overlay" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing.mp4")]) == 1
     assert "no such video file" in capsys.readouterr().err
+
+
+def test_video_through_an_onnx_file_without_torch(tmp_path: Path, clip: Path, table: pd.DataFrame) -> None:
+    """``predict clip --onnx model.onnx`` imports nothing that needs torch, and gives the PyTorch table."""
+    import subprocess
+    import sys
+
+    from fer_core.export import export_registered
+
+    repo = Path(__file__).resolve().parents[1]
+    model = export_registered("mini_xception_fer2013", "onnx", out=tmp_path / "mx.onnx")
+    out = tmp_path / "frames.csv"
+    cli = ("import sys; sys.modules['torch'] = None\n"
+           "from fer_core.cli import main\n"
+           f"raise SystemExit(main(['predict', {str(clip)!r}, '--onnx', {str(model)!r}, '--out', {str(out)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=repo,
+                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    onnx = pd.read_csv(out)
+    assert onnx["status"].tolist() == table["status"].tolist()
+    assert onnx["top"].fillna("").tolist() == table["top"].fillna("").tolist()
+    assert np.allclose(onnx["prob_happy"], table["prob_happy"].astype(float), atol=1e-4, equal_nan=True)
