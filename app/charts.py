@@ -1007,8 +1007,8 @@ def video_timeline(df: Any, face_id: int, *, time_s: float | None = None, truth:
     if title is None:
         title = f"Face {face_id}"
         if agreement is not None:
-            title += (f" · the true class in {100 * agreement[0]:.0f}% of its frames after smoothing, "
-                      f"{100 * agreement[1]:.0f}% frame by frame")
+            title += (f" · smoothed class = true class in {100 * agreement[0]:.0f}% of its frames "
+                      f"({100 * agreement[1]:.0f}% frame by frame)")
     fig.update_xaxes(title_text="time (s)", range=[x_range[0], x_range[1] + 1e-6])
     fig.update_yaxes(title_text="probability (%)", range=[0, 114 if truth is not None else 102], ticksuffix="%",
                      tickvals=[0, 25, 50, 75, 100])

@@ -37,6 +37,11 @@ the Hungarian assignment of ``scipy.optimize.linear_sum_assignment``), not by si
 that change size or cross keep their ids; a face unseen for longer than ``max_missing_s`` ends, and a face that
 comes back later gets a new id.
 
+**Ground truth.** :func:`match_truth` gives each tracked face, in each frame, the true class of the labelled face
+its box overlaps (a label table with a row per face per frame, such as the ``<clip>.labels.csv`` that
+``python -m fer_core data video synthfaces`` writes beside a SynthFACS clip), and how often the model agrees;
+``predict clip.mp4 --truth clip.labels.csv`` prints that agreement and writes the matching beside the table.
+
 **Smoothing** is an exponential moving average of each face's probabilities with time constant ``smooth_s``
 (0.3 s by default), weighted by the time between its frames (``1 - exp(-dt / smooth_s)``), so it does not depend
 on the frame rate; it uses only past frames (the same numbers live from a webcam). ``smooth_s=0`` turns it off.
@@ -61,9 +66,9 @@ from fer_core.face import Face, crop_face, detect_faces
 if TYPE_CHECKING:  # pragma: no cover
     from fer_core.predict import Predictor
 
-__all__ = ["VIDEO_SUFFIXES", "WRITERS", "FaceTracker", "VideoError", "VideoInfo", "columns", "face_of", "is_video",
-           "iter_frames", "match_truth", "predict_video", "probe_video", "read_frame", "smooth_probabilities",
-           "summarize_video", "video_writer", "write_overlay", "write_predictions"]
+__all__ = ["VIDEO_SUFFIXES", "WRITERS", "FaceTracker", "VideoError", "VideoInfo", "columns", "describe_agreement",
+           "face_of", "is_video", "iter_frames", "match_truth", "predict_video", "probe_video", "read_frame",
+           "smooth_probabilities", "summarize_video", "video_writer", "write_overlay", "write_predictions"]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv")
 """File name endings treated as video by ``predict`` and the app."""
@@ -553,6 +558,19 @@ def match_truth(df: pd.DataFrame, labels: pd.DataFrame, *, min_iou: float = 0.3)
         per_face[int(face_id)] = {"truth_id": int(ids.mode().iloc[0]) if len(ids) else None, **shares(part)}
     out.attrs["agreement"] = {**shares(out), "unmatched": int((~has).sum()), "per_face": per_face}
     return out
+
+
+def describe_agreement(agreement: dict[str, Any]) -> str:
+    """One line of :func:`match_truth`'s ``attrs["agreement"]``: how often the smoothed and the per-frame class are
+    the true one, overall and per face."""
+    if not agreement["matched"]:
+        return (f"no tracked face overlaps a labelled face (min IoU not reached in {agreement['unmatched']} "
+                "face-frames): are these the clip's labels?")
+    faces = "; ".join(f"face {k} {100 * v['smooth_top']:.0f}% ({100 * v['top']:.0f}%)"
+                      for k, v in agreement["per_face"].items() if v["matched"])
+    return (f"the smoothed class is the true one in {100 * agreement['smooth_top']:.0f}% of {agreement['matched']} "
+            f"tracked face-frames, the class of each frame alone in {100 * agreement['top']:.0f}%; {faces}"
+            + (f"; {agreement['unmatched']} face-frame(s) overlap no labelled face" if agreement["unmatched"] else ""))
 
 
 # --------------------------------------------------------------------------------------------- writing

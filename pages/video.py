@@ -110,11 +110,16 @@ def _example_clip() -> tuple[str, Path, pd.DataFrame]:
     if not (path.exists() and labels.exists()):
         from fer_core.data.synthfaces.clip import write_clip
 
-        with st.spinner("Rendering the example clip (two SynthFACS faces)…"):
-            part = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}"
-            info = write_clip(part.with_suffix(".avi"), labels=part.with_suffix(".csv"), **EXAMPLE)
-            os.replace(info.labels_path, labels)
-            os.replace(info.path, path)
+        bar = st.progress(0.0, text="Rendering the example clip (two SynthFACS faces)…")
+        part = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}"  # two sessions at once do not clash
+        try:
+            info = write_clip(part.with_suffix(".avi"), labels=part.with_suffix(".csv"), progress=lambda done, total:
+                              bar.progress(done / total, text=f"Rendering the example clip: frame {done} of {total}"),
+                              **EXAMPLE)
+        finally:
+            bar.empty()
+        os.replace(info.labels_path, labels)
+        os.replace(info.path, path)
     return digest, path, _labels(str(labels), ui.file_stamp(labels))
 
 
@@ -179,9 +184,12 @@ def _overlay(key: str, source: Path, table: pd.DataFrame, predictor: Any, method
     return out
 
 
-def _cli(name: str, model: pickers.ModelChoice, options: dict[str, Any], method: str | None) -> str:
-    """The command that writes the same table (and overlay video) from a shell."""
+def _cli(name: str, model: pickers.ModelChoice, options: dict[str, Any], method: str | None, truth: bool) -> str:
+    """The command that writes the same table (and overlay video, and agreement with the true classes) from a
+    shell."""
     parts = ["python -m fer_core predict", name, "--out frames.csv"]
+    if truth:
+        parts.append(f"--truth {Path(name).stem}.labels.csv")
     if model.run_dir is not None:
         parts.append(f"--run {Path(model.run_dir).name}")
     if options["faces"] == "largest":
@@ -297,12 +305,7 @@ truth = None
 if labels is not None:
     truth = video.match_truth(table, labels)
     agreement = truth.attrs["agreement"]
-    if agreement["matched"]:
-        st.markdown(f"**Against the clip's true classes**: the smoothed class is right in "
-                    f"{100 * agreement['smooth_top']:.0f}% of the {agreement['matched']} tracked face-frames, the "
-                    f"class of each frame alone in {100 * agreement['top']:.0f}%"
-                    + (f"; {agreement['unmatched']} face-frame(s) overlap no true face." if agreement["unmatched"]
-                       else "."))
+    st.markdown(f"**Against the clip's true classes**: {video.describe_agreement(agreement)}.")
 
 # --------------------------------------------------------------------------------------------- timeline
 times = table.drop_duplicates("frame").set_index("frame")["time_s"]
@@ -391,4 +394,4 @@ if kept is not None and kept[0] == overlay_key and Path(kept[1]).exists():
     st.video(data, format="video/webm")
     st.download_button("Download the overlay video (WebM)", data, file_name=f"{stem}_overlay.webm",
                        mime="video/webm", icon=":material/download:", key="video.download_overlay")
-st.caption(f"From a shell: `{_cli(name, model, options, overlay_method)}`")
+st.caption(f"From a shell: `{_cli(name, model, options, overlay_method, labels is not None)}`")

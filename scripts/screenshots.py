@@ -498,7 +498,7 @@ def tour_video(t: Tour) -> None:
     t.idle()
     t.see(re.compile(rf"The frame at {shown:.2f} s"), "the page shows the scrubbed frame")
     with t.step("a timeline per face with the true classes, the face's crop, probabilities and Grad-CAM map"):
-        expect(t.page.get_by_text(re.compile(r"^Face \d · the true class in"))).to_have_count(2)
+        expect(t.page.get_by_text(re.compile(r"^Face \d · smoothed class = true class in"))).to_have_count(2)
         t.images("the crop the model sees").first.wait_for(timeout=60_000)
         t.images("gradcam ·").first.wait_for(timeout=60_000)
         expect(t.page.locator("[data-testid=stPlotlyChart]")).to_have_count(3)  # two timelines, the probabilities

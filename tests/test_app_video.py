@@ -19,6 +19,7 @@ from fsaudit import outside, recording
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from test_video import BLANK, FPS, _frames, _write
 
+from fer_core.data.synthfaces.clip import read_labels
 from fer_core.predict import Predictor
 from fer_core.video import predict_video
 
@@ -153,3 +154,40 @@ def test_uploads_and_overlays_stay_in_the_cache_folder(runs_root: Path, clip: Pa
     assert any("decoding stopped at frame" in w.value for w in at.warning)
     # the first upload and its overlay are gone; the new one keeps its plain name inside the cache folder
     assert [p.name for p in (cache / "video").rglob("*") if p.is_file()] == ["shorter.avi"]
+
+
+@pytest.mark.slow
+def test_video_page_example_clip_draws_the_true_classes(runs_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """The example button renders the SynthFACS clip of two faces (once, into the cache folder) and the timelines
+    carry its true classes, matched to the tracked faces by their boxes."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FER_CACHE_DIR", str(cache))
+    at = app(PAGE)
+    at.button(key="video.example_button").click().run(timeout=300)
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    (labels_path,) = (cache / "video").glob("example-*.labels.csv")
+    labels = read_labels(labels_path)
+    assert [m.value for m in at.metric][:3] == ["60", "60", "2"]  # both faces tracked, one in every frame
+    assert any(m.value.startswith("**Against the clip's true classes**") for m in at.markdown)
+    timelines = [c for c in charts_on(at) if c["layout"]["title"]["text"].startswith("Face ")][:2]
+    assert len(timelines) == 2
+    for chart in timelines:
+        assert "smoothed class = true class in" in chart["layout"]["title"]["text"]
+        truth = [t for t in chart["data"] if t["name"].startswith("truth: ")]
+        assert truth and {t["name"].removeprefix("truth: ") for t in truth} <= set(labels["label"])
+        assert all(set(array(t["y"])) == {108.0} for t in truth)
+    # the true class shown for face 1 at 3 s is the label of the labelled face under its box
+    at.select_slider(key="video.frame").set_value(30).run()
+    ok(at)
+    (said,) = [m.value for m in at.markdown if m.value.startswith("True class (the clip's label)")]
+    box = [float(b) for b in at.session_state["video.result"][1].query("frame == 30 and face_id == 1")[
+        ["x", "y", "w", "h"]].iloc[0]]
+    here = labels[labels["frame"] == 30]
+    overlap = [max(0.0, min(box[0] + box[2], r.x + r.w) - max(box[0], r.x))
+               * max(0.0, min(box[1] + box[3], r.y + r.h) - max(box[1], r.y)) for r in here.itertuples()]
+    assert f"**{here['label'].iloc[int(np.argmax(overlap))]}**" in said
+    at.button(key="video.example_button").click().run()  # a second time: the rendered clip is reused
+    ok(at)
+    assert len(list((cache / "video").glob("example-*"))) == 2  # the clip and its labels, nothing else

@@ -333,3 +333,26 @@ def test_video_through_an_onnx_file_without_torch(tmp_path: Path, clip: Path, ta
     assert onnx["status"].tolist() == table["status"].tolist()
     assert onnx["top"].fillna("").tolist() == table["top"].fillna("").tolist()
     assert np.allclose(onnx["prob_happy"], table["prob_happy"].astype(float), atol=1e-4, equal_nan=True)
+
+
+def test_cli_predict_video_against_the_true_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--truth`` on a SynthFACS clip: the agreement printed is match_truth's of the table written, every tracked
+    face frame finds the clip's one face under its box, and the matching is written beside the table."""
+    from fer_core.data.synthfaces.clip import read_labels, write_clip
+
+    info = write_clip(tmp_path / "acting.avi", faces=1, seconds=2.0, fps=10.0, width=320, height=240, seed=1)
+    out = tmp_path / "frames.csv"
+    assert main(["predict", str(info.path), "--out", str(out), "--truth", str(info.labels_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["truth"]
+    table, labels = pd.read_csv(out), read_labels(info.labels_path)
+    want = match_truth(table, labels).attrs["agreement"]
+    assert report == {**want, "per_face": {str(k): v for k, v in want["per_face"].items()}, "out": report["out"]}
+    faces = int((table["status"] == "ok").sum())
+    assert report["matched"] == faces >= 15 and report["unmatched"] == 0
+    assert {v["truth_id"] for v in report["per_face"].values()} == {1}
+    matched = pd.read_csv(report["out"])
+    assert len(matched) == faces and set(matched["truth"]) <= set(labels["label"])
+    assert main(["predict", str(info.path), "--out", str(out), "--truth", str(tmp_path / "none.csv")]) == 1
+    assert "no such label file" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "x.jpg"), "--truth", str(info.labels_path)]) == 2
+    assert "--truth are for a video" in capsys.readouterr().err
