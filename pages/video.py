@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,18 @@ def _example_clip() -> tuple[str, Path, pd.DataFrame]:
 
 
 # --------------------------------------------------------------------------------------------- cached work
+def _follow(bar: Any) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` for :mod:`fer_core.video` that moves ``bar`` about 50 times in all (the total is
+    the container's frame count: 0 when it does not say, and then only the count is shown)."""
+    def progress(done: int, total: int) -> None:
+        if total and (done >= total or done % max(1, total // 50) == 0):
+            bar.progress(min(1.0, done / total), text=f"Frame {done} of {total}")
+        elif not total and done % 25 == 0:
+            bar.progress(0.0, text=f"Frame {done}")
+
+    return progress
+
+
 def _table(key: str, predictor: Any, path: Path, options: dict[str, Any]) -> pd.DataFrame:
     """The clip's table, computed with a progress bar once per (model, clip, options) ``key`` and kept in the
     session (not st.cache_data: it would replay the progress bar)."""
@@ -133,12 +146,8 @@ def _table(key: str, predictor: Any, path: Path, options: dict[str, Any]) -> pd.
     _forget(OVERLAY_KEY)  # made from the previous table
     bar = st.progress(0.0, text="Decoding the clip and looking for faces…")
 
-    def progress(done: int, total: int) -> None:
-        if total and (done == total or done % max(1, total // 50) == 0):
-            bar.progress(min(1.0, done / total), text=f"Frame {done} of {total}")
-
     try:
-        table = video.predict_video(predictor, path, progress=progress, **options)
+        table = video.predict_video(predictor, path, progress=_follow(bar), **options)
     finally:
         bar.empty()
     st.session_state[RESULT_KEY] = (key, table)
@@ -167,14 +176,10 @@ def _overlay(key: str, source: Path, table: pd.DataFrame, predictor: Any, method
     _forget(OVERLAY_KEY)
     bar = st.progress(0.0, text="Drawing the faces" + (f" and their {method} maps" if method else "") + "…")
 
-    def progress(done: int, total: int) -> None:
-        if total and (done == total or done % max(1, total // 50) == 0):
-            bar.progress(min(1.0, done / total), text=f"Frame {done} of {total}")
-
     with tempfile.NamedTemporaryFile(prefix="fer-lab-overlay-", suffix=".webm", dir=_scratch(), delete=False) as f:
         out = Path(f.name)
     try:
-        video.write_overlay(source, table, out, predictor=predictor, method=method, progress=progress)
+        video.write_overlay(source, table, out, predictor=predictor, method=method, progress=_follow(bar))
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -222,8 +227,8 @@ else:
     method = pickers.method_picker(
         "video", label="Explanation method",
         help="The map shown for the chosen face in the chosen frame, and, on request, drawn into every face of the "
-             "overlay video. Fast: saliency, gradcam, gradcam++, layercam, scorecam_fast; the slow ones (lime, "
-             "occlusion, smoothgrad, integrated_gradients, scorecam) take seconds per face.")
+             f"overlay video. Fast: {', '.join(pickers.FAST_METHODS)}; the slow ones "
+             f"({', '.join(pickers.SLOW_METHODS)}) take seconds per face.")
 
 
 def _new_upload() -> None:
@@ -291,7 +296,8 @@ cols = st.columns(4)
 cols[0].metric("Frames", summary["frames"])
 cols[1].metric("With a face", summary["frames_with_face"])
 cols[2].metric("Faces tracked", summary["faces"])
-cols[3].metric("Length", f"{float(table['time_s'].max()):.1f} s")
+cols[3].metric("Length", f"{summary['frames'] / info['fps']:.1f} s" if info.get("fps") else "?",
+               help="frames decoded ÷ frames per second")
 described = video.describe_video(summary).splitlines()
 st.markdown("\n".join(f"- {line}" for line in described if not line.startswith("note: ")))
 st.caption(f"{name}: {info.get('width', '?')}×{info.get('height', '?')}, {info.get('fps', 0):.3g} fps"

@@ -72,7 +72,7 @@ def test_video_page_without_a_clip_says_what_to_do(runs_root: Path):
 def test_video_page_with_an_uploaded_clip(runs_root: Path, clip: Path, media: dict[str, bytes]):
     at = _upload(app(PAGE), "walk.avi", clip.read_bytes())
     assert not at.error, [e.value for e in at.error]
-    assert [m.value for m in at.metric] == [str(N), str(N - len(BLANK)), "1", f"{(N - 1) / FPS:.1f} s"]
+    assert [m.value for m in at.metric] == [str(N), str(N - len(BLANK)), "1", f"{N / FPS:.1f} s"]
     assert any("face 1: 0.00-1.90 s, 16 frames, most often" in m.value for m in at.markdown)
 
     (timeline, probs) = charts_on(at)  # one timeline (one face), then the chosen face's probabilities
