@@ -37,6 +37,7 @@ st.navigation(
                     url_path="explain"),
             st.Page(PAGES / "predict.py", title="Predict photos", icon=":material/photo_library:",
                     url_path="predict"),
+            st.Page(PAGES / "video.py", title="Explain a video", icon=":material/movie:", url_path="video"),
             st.Page(PAGES / "filters.py", title="Filters and activations", icon=":material/filter:",
                     url_path="filters"),
             st.Page(PAGES / "scn.py", title="SCN attention", icon=":material/balance:", url_path="scn"),

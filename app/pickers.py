@@ -1,9 +1,12 @@
-"""Pickers shared by the pages that look inside a model (Explain, Filters, the Data sets playground, Confusion).
+"""Pickers shared by the pages that look inside a model (Explain, Filters, the Data sets playground, Confusion,
+Explain a video).
 
 :func:`model_picker` picks a model, the pretrained mini-Xception or a finished run, loaded once per process
 (:func:`load_predictor`); :func:`face_picker` picks a face: a photo (upload or camera) through :mod:`fer_core.face`,
 or a SynthFACS test face with its ground-truth relevance mask. Both draw their widgets and return plain objects
 (:class:`ModelChoice`, :class:`PickedFace`), or None with a message on the page saying what to do.
+:func:`method_picker` picks one explanation method and says what the recorded sanity checks found for it; the
+method labels (:func:`method_label`) and the recorded verdicts (:func:`sanity_results`) are the Explain page's too.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ PRETRAINED_MODEL = "mini_xception_fer2013"
 IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 """File types the photo uploaders accept (fer_core.face.load_image reads them all)."""
 FACE_SOURCES = ("Upload a photo", "Camera", "SynthFACS test face")
+FAST_METHODS = ("saliency", "gradcam", "gradcam++", "layercam", "scorecam_fast")
+"""Explanation methods that take well under a second on a small model (the Explain page shows them by default)."""
+SLOW_METHODS = ("smoothgrad", "integrated_gradients", "scorecam", "occlusion", "lime")
+"""Methods that need many forward passes each: seconds on a small model, much more on a ResNet at 224 pixels."""
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -242,3 +249,52 @@ def face_picker(page: str, synth_options: dict[str, Any] | None = None, *, previ
     right.image(enlarge(face.crop, preview), caption=f"the crop the model sees{' · ' + note if note else ''}")
     which = f", face {chosen + 1} of {len(found)}" if len(found) > 1 else ""
     return PickedFace(face.crop, f"{name}{which}", details=note)
+
+
+# --------------------------------------------------------------------------------------------- explanation methods
+def method_label(name: str) -> str:
+    """How a select box names an explanation method: ``gradcam (CAM)``, ``lime (perturbation, slow)``..."""
+    from fer_core.explain import method_info
+
+    info = method_info(name)
+    tags = [info.family] + (["slow"] if name in SLOW_METHODS else []) + ([] if info.per_class else ["class-agnostic"])
+    return f"{name} ({', '.join(tags)})"
+
+
+@st.cache_data(show_spinner=False)
+def sanity_results() -> dict[str, Any]:
+    """The recorded sanity-check verdicts (``fer_core.explain.sanity.read_results``; ValueError for a bad file)."""
+    from fer_core.explain.sanity import read_results
+
+    return read_results()
+
+
+def sanity_note(method: str) -> str:
+    """One Markdown line: what the recorded sanity checks (Adebayo et al. 2018) found for ``method``, per checked
+    model, or that it was not checked."""
+    from fer_core.explain.sanity import DOCS_ANCHOR, method_verdicts
+
+    try:
+        found = method_verdicts(method, sanity_results())
+    except ValueError as err:
+        return f"Sanity checks: could not read the recorded results ({err})."
+    if not found:
+        return f"Sanity checks: {method} was not checked (`python -m fer_core explain-sanity`)."
+    return (f"Sanity checks (do the maps depend on the model? `{DOCS_ANCHOR.split('#')[0]}`): "
+            + "; ".join(f"**{v['verdict']}** on {v['label']}" for v in found) + ".")
+
+
+def method_picker(page: str, *, label: str = "Explanation method", default: str = "gradcam",
+                  help: str | None = None) -> str:
+    """A select box of the explanation methods (``fer_core.explain.list_methods``, labelled by
+    :func:`method_label`), with the recorded sanity-check verdicts of the chosen one beneath it; returns its name."""
+    from fer_core.explain import list_methods, method_info
+
+    methods = list_methods()
+    key = f"{page}.method"
+    if st.session_state.get(key) not in methods:
+        st.session_state[key] = default if default in methods else methods[0]
+    method = st.selectbox(label, methods, key=key, format_func=method_label,
+                          help=help or " ".join(f"{m}: {method_info(m).description}." for m in methods))
+    st.caption(sanity_note(method))
+    return method

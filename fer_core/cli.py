@@ -691,9 +691,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if is_video(args.image):
         return _predict_video(args)
-    if args.overlay or args.method:
-        raise UsageError("--overlay and --method are for a video (for a photo: python -m fer_core explain IMAGE "
-                         "--method M --out overlay.png)")
+    if args.overlay or args.method or args.truth:
+        raise UsageError("--overlay, --method and --truth are for a video (for a photo: python -m fer_core explain "
+                         "IMAGE --method M --out overlay.png)")
     if os.path.isdir(args.image) or args.image.lower().endswith(".zip") or args.out:
         return _predict_many(args)
     if args.no_recursive:
@@ -783,6 +783,11 @@ def _predict_video(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     if args.method and predictor.model is None:
         raise UsageError("--method needs the PyTorch model (--run or --model): an ONNX file has no gradients")
+    labels = None
+    if args.truth:  # read before the video: a bad label file fails at once
+        from fer_core.data.synthfaces.clip import read_labels
+
+        labels = read_labels(args.truth)
     options = {"faces": "largest" if args.largest else "all", "detect_every": args.detect_every,
                "detect_side": args.detect_side or None, "smooth_s": args.smooth, "align": args.align}
     if args.max_pixels:
@@ -795,6 +800,11 @@ def _predict_video(args: argparse.Namespace) -> int:
         df = video.predict_video(predictor, args.image, progress=progress, **options)
     video.write_predictions(df, out)
     summary = video.summarize_video(df)
+    if labels is not None:
+        matched = video.match_truth(df, labels)
+        truth_out = out.with_name(f"{out.stem}.truth{out.suffix}")
+        video.write_predictions(matched, truth_out)
+        summary["truth"] = {**matched.attrs["agreement"], "out": str(truth_out)}
     if args.overlay:
         with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="overlay") as bar:
             def progress(done: int, total: int) -> None:
@@ -808,6 +818,9 @@ def _predict_video(args: argparse.Namespace) -> int:
                           "overlay": args.overlay, **summary}, indent=2))
     else:
         print(video.describe_video(summary))
+        if labels is not None:
+            print(f"against {args.truth}: {video.describe_agreement(summary['truth'])} (per face-frame: "
+                  f"{summary['truth']['out']})")
         print(f"wrote {out} ({len(df)} rows, model {predictor.name})"
               + (f" and {args.overlay}" if args.overlay else ""))
     return 0
@@ -1076,6 +1089,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--detect-side", type=int, default=320, metavar="PIXELS",
                    help="detect on a copy of the frame this long (default 320; 0: full size)")
     v.add_argument("--align", action="store_true", help="level the eyes of each crop (off: it flickers on video)")
+    v.add_argument("--truth", default=None, metavar="LABELS.csv",
+                   help="the clip's per-frame true classes (data video synthfaces writes <clip>.labels.csv): print "
+                        "how often the model agrees, and write each tracked face's truth per frame to "
+                        "<out>.truth.csv (faces matched by box overlap)")
     model_args(p)
     p.set_defaults(func=cmd_predict)
 

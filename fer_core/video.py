@@ -37,6 +37,11 @@ the Hungarian assignment of ``scipy.optimize.linear_sum_assignment``), not by si
 that change size or cross keep their ids; a face unseen for longer than ``max_missing_s`` ends, and a face that
 comes back later gets a new id.
 
+**Ground truth.** :func:`match_truth` gives each tracked face, in each frame, the true class of the labelled face
+its box overlaps (a label table with a row per face per frame, such as the ``<clip>.labels.csv`` that
+``python -m fer_core data video synthfaces`` writes beside a SynthFACS clip), and how often the model agrees;
+``predict clip.mp4 --truth clip.labels.csv`` prints that agreement and writes the matching beside the table.
+
 **Smoothing** is an exponential moving average of each face's probabilities with time constant ``smooth_s``
 (0.3 s by default), weighted by the time between its frames (``1 - exp(-dt / smooth_s)``), so it does not depend
 on the frame rate; it uses only past frames (the same numbers live from a webcam). ``smooth_s=0`` turns it off.
@@ -61,9 +66,9 @@ from fer_core.face import Face, crop_face, detect_faces
 if TYPE_CHECKING:  # pragma: no cover
     from fer_core.predict import Predictor
 
-__all__ = ["VIDEO_SUFFIXES", "WRITERS", "FaceTracker", "VideoError", "VideoInfo", "columns", "is_video",
-           "iter_frames", "predict_video", "probe_video", "read_frame", "smooth_probabilities", "summarize_video",
-           "video_writer", "write_overlay", "write_predictions"]
+__all__ = ["VIDEO_SUFFIXES", "WRITERS", "FaceTracker", "VideoError", "VideoInfo", "columns", "describe_agreement",
+           "face_of", "is_video", "iter_frames", "match_truth", "predict_video", "probe_video", "read_frame",
+           "smooth_probabilities", "summarize_video", "video_writer", "write_overlay", "write_predictions"]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv")
 """File name endings treated as video by ``predict`` and the app."""
@@ -485,6 +490,91 @@ def describe_video(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------- ground truth
+TRUTH_COLUMNS = ("frame", "face_id", "label", *BOX)
+"""Columns :func:`match_truth` reads from a label table (a SynthFACS clip's ``<clip>.labels.csv`` has them)."""
+
+
+def match_truth(df: pd.DataFrame, labels: pd.DataFrame, *, min_iou: float = 0.3) -> pd.DataFrame:
+    """The true class of each tracked face in each frame, from a label table with a row per face per frame
+    (:data:`TRUTH_COLUMNS`: ``frame``, the labelled ``face_id``, its ``label`` and its box ``x y w h``, e.g. what
+    ``fer_core.data.synthfaces.write_clip`` writes beside a clip).
+
+    In each frame the tracked faces' boxes are matched to the labelled boxes by overlap: the assignment that
+    maximises the total IoU (Hungarian, as the tracker does), keeping pairs with IoU >= ``min_iou``. Neither ids nor
+    the order of the faces need to agree, and a tracked face that swapped places with another still gets its own
+    truth. A tracked face that overlaps no labelled face (a false detection) has no truth in that frame.
+
+    Returns:
+        One row per face row of ``df`` (status "ok"), in its order: ``frame``, ``time_s``, ``face_id`` (tracked),
+        ``truth_id`` (the labelled face matched; <NA> when none), ``iou``, ``truth`` (its label; None when none),
+        ``top``, ``smooth_top``, ``agree`` and ``smooth_agree`` (whether ``top`` / ``smooth_top`` equal the truth;
+        <NA> without one). ``attrs["agreement"]``: ``{"matched": rows with a truth, "unmatched": rows without,
+        "top": share of matched rows whose top class is the truth, "smooth_top": the same after smoothing,
+        "per_face": {face id: {"truth_id": the labelled face it matched most often, "matched", "top",
+        "smooth_top"}}}`` (shares None when nothing matched).
+
+    Raises:
+        ValueError: the label table lacks a column (named), or ``min_iou`` is not in (0, 1].
+    """
+    if not 0.0 < min_iou <= 1.0:
+        raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+    missing = [c for c in TRUTH_COLUMNS if c not in labels.columns]
+    if missing:
+        raise ValueError(f"the label table has no {', '.join(missing)} column(s) (it has {', '.join(map(str, labels))})"
+                         f"; a label table needs {', '.join(TRUTH_COLUMNS)}, one row per face per frame")
+    faces = df[df["status"] == OK]
+    out = pd.DataFrame({"frame": faces["frame"].to_numpy(), "time_s": faces["time_s"].to_numpy(),
+                        "face_id": faces["face_id"].to_numpy(), "truth_id": pd.array([pd.NA] * len(faces), "Int64"),
+                        "iou": np.zeros(len(faces)), "truth": pd.Series([None] * len(faces), dtype=object),
+                        "top": faces["top"].to_numpy(), "smooth_top": faces["smooth_top"].to_numpy()})
+    truth_by_frame = {int(k): g for k, g in labels.groupby("frame", sort=False)}
+    positions = pd.Series(np.arange(len(faces))).groupby(faces["frame"].to_numpy()).apply(list)
+    for frame, rows in positions.items():
+        truth = truth_by_frame.get(int(frame))
+        if truth is None or truth.empty:
+            continue
+        from scipy.optimize import linear_sum_assignment
+
+        tracked = faces.iloc[rows][list(BOX)].to_numpy(float)
+        iou = _iou_matrix(tracked, truth[list(BOX)].to_numpy(float))
+        for r, c in zip(*linear_sum_assignment(iou, maximize=True), strict=True):
+            if iou[r, c] >= min_iou:
+                k = rows[r]
+                out.loc[k, ["truth_id", "iou", "truth"]] = [int(truth["face_id"].iloc[c]), float(iou[r, c]),
+                                                           str(truth["label"].iloc[c])]
+    has = out["truth"].notna()
+    for col, pred in (("agree", "top"), ("smooth_agree", "smooth_top")):
+        out[col] = pd.array([pd.NA] * len(out), "boolean")
+        out.loc[has, col] = (out.loc[has, pred] == out.loc[has, "truth"]).to_numpy()
+
+    def shares(part: pd.DataFrame) -> dict[str, Any]:
+        matched = part[part["truth"].notna()]
+        n = len(matched)
+        return {"matched": n, "top": float(matched["agree"].mean()) if n else None,
+                "smooth_top": float(matched["smooth_agree"].mean()) if n else None}
+
+    per_face = {}
+    for face_id, part in out.groupby("face_id", sort=True):
+        ids = part["truth_id"].dropna()
+        per_face[int(face_id)] = {"truth_id": int(ids.mode().iloc[0]) if len(ids) else None, **shares(part)}
+    out.attrs["agreement"] = {**shares(out), "unmatched": int((~has).sum()), "per_face": per_face}
+    return out
+
+
+def describe_agreement(agreement: dict[str, Any]) -> str:
+    """One line of :func:`match_truth`'s ``attrs["agreement"]``: how often the smoothed and the per-frame class are
+    the true one, overall and per face."""
+    if not agreement["matched"]:
+        return (f"no tracked face overlaps a labelled face (min IoU not reached in {agreement['unmatched']} "
+                "face-frames): are these the clip's labels?")
+    faces = "; ".join(f"face {k} {100 * v['smooth_top']:.0f}% ({100 * v['top']:.0f}%)"
+                      for k, v in agreement["per_face"].items() if v["matched"])
+    return (f"the smoothed class is the true one in {100 * agreement['smooth_top']:.0f}% of {agreement['matched']} "
+            f"tracked face-frames, the class of each frame alone in {100 * agreement['top']:.0f}%; {faces}"
+            + (f"; {agreement['unmatched']} face-frame(s) overlap no labelled face" if agreement["unmatched"] else ""))
+
+
 # --------------------------------------------------------------------------------------------- writing
 def video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     """An opened OpenCV writer for ``path``, the codec chosen by its ending (:data:`WRITERS`); ``size`` is
@@ -543,6 +633,19 @@ def draw_frame(frame: np.ndarray, rows: pd.DataFrame, *, smoothed: bool = True,
     return out
 
 
+def face_of(frame: np.ndarray, row: pd.Series | dict[str, Any], *, margin: float = 0.2) -> Face:
+    """The crop of one face of the table (a row with status "ok"), cut again from its frame without rotation: what
+    the model saw when ``predict_video`` ran with ``align=False`` (the default) and the same ``margin``.
+
+    Raises:
+        ValueError: a row without a face (a "no face" row).
+    """
+    if row.get("status") != OK:
+        raise ValueError(f"frame {row.get('frame')} has no face in this row (status {row.get('status')!r}); pass a row "
+                         "whose status is 'ok'")
+    return crop_face(frame, tuple(int(row[c]) for c in BOX), margin, align=False)
+
+
 def explain_faces(predictor: Predictor, frame: np.ndarray, rows: pd.DataFrame, method: str, *, margin: float = 0.2,
                   target: str | int | None = None, **options: Any
                   ) -> dict[int, tuple[np.ndarray, tuple[int, int, int, int]]]:
@@ -551,7 +654,7 @@ def explain_faces(predictor: Predictor, frame: np.ndarray, rows: pd.DataFrame, m
     prediction saw it when ``align`` was off."""
     maps = {}
     for _, r in rows[rows["status"] == OK].iterrows():
-        face: Face = crop_face(frame, tuple(int(r[c]) for c in BOX), margin, align=False)
+        face = face_of(frame, r, margin=margin)
         result = predictor.explain_crop(face.crop, method, target=target, **options)
         maps[int(r["face_id"])] = (result.map, face.crop_box)
     return maps

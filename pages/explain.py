@@ -24,12 +24,9 @@ from fer_core import io
 from fer_core.explain import list_methods, method_info
 from fer_core.explain.evaluation import localisation
 from fer_core.explain.render import enlarge, mask_tile, overlay_tile
-from fer_core.explain.sanity import DOCS_ANCHOR, cascade_preview, method_verdicts, read_results
+from fer_core.explain.sanity import DOCS_ANCHOR, cascade_preview, method_verdicts
 
-# Shown by default: each takes well under a second on a small model.
-FAST = ("saliency", "gradcam", "gradcam++", "layercam", "scorecam_fast")
-# Many forward passes each: seconds on a small model, much more on a ResNet at 224 pixels. Only on request.
-SLOW = ("smoothgrad", "integrated_gradients", "scorecam", "occlusion", "lime")
+FAST, SLOW = pickers.FAST_METHODS, pickers.SLOW_METHODS  # shown by default; only on request
 METHODS_KEY = "explain.methods"
 TARGET_KEY = "explain.target"
 OUTLINE_KEY = "explain.outline"
@@ -75,11 +72,6 @@ def _randomised(model_key: str, face_key: str, method: str, target: str | None, 
                 _crop: np.ndarray) -> list[tuple[str, Any]]:
     """The method's map on the model and on cascade-randomised copies of it (top group, top half, all)."""
     return cascade_preview(_model, _crop, method, target)
-
-
-@st.cache_data(show_spinner=False)
-def _sanity_results() -> dict[str, Any]:
-    return read_results()
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -138,14 +130,8 @@ def _duration(seconds: float) -> str:
     return f"{1000 * seconds:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
-def _method_label(name: str) -> str:
-    info = method_info(name)
-    tags = [info.family] + (["slow"] if name in SLOW else []) + ([] if info.per_class else ["class-agnostic"])
-    return f"{name} ({', '.join(tags)})"
-
-
 methods = st.multiselect(
-    "Methods", list_methods(), key=METHODS_KEY, format_func=_method_label,
+    "Methods", list_methods(), key=METHODS_KEY, format_func=pickers.method_label,
     help="The fast ones are selected by default; the slow ones (LIME, occlusion, SmoothGrad, integrated gradients, "
          "full Score-CAM) need many forward passes each. "
          + " ".join(f"{m}: {method_info(m).description}." for m in list_methods()),
@@ -232,7 +218,7 @@ def sanity_section(model_key: str, face_key: str, crop: np.ndarray, model_: Any,
         "A method **passed** when the maps of the fully randomised model and of the label-shuffled model are "
         "dissimilar from the real ones (mean Spearman |rho| and SSIM below 0.5).")
     try:
-        results = _sanity_results()
+        results = pickers.sanity_results()
     except ValueError as err:
         st.warning(f"Could not read the sanity-check results: {err}", icon=":material/warning:")
         results = {}

@@ -10,11 +10,13 @@ Usage::
     python scripts/screenshots.py --out screenshots --demo          # empty folder: click the demo button,
                                                                     # shoot the progress bar and the finished run
 
-The tour opens the ten pages in turn and checks each: Home; Data sets (the SynthFACS playground, a class prototype
+The tour opens the eleven pages in turn and checks each: Home; Data sets (the SynthFACS playground, a class prototype
 picked); Train (the ``configs/smoke.yaml`` recipe chosen and launched, followed until the page says it finished);
 Run; Compare runs (two runs); Confusion browser (a cell of the matrix clicked, its faces and Grad-CAM overlays
 shown); Explain a face (a photo uploaded, the maps of every fast method shown); Predict photos (the photo and a
-broken file uploaded together: the table, the chart and the unreadable file shown); Filters and activations (a few
+broken file uploaded together: the table, the chart and the unreadable file shown); Explain a video (the example
+clip of two SynthFACS faces: a timeline per face with the true classes, scrubbed to a frame whose face, probabilities
+and Grad-CAM map are shown); Filters and activations (a few
 channels, few steps); SCN attention. A runs folder without a finished SCN run gets a tiny one first
 (``python -m fer_core train``, seconds). Every check that fails raises :class:`TourError` naming the page and the
 step, after saving ``<page>_failed.png``. The app server, the runs the tour starts and any tiny run it trains are
@@ -54,7 +56,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 CONNECTED = "[data-testid=stApp][data-test-connection-state=CONNECTED]"
 IDLE = "[data-test-script-state=notRunning]"
-PAGES = ("home", "datasets", "train", "run", "compare", "confusion", "explain", "predict", "filters", "scn")
+PAGES = ("home", "datasets", "train", "run", "compare", "confusion", "explain", "predict", "video", "filters", "scn")
 """The tour's pages in order; each is saved as ``<name>.png`` and opened at ``/<url path>`` (Home at ``/``)."""
 URL_PATHS = {name: "" if name == "home" else name for name in PAGES}
 # A tiny SCN run (3 epochs on 64 faces of 32x32, 30% label noise): the one tests/test_app_data.py trains.
@@ -66,7 +68,8 @@ SCN_OVERRIDES = ("data.options.image_size=32", "data.options.train_size=64", "da
 LOGS = ("streamlit.log", "scn_run.log")  # kept in --out only when the tour fails
 TRAIN_RECIPE = "smoke.yaml"  # the Train page's recipe: a whole run in seconds
 STEP_CHOICES = [2, 4, 8, 16, 32, 64, 128, 256]  # the Filters page's gradient-ascent steps slider
-FAST_METHODS = ("saliency", "gradcam", "gradcam++", "layercam", "scorecam_fast")  # pages/explain.py's defaults
+FAST_METHODS = ("saliency", "gradcam", "gradcam++", "layercam", "scorecam_fast")  # app/pickers.py's FAST_METHODS
+VIDEO_TIME_S = 3.0  # the Explain a video page is scrubbed to the first frame at or after this time of its example
 
 
 class TourError(AssertionError):
@@ -476,6 +479,33 @@ def tour_predict(t: Tour, photo: Path) -> None:
     t.shoot()
 
 
+def tour_video(t: Tour) -> None:
+    t.open("video")
+    t.heading("Explain a video")
+    with t.step("click Try an example clip"):
+        t.page.get_by_role("button", name="Try an example clip").click()
+    t.heading("Timeline")  # the clip rendered (first time: seconds) and every frame predicted
+    t.idle()
+    with t.step(f"scrub to {VIDEO_TIME_S:.1f} s"):
+        slider = t.widget("stSlider", "Frame")
+        for _ in range(1000):  # one key press at a time, reading the time the thumb shows ("2.40 s (frame 24)")
+            shown = float(slider.get_by_test_id("stSliderThumbValue").inner_text().split(" s")[0])
+            if shown >= VIDEO_TIME_S:
+                break
+            slider.get_by_role("slider").press("ArrowRight")
+            t.page.wait_for_timeout(150)
+        assert shown >= VIDEO_TIME_S, f"the slider shows {shown} s"
+    t.idle()
+    t.see(re.compile(rf"The frame at {shown:.2f} s"), "the page shows the scrubbed frame")
+    with t.step("a timeline per face with the true classes, the face's crop, probabilities and Grad-CAM map"):
+        expect(t.page.get_by_text(re.compile(r"^Face \d · smoothed class = true class in"))).to_have_count(2)
+        t.images("the crop the model sees").first.wait_for(timeout=60_000)
+        t.images("gradcam ·").first.wait_for(timeout=60_000)
+        expect(t.page.locator("[data-testid=stPlotlyChart]")).to_have_count(3)  # two timelines, the probabilities
+        expect(t.page.get_by_test_id("stDownloadButton")).to_have_count(1)
+    t.shoot()
+
+
 def tour_filters(t: Tour) -> None:
     channels, steps = t.filters
     t.open("filters")
@@ -540,6 +570,7 @@ def tour(page, base: str, runs_dir: Path, out: Path, photo: Path, *, compact: bo
     tour_confusion(t, main)
     tour_explain(t, photo)
     tour_predict(t, photo)
+    tour_video(t)
     tour_filters(t)
     scn = _newest(runs, scn=True)
     if scn is None:

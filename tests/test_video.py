@@ -24,7 +24,9 @@ from fer_core.video import (
     FaceTracker,
     VideoError,
     columns,
+    face_of,
     iter_frames,
+    match_truth,
     predict_video,
     probe_video,
     read_frame,
@@ -202,6 +204,57 @@ def test_tables_round_trip(table: pd.DataFrame, tmp_path: Path) -> None:
         assert np.allclose(back["prob_happy"].astype(float), table["prob_happy"].astype(float), equal_nan=True)
 
 
+# --------------------------------------------------------------------------------------------- ground truth
+def _faces_table(rows: list[tuple]) -> pd.DataFrame:
+    """A video table of hand-made rows ``(frame, face_id, box, top, smooth_top)``; face_id None: a no-face row."""
+    out = []
+    for frame, face_id, box, top, smooth_top in rows:
+        base = {"frame": frame, "time_s": frame / 10}
+        out.append({**base, "status": "no face"} if face_id is None else {
+            **base, "face_id": face_id, **dict(zip("xywh", box, strict=True)), "top": top, "smooth_top": smooth_top,
+            "status": "ok"})
+    return pd.DataFrame(out)
+
+
+def test_match_truth_by_hand() -> None:
+    """Boxes are matched by IoU, not by id: the tracked ids are the labels' swapped; a false detection and a box
+    that overlaps too little get no truth."""
+    df = _faces_table([(0, 1, (0, 0, 10, 10), "happy", "happy"), (0, 2, (100, 0, 10, 10), "sad", "neutral"),
+                       (1, 1, (0, 0, 10, 10), "fear", "happy"), (1, 3, (50, 50, 10, 10), "sad", "sad"),
+                       (2, None, None, None, None), (3, 1, (0, 0, 10, 10), "happy", "happy")])
+    labels = pd.DataFrame([(0, 1, "sad", 100, 0, 10, 10), (0, 2, "happy", 2, 0, 10, 10),
+                           (1, 2, "happy", 5, 0, 10, 10), (1, 1, "sad", 100, 0, 10, 10),
+                           (2, 2, "happy", 0, 0, 10, 10), (3, 2, "happy", 6, 0, 10, 10)],
+                          columns=["frame", "face_id", "label", "x", "y", "w", "h"])
+    got = match_truth(df, labels)
+    assert list(zip(got["frame"], got["face_id"], strict=True)) == [(0, 1), (0, 2), (1, 1), (1, 3), (3, 1)]
+    assert got["truth_id"].tolist() == [2, 1, 2, pd.NA, pd.NA]
+    # IoU by hand: 80/120 (2 px apart), 1, 50/150 (5 px apart, over 0.3); 40/160 = 0.25 (6 px apart) is under 0.3
+    assert np.allclose(got["iou"], [80 / 120, 1.0, 50 / 150, 0.0, 0.0])
+    assert got["truth"].tolist() == ["happy", "sad", "happy", None, None]
+    assert got["agree"].tolist() == [True, True, False, pd.NA, pd.NA]
+    assert got["smooth_agree"].tolist() == [True, False, True, pd.NA, pd.NA]
+    assert got.attrs["agreement"] == {
+        "matched": 3, "unmatched": 2, "top": pytest.approx(2 / 3), "smooth_top": pytest.approx(2 / 3), "per_face": {
+            1: {"truth_id": 2, "matched": 2, "top": 0.5, "smooth_top": 1.0},
+            2: {"truth_id": 1, "matched": 1, "top": 1.0, "smooth_top": 0.0},
+            3: {"truth_id": None, "matched": 0, "top": None, "smooth_top": None}}}
+    assert match_truth(df, labels, min_iou=0.2)["truth"].tolist() == ["happy", "sad", "happy", None, "happy"]
+    with pytest.raises(ValueError, match="no label column"):
+        match_truth(df, labels.drop(columns="label"))
+    with pytest.raises(ValueError, match="min_iou"):
+        match_truth(df, labels, min_iou=0)
+
+
+def test_face_of_is_the_crop_the_table_classified(table: pd.DataFrame, predictor: Predictor, clip: Path) -> None:
+    row = table[table["frame"] == 5].iloc[0]
+    face = face_of(read_frame(clip, 5), row)
+    probs = predictor.probabilities([face.crop])[0]
+    assert np.allclose(probs, [row[f"prob_{c}"] for c in predictor.class_names], atol=1e-5)
+    with pytest.raises(ValueError, match="no face"):
+        face_of(read_frame(clip, BLANK[0]), table[table["frame"] == BLANK[0]].iloc[0])
+
+
 # --------------------------------------------------------------------------------------------- bad clips
 def test_bad_clips_get_clear_errors(tmp_path: Path, predictor: Predictor, clip: Path) -> None:
     cases = {"missing.mp4": None, "empty.mp4": b"", "text.mp4": b"hello, not a video\n" * 10,
@@ -280,3 +333,26 @@ def test_video_through_an_onnx_file_without_torch(tmp_path: Path, clip: Path, ta
     assert onnx["status"].tolist() == table["status"].tolist()
     assert onnx["top"].fillna("").tolist() == table["top"].fillna("").tolist()
     assert np.allclose(onnx["prob_happy"], table["prob_happy"].astype(float), atol=1e-4, equal_nan=True)
+
+
+def test_cli_predict_video_against_the_true_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--truth`` on a SynthFACS clip: the agreement printed is match_truth's of the table written, every tracked
+    face frame finds the clip's one face under its box, and the matching is written beside the table."""
+    from fer_core.data.synthfaces.clip import read_labels, write_clip
+
+    info = write_clip(tmp_path / "acting.avi", faces=1, seconds=2.0, fps=10.0, width=320, height=240, seed=1)
+    out = tmp_path / "frames.csv"
+    assert main(["predict", str(info.path), "--out", str(out), "--truth", str(info.labels_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["truth"]
+    table, labels = pd.read_csv(out), read_labels(info.labels_path)
+    want = match_truth(table, labels).attrs["agreement"]
+    assert report == {**want, "per_face": {str(k): v for k, v in want["per_face"].items()}, "out": report["out"]}
+    faces = int((table["status"] == "ok").sum())
+    assert report["matched"] == faces >= 15 and report["unmatched"] == 0
+    assert {v["truth_id"] for v in report["per_face"].values()} == {1}
+    matched = pd.read_csv(report["out"])
+    assert len(matched) == faces and set(matched["truth"]) <= set(labels["label"])
+    assert main(["predict", str(info.path), "--out", str(out), "--truth", str(tmp_path / "none.csv")]) == 1
+    assert "no such label file" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "x.jpg"), "--truth", str(info.labels_path)]) == 2
+    assert "--truth are for a video" in capsys.readouterr().err
