@@ -687,7 +687,7 @@ def _no_face(image: str, err: Exception) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_core.face import NoFaceFound
-    from fer_core.video import is_video
+    from fer_core.videoio import is_video
 
     if is_video(args.image):
         return _predict_video(args)

@@ -15,7 +15,7 @@ from fer_core.cli import main
 from fer_core.data.synthfaces import ClipInfo, clip_frames, read_labels, write_clip
 from fer_core.data.synthfaces.clip import _canvas, _gap, label_columns
 from fer_core.labels import label_set
-from fer_core.video import WRITERS
+from fer_core.videoio import WRITERS
 
 TINY = {"seconds": 2.0, "fps": 10.0, "width": 320, "height": 240}
 

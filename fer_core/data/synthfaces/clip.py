@@ -474,7 +474,7 @@ def write_clip(out: str | os.PathLike, *, labels: str | os.PathLike | None = Non
     import pandas as pd
 
     from fer_core.io import atomic_write_bytes
-    from fer_core.video import WRITERS, video_writer
+    from fer_core.videoio import WRITERS, video_writer
 
     out = Path(out)
     suffix = out.suffix.lower()
