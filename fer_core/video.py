@@ -126,19 +126,25 @@ class FaceTracker:
     """Gives each face box of a frame a stable id (1, 2, ... in order of appearance).
 
     Boxes are matched to the faces alive in the previous frames by overlap: the assignment that maximises the
-    total IoU (Hungarian), keeping only pairs with IoU >= ``min_iou``; a box matched to nothing starts a new face;
-    a face not matched for more than ``max_missing_s`` seconds ends (its id is never given again).
+    total IoU (Hungarian), keeping only pairs with IoU >= ``min_iou``. The boxes and faces left over are then
+    matched by distance (Hungarian on the distance between box centres in units of the boxes' mean side, pairs
+    within ``max_jump`` sides): a face the detector lost for a while and finds again somewhere near, after it moved
+    on, keeps its id. A box matched to nothing starts a new face; a face not matched for more than
+    ``max_missing_s`` seconds ends (its id is never given again). Tracking uses boxes only (no appearance): a
+    different person who appears where a face was lost, within ``max_missing_s``, takes over its id.
 
     Args:
         min_iou: least overlap for a box to continue a face (faces move little between frames; 0.2 allows for fast
             motion and for boxes carried over several frames).
         max_missing_s: how long a face may go undetected (a missed detection, a hand in front) and keep its id.
             The Haar cascades can lose a face for more than a second (a dark-skinned SynthFACS subject with an open
-            mouth: 1.3 s), so 2 s by default; the face must come back overlapping its last box.
+            mouth: 1.3 s, during which it moved 1.04 of its width), so 2 s by default.
+        max_jump: how far (centre to centre, in box sides) a face left unmatched by overlap may have moved.
     """
 
     min_iou: float = 0.2
     max_missing_s: float = 2.0
+    max_jump: float = 1.5
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 1
 
@@ -147,6 +153,8 @@ class FaceTracker:
             raise ValueError(f"min_iou must be in (0, 1], got {self.min_iou}")
         if self.max_missing_s < 0:
             raise ValueError(f"max_missing_s must be >= 0, got {self.max_missing_s}")
+        if self.max_jump < 0:
+            raise ValueError(f"max_jump must be >= 0 (box sides), got {self.max_jump}")
 
     @property
     def active(self) -> dict[int, tuple[int, int, int, int]]:
@@ -164,15 +172,29 @@ class FaceTracker:
             rows, cols = linear_sum_assignment(iou, maximize=True)
             for r, c in zip(rows, cols, strict=True):
                 if iou[r, c] >= self.min_iou:
-                    track = self._tracks[r]
-                    track.box, track.last_t, track.hits = tuple(boxes[c]), t, track.hits + 1
-                    ids[c] = track.id
+                    self._continue(self._tracks[r], boxes[c], t)
+                    ids[c] = self._tracks[r].id
+            left = [c for c in range(len(boxes)) if ids[c] is None]
+            lost = [k for k in self._tracks if k.last_t < t]
+            if left and lost:
+                a, b = np.array([k.box for k in lost], float), np.array([boxes[c] for c in left], float)
+                centre_a, centre_b = a[:, :2] + a[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+                side = (a[:, 2:].mean(1)[:, None] + b[:, 2:].mean(1)[None, :]) / 2
+                jump = np.linalg.norm(centre_a[:, None] - centre_b[None], axis=2) / np.maximum(side, 1.0)
+                for r, c in zip(*linear_sum_assignment(jump), strict=True):
+                    if jump[r, c] <= self.max_jump:
+                        self._continue(lost[r], boxes[left[c]], t)
+                        ids[left[c]] = lost[r].id
         for c, box in enumerate(boxes):
             if ids[c] is None:
                 self._tracks.append(_Track(id=self._next_id, box=tuple(box), last_t=t))
                 ids[c] = self._next_id
                 self._next_id += 1
         return [int(i) for i in ids]  # type: ignore[arg-type]
+
+    @staticmethod
+    def _continue(track: _Track, box: tuple[int, int, int, int], t: float) -> None:
+        track.box, track.last_t, track.hits = tuple(box), t, track.hits + 1
 
 
 # --------------------------------------------------------------------------------------------- prediction
@@ -195,7 +217,8 @@ def smooth_probabilities(times: np.ndarray, probs: np.ndarray, smooth_s: float) 
 def predict_video(predictor: Predictor, path: str | os.PathLike, *, faces: Literal["largest", "all"] = "all",
                   detect_every: int = 1, detect_side: int = 320, align: bool = False, margin: float = 0.2,
                   min_size: int | None = None, smooth_s: float = 0.3, min_iou: float = 0.2,
-                  max_missing_s: float = 2.0, min_track_frames: int = 3, max_frames: int | None = None,
+                  max_missing_s: float = 2.0, max_jump: float = 1.5, min_track_frames: int = 3,
+                  max_frames: int | None = None,
                   max_pixels: int | None = MAX_FRAME_PIXELS, progress: Progress | None = None) -> pd.DataFrame:
     """Classify the faces of every frame of a video (see the module's description for the table).
 
@@ -209,7 +232,7 @@ def predict_video(predictor: Predictor, path: str | os.PathLike, *, faces: Liter
         margin: crop margin around the box (:func:`fer_core.face.crop_face`).
         min_size: smallest face side looked for, in frame pixels (default: a twentieth of the shorter side).
         smooth_s: time constant of the smoothing in seconds (0: none).
-        min_iou, max_missing_s: the tracker's (:class:`FaceTracker`).
+        min_iou, max_missing_s, max_jump: the tracker's (:class:`FaceTracker`).
         min_track_frames: a face seen in fewer frames is dropped as a false detection (the cascades' false faces
             come and go within a frame or two); its frames keep their other faces, or get a "no face" row. Faces are
             numbered again 1, 2, ... afterwards; ``df.attrs["short_tracks_dropped"]`` counts them. 1 keeps all.
@@ -231,7 +254,7 @@ def predict_video(predictor: Predictor, path: str | os.PathLike, *, faces: Liter
         raise ValueError(f"smooth_s must be >= 0 seconds, got {smooth_s}")
     if min_track_frames < 1:
         raise ValueError(f"min_track_frames must be >= 1, got {min_track_frames}")
-    tracker = FaceTracker(min_iou=min_iou, max_missing_s=max_missing_s)
+    tracker = FaceTracker(min_iou=min_iou, max_missing_s=max_missing_s, max_jump=max_jump)
     classes = list(predictor.class_names)
     meta: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
@@ -356,7 +379,9 @@ def match_truth(df: pd.DataFrame, labels: pd.DataFrame, *, min_iou: float = 0.3)
         <NA> without one). ``attrs["agreement"]``: ``{"matched": rows with a truth, "unmatched": rows without,
         "top": share of matched rows whose top class is the truth, "smooth_top": the same after smoothing,
         "per_face": {face id: {"truth_id": the labelled face it matched most often, "matched", "top",
-        "smooth_top"}}}`` (shares None when nothing matched).
+        "smooth_top"}}, "recall": share of the labelled faces (in the table's frames) that a tracked face matched,
+        "id_switches": how often a labelled face was matched to another tracked id than the frame before it was
+        matched (CLEAR MOT's identity switches)}`` (shares None when nothing matched).
 
     Raises:
         ValueError: the label table lacks a column (named), or ``min_iou`` is not in (0, 1].
@@ -402,7 +427,13 @@ def match_truth(df: pd.DataFrame, labels: pd.DataFrame, *, min_iou: float = 0.3)
     for face_id, part in out.groupby("face_id", sort=True):
         ids = part["truth_id"].dropna()
         per_face[int(face_id)] = {"truth_id": int(ids.mode().iloc[0]) if len(ids) else None, **shares(part)}
-    out.attrs["agreement"] = {**shares(out), "unmatched": int((~has).sum()), "per_face": per_face}
+    switches = 0  # CLEAR MOT's identity switches: a labelled face matched to another tracked id than last time
+    for _, part in out[has].sort_values("frame", kind="stable").groupby("truth_id"):
+        ids = part["face_id"].to_numpy()
+        switches += int((ids[1:] != ids[:-1]).sum())
+    truth_rows = int(labels["frame"].isin(df["frame"]).sum())
+    out.attrs["agreement"] = {**shares(out), "unmatched": int((~has).sum()), "per_face": per_face,
+                              "recall": int(has.sum()) / truth_rows if truth_rows else None, "id_switches": switches}
     return out
 
 
@@ -416,7 +447,9 @@ def describe_agreement(agreement: dict[str, Any]) -> str:
                       for k, v in agreement["per_face"].items() if v["matched"])
     return (f"the smoothed class is the true one in {100 * agreement['smooth_top']:.0f}% of {agreement['matched']} "
             f"tracked face-frames, the class of each frame alone in {100 * agreement['top']:.0f}%; {faces}"
-            + (f"; {agreement['unmatched']} face-frame(s) overlap no labelled face" if agreement["unmatched"] else ""))
+            + (f"; {agreement['unmatched']} face-frame(s) overlap no labelled face" if agreement["unmatched"] else "")
+            + (f"; {100 * agreement['recall']:.0f}% of the labelled faces found, {agreement['id_switches']} id "
+               "switch(es)" if agreement.get("recall") is not None else ""))
 
 
 # --------------------------------------------------------------------------------------------- writing
