@@ -522,7 +522,7 @@ def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, t
     Args:
         probs: ``{class name: probability (0-1)}``.
         highlight: a class drawn in the second colour (e.g. the class being explained).
-        truth: the face's true class, if known: its bar is outlined and its label says so.
+        truth: the face's true class, if known: its bar is outlined and its label says "(true)".
         title: figure title.
         name: the model's name (the legend's, when there is a reference).
         reference: another distribution to draw beside the model's, in grey (e.g. a generator's soft label);
@@ -542,7 +542,7 @@ def probabilities(probs: Mapping[str, float], *, highlight: str | None = None, t
     fig = go.Figure(go.Bar(
         x=values, y=names, orientation="h", name=name, marker={"color": colors, "line": {
             "color": ["#202124" if c == truth else "rgba(0,0,0,0)" for c in names], "width": 2}},
-        text=[_percent(v) + (" · true class" if c == truth else "") for v, c in zip(values, names, strict=True)],
+        text=[_percent(v) + (" (true)" if c == truth else "") for v, c in zip(values, names, strict=True)],
         textposition="outside", cliponaxis=False, hovertemplate=f"{name}<br>%{{y}}: %{{x:.2f}}%<extra></extra>",
         showlegend=reference is not None,
     ))
