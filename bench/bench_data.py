@@ -41,6 +41,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_report  # noqa: E402  (bench/report.py: the results file)
+
 from fer_core.data import build_dataset  # noqa: E402
 from fer_core.data.fer2013 import USAGES, _file_key, load_fer2013_csv, parse_fer2013_csv  # noqa: E402
 
@@ -261,10 +263,7 @@ def main() -> None:
         f"data set from the cache: {versus('dataset')}. The whole-file hash is {100 * hash_share:.0f}% of the cached "
         "load (kept: see the `fer_core.data.fer2013` docstring).",
     ]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

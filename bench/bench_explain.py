@@ -29,6 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_report  # noqa: E402  (bench/report.py: the results file)
+
 from fer_core.explain import explain, list_methods  # noqa: E402
 from fer_core.models import create_model  # noqa: E402
 
@@ -128,10 +130,7 @@ def main() -> None:
         "| LIME map correlation, seeds 0 vs 1 |",
         "|---|---|---|---|"]
     lines += [f"| {n} | {s:.1f}x | {c:.3f} | {lc:.3f} |" for n, s, c, lc in checks]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

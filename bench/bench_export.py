@@ -30,6 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_report  # noqa: E402  (bench/report.py: the results file)
+
 from fer_core.export import NormalisedLogits, export_model  # noqa: E402
 from fer_core.models import create_model  # noqa: E402
 from fer_core.predict import Predictor  # noqa: E402
@@ -99,10 +101,7 @@ def main() -> None:
              "| model | what | PyTorch eager ms/face | onnxruntime ms/face | eager / onnxruntime |",
              "|---|---|---|---|---|"]
     lines += [f"| {n} | {what} | {1000 * te:.3f} | {1000 * to:.3f} | {te / to:.2f}x |" for n, what, te, to in rows]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

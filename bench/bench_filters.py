@@ -41,6 +41,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_report  # noqa: E402  (bench/report.py: the results file)
+
 from fer_core.explain import stage_layers, visualize_filter, visualize_filters  # noqa: E402
 from fer_core.explain.core import frozen_eval, model_device  # noqa: E402
 from fer_core.explain.features import _COLOR, capture  # noqa: E402
@@ -222,10 +224,7 @@ def main() -> None:
                   "| steps | " + " | ".join(f"{px} px" for px in GRID_SIZES) + " |",
                   "|---:|" + "---:|" * len(GRID_SIZES)]
         lines += [f"| {s} | " + " | ".join(f"{grid[s, px]:.2f}" for px in GRID_SIZES) + " |" for s in GRID_STEPS]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

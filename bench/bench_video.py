@@ -30,6 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_report  # noqa: E402  (bench/report.py: the results file)
+
 from fer_core.data.synthfaces.clip import write_clip  # noqa: E402
 from fer_core.export import export_registered  # noqa: E402
 from fer_core.predict import Predictor  # noqa: E402
@@ -96,10 +98,7 @@ def main() -> None:
              f"**{fps:.1f} fps, {'met' if fps >= GOAL_FPS else 'NOT met'}**.\n",
              "| clip | what | seconds | frames per second | time per frame / decoding's |", "|---|---|---|---|---|"]
     lines += [f"| {clip} | {what} | {s:.2f} | {n / s:.1f} | {s / d:.1f}x |" for clip, what, s, d, n in rows]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
