@@ -290,7 +290,7 @@ def predict_video(predictor: Predictor, path: str | os.PathLike, *, faces: Liter
     df["detected"] = df["detected"].astype("boolean")
     _add_smoothing(df, classes, smooth_s)
     df.attrs.update(video=meta["info"].to_dict(), model=predictor.name, smooth_s=smooth_s, detect_every=detect_every,
-                    detect_side=detect_side, short_tracks_dropped=dropped)
+                    detect_side=detect_side, margin=margin, align=align, short_tracks_dropped=dropped)
     if "decode_note" in meta:
         df.attrs["decode_note"] = meta["decode_note"]
     return df
@@ -519,7 +519,7 @@ def explain_faces(predictor: Predictor, frame: np.ndarray, rows: pd.DataFrame, m
 
 def write_overlay(source: str | os.PathLike, df: pd.DataFrame, out: str | os.PathLike, *,
                   predictor: Predictor | None = None, method: str | None = None, target: str | int | None = None,
-                  smoothed: bool = True, margin: float = 0.2, max_pixels: int | None = MAX_FRAME_PIXELS,
+                  smoothed: bool = True, margin: float | None = None, max_pixels: int | None = MAX_FRAME_PIXELS,
                   progress: Progress | None = None) -> Path:
     """The video again with each face's box, id and class drawn (the smoothed class by default) and, with
     ``method``, its explanation map blended in (``fer_core.explain``; computed per face per frame, so slow for
@@ -530,6 +530,7 @@ def write_overlay(source: str | os.PathLike, df: pd.DataFrame, out: str | os.Pat
         ValueError: ``method`` without ``predictor``, or an unusable output name.
         VideoError: the source cannot be decoded.
     """
+    margin = float(df.attrs.get("margin", 0.2)) if margin is None else margin  # the crops the table classified
     if method and predictor is None:
         raise ValueError("an explanation overlay (method) needs the predictor that made the table")
     out = Path(out)

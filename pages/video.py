@@ -354,7 +354,7 @@ else:
     face_id = side.selectbox("Face", ids, key=FACE_KEY, format_func=lambda i: (
         f"face {i} · {rows.loc[rows['face_id'] == i, 'smooth_top'].iloc[0]}"))
     row = rows[rows["face_id"] == face_id].iloc[0]
-    face = video.face_of(frame, row)
+    face = video.face_of(frame, row, margin=table.attrs.get("margin", 0.2))
     true_class = None
     if truth is not None:
         match = truth[(truth["frame"] == index) & (truth["face_id"] == face_id)]
