@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import write_report  # noqa: E402  (bench/report.py: the results file)
+from report import median_seconds, write_report  # noqa: E402  (bench/report.py: the results file)
 
 from fer_core.export import NormalisedLogits, export_model  # noqa: E402
 from fer_core.models import create_model  # noqa: E402
@@ -38,17 +36,6 @@ from fer_core.predict import Predictor  # noqa: E402
 
 MODELS = {"mini_xception_fer2013": {}, "small_cnn": {"pretrained": False}}
 BATCHES = (1, 32)
-
-
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run_eager(model: torch.nn.Module, x: torch.Tensor) -> None:

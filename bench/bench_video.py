@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import write_report  # noqa: E402  (bench/report.py: the results file)
+from report import median_seconds, write_report  # noqa: E402  (bench/report.py: the results file)
 
 from fer_core.data.synthfaces.clip import write_clip  # noqa: E402
 from fer_core.export import export_registered  # noqa: E402
@@ -38,15 +37,6 @@ from fer_core.predict import Predictor  # noqa: E402
 from fer_core.video import iter_frames, predict_video, write_overlay  # noqa: E402
 
 GOAL_FPS = 25.0
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def decode_all(path: Path) -> int:
@@ -71,7 +61,7 @@ def main() -> None:
                               width=640, height=480, seed=0)
             n = decode_all(clip.path)  # also warms the file cache
             predict_video(eager, clip.path, max_frames=10)  # warm-up: cascades loaded, first forward passes
-            t_decode = median_seconds(lambda p=clip.path: decode_all(p), args.repeats)
+            t_decode = median_seconds(lambda p=clip.path: decode_all(p), args.repeats, warmup=0)
             what = f"{faces} face{'s' if faces > 1 else ''}, {n} frames 640x480"
             rows.append((what, "decoding alone (OpenCV)", t_decode, t_decode, n))
             for label, predictor, options in (
@@ -79,7 +69,7 @@ def main() -> None:
                     ("predict_video, mini-Xception eager, detect_every=3", eager, {"detect_every": 3}),
                     ("predict_video, mini-Xception ONNX (onnxruntime), defaults", onnx, {})):
                 seconds = median_seconds(lambda p=predictor, o=options, c=clip.path: predict_video(p, c, **o),
-                                         args.repeats)
+                                         args.repeats, warmup=0)
                 rows.append((what, label, seconds, t_decode, n))
             if faces == 1:
                 df = predict_video(eager, clip.path)

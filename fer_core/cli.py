@@ -46,11 +46,12 @@ already in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -764,11 +765,22 @@ def _predict_many(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _frame_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr for fer_core.video's ``progress(done, total)`` (total 0 when the container has none)."""
+    from tqdm import tqdm
+
+    with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc=desc) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = max(total, done)
+            bar.update(done - bar.n)
+
+        yield progress
+
+
 def _predict_video(args: argparse.Namespace) -> int:
     """``predict clip.mp4 --out frames.csv [--overlay out.webm --method gradcam]``: every face of every frame,
     tracked and smoothed (fer_core.video), with a progress bar on stderr and a summary per face."""
-    from tqdm import tqdm
-
     from fer_core import video
 
     out = Path(args.out or "frames.csv")
@@ -792,11 +804,7 @@ def _predict_video(args: argparse.Namespace) -> int:
                "detect_side": args.detect_side or None, "smooth_s": args.smooth, "align": args.align}
     if args.max_pixels:
         options["max_pixels"] = args.max_pixels
-    with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="predicting") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = max(total, done)
-            bar.update(done - bar.n)
-
+    with _frame_bar("predicting") as progress:
         df = video.predict_video(predictor, args.image, progress=progress, **options)
     video.write_predictions(df, out)
     summary = video.summarize_video(df)
@@ -806,13 +814,9 @@ def _predict_video(args: argparse.Namespace) -> int:
         video.write_predictions(matched, truth_out)
         summary["truth"] = {**matched.attrs["agreement"], "out": str(truth_out)}
     if args.overlay:
-        with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc="overlay") as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = max(total, done)
-                bar.update(done - bar.n)
-
+        with _frame_bar("overlay") as progress:
             video.write_overlay(args.image, df, args.overlay, predictor=predictor, method=args.method,
-                          progress=progress, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
+                                progress=progress, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     if args.json:
         print(json.dumps({"video": df.attrs["video"], "model": predictor.name, "out": str(out),
                           "overlay": args.overlay, **summary}, indent=2))

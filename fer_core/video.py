@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_core.batch_predict import write_predictions
+from fer_core.batch_predict import class_names_of, write_predictions
 from fer_core.face import Face, crop_face, detect_faces
 from fer_core.videoio import (
     MAX_FRAME_PIXELS,
@@ -94,11 +94,6 @@ def columns(class_names: list[str] | tuple[str, ...]) -> list[str]:
     """The table's columns for a model with these classes, in order."""
     return ["frame", "time_s", "face_id", *BOX, "detector", "detected", *(f"prob_{c}" for c in class_names), "top",
             "score", *(f"smooth_{c}" for c in class_names), "smooth_top", "status"]
-
-
-def class_names_of(df: pd.DataFrame) -> list[str]:
-    """The classes of a video table, from its ``prob_`` columns, in order."""
-    return [c.removeprefix("prob_") for c in df.columns if c.startswith("prob_")]
 
 
 # --------------------------------------------------------------------------------------------- tracking
