@@ -109,6 +109,8 @@ class Size:
         overrides: added to every run of this size, pretraining included (e.g. the device).
         sam_rerun: e4b's schedule, set by the rule stated in docs/experiments_findings.md before the rerun (the SGD
             learning rate chosen on the SGD arm alone; epochs until both arms converge).
+        scale: how many times the config's schedule every experiment trains (``train.epochs`` and PAtt-Lite's
+            frozen stage; SCN's first relabelling is ``relabel_epoch``, set per size).
     """
 
     name: str
@@ -120,6 +122,7 @@ class Size:
     few_faces: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     sam_rerun: tuple[str, ...] = ()
+    scale: int = 1
 
 
 CPU = Size(
@@ -146,7 +149,15 @@ PAPER = Size(
 recipe for 70 epochs (configs/experiments/paper.yaml), relabelling from the 10th epoch, every face in every
 experiment."""
 
-SIZES = {s.name: s for s in (CPU, PAPER)}
+CPU_LONG = dataclasses.replace(
+    CPU, name="cpu-long", prefix="long-", scale=2, relabel_epoch=6,
+    sam_rerun=("train.optimizer.lr=0.1", "train.epochs=80"))
+"""The CPU size at twice the epochs (40; PAtt-Lite's frozen stage 20; SCN relabelling from the 7th epoch, the same
+share; e4b 80), from the same pretraining runs: the convergence rule of docs/experiments_findings.md (item 5), under
+1 point of validation gain over the last five epochs, applied to every experiment after the 20-epoch runs failed
+it (item 10). Run ids start with ``long-``."""
+
+SIZES = {s.name: s for s in (CPU, PAPER, CPU_LONG)}
 
 NOISE = {"clean": ("data.label_noise=0",),
          "uniform30": ("data.label_noise=0.3", "data.label_noise_mode=uniform"),
@@ -158,6 +169,10 @@ def build(size: Size) -> dict[str, Experiment]:
     cnn, mobilenet, expression = (r.run_id for r in size.pretraining)
     scn = ("model.name=scn", f"model.options.backbone={size.backbone}", "train.method.name=scn")
     relabel = f"train.method.relabel_epoch={size.relabel_epoch}"
+    from fer_core.config import load_config
+
+    epochs = (f"train.epochs={size.scale * load_config(size.config).train.epochs}",) if size.scale != 1 else ()
+    patt_epochs = 10 * size.scale
     experiments = [
         Experiment(
             "e0", "e0-pretraining",
@@ -210,6 +225,15 @@ def build(size: Size) -> dict[str, Experiment]:
                   "train.optimizer.momentum=0.9", "train.optimizer.weight_decay=0.0005"),
             arms={"sgd": (), "sam": ("train.optimizer.sam.enabled=true", "train.optimizer.sam.rho=0.05")}),
         Experiment(
+            "e4b-lr", "e4b-sgd-lr",
+            "Step one of e4b's rule (stated before the rerun): the SGD arm alone, one seed, at learning rates 0.03 "
+            "and 0.1 (0.01 is e4's SGD arm, seed 0); the rate with the best validation accuracy at epoch 20 is "
+            "e4b's. No claim is tested here.",
+            base=(f"model.init_from={cnn}", "train.optimizer.name=sgd", "train.optimizer.momentum=0.9",
+                  "train.optimizer.weight_decay=0.0005"),
+            arms={"lr0.03": ("train.optimizer.lr=0.03",), "lr0.1": ("train.optimizer.lr=0.1",)},
+            seeds=(0,)),
+        Experiment(
             "e4b", "e4b-sam-converged",
             "e4 again with a schedule that converges, as stated before the rerun: SGD's learning rate chosen from "
             "0.01, 0.03 and 0.1 by the SGD arm's validation accuracy at epoch 20 (seed 0: 60.1, 78.5, 80.8), and "
@@ -223,13 +247,13 @@ def build(size: Size) -> dict[str, Experiment]:
             "paper describes, beats the same network with the tokens only pooled, most on occluded and turned faces.",
             base=(f"model.init_from={mobilenet}", "model.name=patt_lite_patch", "model.input_size=224",
                   "model.options={}", "data.options.image_size=112", *size.few_faces,
-                  "train.epochs=10", "train.optimizer.name=adam", "train.optimizer.lr=0.001",
-                  "train.optimizer.weight_decay=0", "train.stages=[{name: frozen_backbone, epochs: 10, "
+                  f"train.epochs={patt_epochs}", "train.optimizer.name=adam", "train.optimizer.lr=0.001",
+                  "train.optimizer.weight_decay=0", f"train.stages=[{{name: frozen_backbone, epochs: {patt_epochs}, "
                   "freeze: backbone, freeze_bn: true}]"),
             arms={"pooled": ("model.options.attention=none",), "patch_attention": ()}),
     ]
     return {e.name: dataclasses.replace(e, group=size.prefix + e.group, config=size.config,
-                                        base=(*size.overrides, *e.base)) for e in experiments}
+                                        base=(*size.overrides, *epochs, *e.base)) for e in experiments}
 
 
 EXPERIMENTS = build(CPU)
@@ -309,6 +333,51 @@ def execute(run: Run, root: Path, threads: int, retry_failed: bool) -> str:
     return state_of(run, root)
 
 
+_LABELS = ("group=", "name=", "tags=")
+
+
+def training_key(run: Run) -> str:
+    """What a run trains: its resolved config without its labels (name, group, tags). Two planned runs with one key
+    train the same thing (e0's pretrained arm, e1's clean baseline and e2's cross-entropy arm)."""
+    from fer_core.config import load_config
+
+    data = load_config(run.config, list(run.overrides)).to_dict()
+    return repr(sorted((k, v) for k, v in data.items() if k not in ("name", "group", "tags")))
+
+
+def reuse(source: Run, run: Run, root: Path) -> str:
+    """Give ``run`` the finished folder of ``source``, which trained the same config (``training_key``): a copy
+    whose config.yaml carries ``run``'s labels and whose log says what it was copied from. Built under a hidden name
+    and renamed into place, so a killed copy leaves no half run. Returns ``run``'s state."""
+    from fer_core import io
+    from fer_core.config import load_config
+
+    src, dst = root / source.run_id, root / run.run_id
+    tmp = root / f".{run.run_id}.reuse.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    labels = [o for o in run.overrides if o.startswith(_LABELS)]
+    io.atomic_write_text(tmp / "config.yaml", load_config(src / "config.yaml", labels).to_yaml())
+    with open(tmp / "log.txt", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO scripts/experiments.py: {run.run_id} is a copy of "
+                  f"{source.run_id} (the same config but for name, group and tags), not trained again\n")
+    os.rename(tmp, dst)
+    return state_of(run, root)
+
+
+def unique(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """The runs to train, and ``(run, source)`` for each planned run that trains what an earlier one does."""
+    first: dict[str, Run] = {}
+    todo, copies = [], []
+    for run in runs:
+        source = first.setdefault(training_key(run), run)
+        if source is run:
+            todo.append(run)
+        else:
+            copies.append((run, source))
+    return todo, copies
+
+
 def selected(names: list[str], size: Size = CPU) -> list[Experiment]:
     experiments = build(size)
     unknown = [n for n in names if n not in experiments]
@@ -330,13 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     root = runs_dir()
     size = SIZES[args.size]
     chosen = selected(args.experiments, size)
-    todo = [r for e in chosen for r in e.runs()]
+    todo, copies = unique([r for e in chosen for r in e.runs()])
     needed = [p for p in size.pretraining if any(f"model.init_from={p.run_id}" in r.overrides for r in todo)]
-    plan = [*needed, *todo]
+    plan = [*needed, *todo, *(run for run, _ in copies)]
     if args.action == "plan":
-        for run in plan:
+        for run in [*needed, *todo]:
             print(f"{state_of(run, root):12} {run.run_id}")
-        print(f"{len(plan)} runs in {root}")
+        for run, source in copies:
+            print(f"{state_of(run, root):12} {run.run_id} (the config of {source.run_id}: copied from it, "
+                  "not trained)")
+        print(f"{len(plan)} runs in {root}, {len(copies)} of them copies")
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // max(1, args.parallel))
@@ -348,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         for run, state in zip(todo, pool.map(lambda r: execute(r, root, threads, args.retry_failed), todo),
                               strict=True):
             print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state}", flush=True)
+    for run, source in copies:
+        state = state_of(run, root)
+        if state == "missing" and state_of(source, root) == "done":
+            state = reuse(source, run, root)
+        print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state} (a copy of {source.run_id})", flush=True)
     states = [state_of(r, root) for r in plan]
     print(f"{states.count('done')} of {len(plan)} runs done in {root}")
     return 0 if all(s == "done" for s in states) else 1

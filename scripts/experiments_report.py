@@ -27,6 +27,11 @@ import experiments as plan  # noqa: E402  (scripts/experiments.py: the runs and 
 from fer_core import io, stats  # noqa: E402
 
 FIGURES = ROOT / "docs" / "experiments"
+CONVERGENCE_EPOCHS = 5
+CONVERGENCE_GAIN = 0.01
+"""The convergence rule stated in docs/experiments_findings.md (item 5) before e4b ran: an arm has converged when
+its validation curve (mean over seeds) gained under 1 point over its last five epochs. The report applies it to
+every arm and marks the verdicts that rest on an arm that has not."""
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -64,6 +69,21 @@ class Arm:
 
     def predictions(self, subset: str) -> dict:
         return {d.name: io.read_predictions(d, "test", subset) for d in self.done}
+
+    def val_curve(self) -> list[float]:
+        """Validation accuracy per epoch, mean over the finished seeds (cut to the shortest run)."""
+        series = [[m["val_acc"] for m in rows if m.get("val_acc") is not None] for rows in self.metrics.values()]
+        n = min((len(s) for s in series), default=0)
+        return [sum(s[i] for s in series) / len(series) for i in range(n)]
+
+    def last_gain(self) -> float | None:
+        """What the seed-mean validation curve gained over its last ``CONVERGENCE_EPOCHS`` epochs (a fraction)."""
+        curve = self.val_curve()
+        return curve[-1] - curve[-1 - CONVERGENCE_EPOCHS] if len(curve) > CONVERGENCE_EPOCHS else None
+
+    def converged(self) -> bool | None:
+        gain = self.last_gain()
+        return None if gain is None else gain < CONVERGENCE_GAIN
 
     def train_minutes(self) -> float | None:
         seconds = [sum(m.get("seconds", 0.0) for m in rows) for rows in self.metrics.values()]
@@ -108,11 +128,22 @@ def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: S
     for (cond, name), arm in arms.items():
         minutes = arm.train_minutes()
         rows.append([*([cond] if cond else []), name, str(len(arm.done)),
-                     *[ci_text(arm.accuracies(s)) for s in subsets],
+                     *[ci_text(arm.accuracies(s)) for s in subsets], gain_text(arm),
                      "-" if minutes is None else f"{minutes:.1f}"])
-    head = [*(["condition"] if list(exp.conditions) != [""] else []), "arm", "seeds", *subsets, "train min/run"]
+    head = [*(["condition"] if list(exp.conditions) != [""] else []), "arm", "seeds", *subsets,
+            f"val gain, last {CONVERGENCE_EPOCHS} epochs", "train min/run"]
     return table(head, rows) + ("\nTest accuracy in %, mean over seeds ± half-width of its 95% confidence interval "
-                                "(Student t); train min/run: wall time of the epochs on the run's device.\n")
+                                f"(Student t); val gain: what the seed-mean validation accuracy gained over the last "
+                                f"{CONVERGENCE_EPOCHS} epochs, in points (converged when under "
+                                f"{100 * CONVERGENCE_GAIN:.0f}); train min/run: wall time of the epochs on the run's "
+                                "device.\n")
+
+
+def gain_text(arm: Arm) -> str:
+    gain = arm.last_gain()
+    if gain is None:
+        return "-"
+    return f"{100 * gain:+.1f}" + ("" if arm.converged() else " (still rising)")
 
 
 def claim_rows(claim: plan.Claim, arms: dict[tuple[str, str], Arm]) -> list[list[str]]:
@@ -129,9 +160,14 @@ def claim_rows(claim: plan.Claim, arms: dict[tuple[str, str], Arm]) -> list[list
             continue
         partial = "" if len(a.done) == len(a.planned) and len(b.done) == len(b.planned) else (
             f" (provisional: {len(a.done)} of {len(a.planned)} and {len(b.done)} of {len(b.planned)} seeds)")
+        rising = [f"{side} {100 * arm.last_gain():+.1f}" for side, arm in (("A", a), ("B", b))
+                  if arm.converged() is False]
+        unconverged = f" (not converged: {', '.join(rising)} points over the last {CONVERGENCE_EPOCHS} epochs)" if (
+            rising) else ""
         rows.append([claim.text, subset, ci_text(a.accuracies(subset)), ci_text(b.accuracies(subset)),
                      f"{100 * test.difference:+.1f} [{100 * test.low:+.1f}, {100 * test.high:+.1f}]",
-                     f"{test.p_value:.3g}", f"{test.test}, {test.n_faces} faces", f"**{test.verdict}**{partial}"])
+                     f"{test.p_value:.3g}", f"{test.test}, {test.n_faces} faces",
+                     f"**{test.verdict}**{partial}{unconverged}"])
     return rows
 
 
@@ -248,6 +284,10 @@ SIZE_NOTE = {
     "cpu": "The networks are small and the data synthetic (CPU budget: the small CNN on 64 px faces, 4,000 training "
            "faces, 20 epochs; `--size paper` runs the same experiments at the papers' sizes on a GPU): these numbers "
            "say whether an effect shows up under equal conditions, not what the methods reach on real data.",
+    "cpu-long": "The CPU experiments at twice the epochs (40; PAtt-Lite 20; e4b 80), from the same pretraining runs, "
+                "because the 20-epoch arms failed the convergence rule (docs/EXPERIMENTS.md, findings item 10); the "
+                "networks are small and the data synthetic: these numbers say whether an effect shows up under equal "
+                "conditions, not what the methods reach on real data.",
     "paper": "At the papers' sizes (configs/experiments/paper.yaml: ResNet-18 at 224, RAF-DB's split sizes, SCN's "
              "reference recipe for 70 epochs) on synthetic faces: these numbers say whether an effect shows up under "
              "equal conditions, not what the methods reach on real data.",

@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import experiments as plan  # noqa: E402
 import pytest  # noqa: E402
 
+from fer_core import io  # noqa: E402
 from fer_core.config import load_config  # noqa: E402
 
 IGNORED = ("name", "group", "tags", "seed")
@@ -87,13 +88,32 @@ def test_arms_with_different_models_share_an_explicit_dropout(size):
             assert None not in rates.values() and len(set(rates.values())) == 1, (exp.name, rates)
 
 
-def test_the_two_sizes_run_the_same_experiments_arms_and_claims():
-    cpu, paper = plan.build(plan.CPU), plan.build(plan.PAPER)
-    assert list(cpu) == list(paper) == list(plan.EXPERIMENTS)
-    for name, exp in cpu.items():
-        assert list(exp.arms) == list(paper[name].arms) and list(exp.conditions) == list(paper[name].conditions)
-        assert paper[name].group == "paper-" + exp.group and paper[name].seeds == exp.seeds
+def test_every_size_runs_the_same_experiments_arms_and_claims():
+    cpu = plan.build(plan.CPU)
+    for size in (plan.PAPER, plan.CPU_LONG):
+        other = plan.build(size)
+        assert list(cpu) == list(other) == list(plan.EXPERIMENTS)
+        for name, exp in cpu.items():
+            assert list(exp.arms) == list(other[name].arms) and list(exp.conditions) == list(other[name].conditions)
+            assert other[name].group == size.prefix + exp.group and other[name].seeds == exp.seeds
     assert plan.EXPERIMENTS == cpu  # the default size is the CPU's
+
+
+def test_the_long_cpu_size_doubles_every_schedule_and_changes_nothing_else():
+    """The convergence rerun (findings item 10): twice the epochs, SCN's first relabelling at the same share."""
+    cpu, long = plan.build(plan.CPU), plan.build(plan.CPU_LONG)
+    for name, exp in cpu.items():
+        for short_run, long_run in zip(exp.runs(), long[name].runs(), strict=True):
+            a = _flat(load_config(short_run.config, list(short_run.overrides)).to_dict())
+            b = _flat(load_config(long_run.config, list(long_run.overrides)).to_dict())
+            assert b["train.epochs"] == 2 * a["train.epochs"], long_run.run_id
+            if a.get("train.method.name") == "scn" and a["train.method.relabel_start"] == "epoch" and (
+                    a["train.method.relabel_epoch"] < a["train.epochs"]):
+                share = a["train.method.relabel_epoch"] / a["train.epochs"]
+                assert abs(b["train.method.relabel_epoch"] / b["train.epochs"] - share) < 0.01
+            changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k.split(".")[0] not in IGNORED}
+            assert changed <= {"train.epochs", "train.stages", "train.method.relabel_epoch"}, (long_run.run_id, changed)
+    assert long["e0"].runs()[0].run_id == "long-e0-pretraining--scratch--s0"
 
 
 def test_the_cpu_plan_starts_only_the_pretraining_its_experiments_need(tmp_path, monkeypatch, capsys):
@@ -105,3 +125,28 @@ def test_the_cpu_plan_starts_only_the_pretraining_its_experiments_need(tmp_path,
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["missing", "paper--pretrain--identity--patt_lite"]
     assert out[1].split() == ["missing", "paper-e5-patt-lite--pooled--s0"]
+
+
+def test_runs_that_train_the_same_config_are_trained_once_and_copied_with_their_own_labels(tmp_path):
+    """e0's pretrained arm, e1's clean baseline and e2's cross-entropy arm differ only in name, group and tags."""
+    todo, copies = plan.unique([r for e in plan.EXPERIMENTS.values() for r in e.runs()])
+    assert sorted(run.run_id for run, _ in copies) == sorted(
+        [f"e1-scn-noise--clean--baseline--s{s}" for s in range(3)] + [f"e2-ldl--ce--s{s}" for s in range(3)])
+    assert all(source.run_id == "e0-pretraining--pretrained--s" + run.run_id[-1] for run, source in copies)
+    assert len({plan.training_key(r) for r in todo}) == len(todo)  # nothing else trains twice
+
+    run, source = copies[0]
+    folder = tmp_path / source.run_id
+    folder.mkdir()
+    cfg = load_config(source.config, list(source.overrides))
+    (folder / "config.yaml").write_text(cfg.to_yaml())
+    io.write_status(folder, state="done", epoch=20, epochs=20, test_acc=0.85)
+    (folder / "log.txt").write_text("trained\n")
+    assert plan.state_of(run, tmp_path) == "missing"
+    assert plan.reuse(source, run, tmp_path) == "done"
+    copy = load_config(tmp_path / run.run_id / "config.yaml")
+    assert copy.group == "e1-scn-noise" and copy.tags["condition"] == "clean"
+    assert copy.to_dict()["train"] == cfg.to_dict()["train"] and copy.seed == cfg.seed
+    assert f"is a copy of {source.run_id}" in (tmp_path / run.run_id / "log.txt").read_text()
+    assert load_config(folder / "config.yaml").group == "e0-pretraining"  # the source is left as it was
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -23,12 +23,14 @@ from fer_core import io  # noqa: E402
 FACES = 400
 
 
-def _fake_run(root: Path, run_id: str, correct: np.ndarray, state: str = "done") -> None:
-    """A run folder as training and evaluation leave it, with the given correctness on the test faces."""
+def _fake_run(root: Path, run_id: str, correct: np.ndarray, state: str = "done",
+              curve: tuple[float, ...] | None = None) -> None:
+    """A run folder as training and evaluation leave it, with the given correctness on the test faces (and the given
+    validation curve; by default two epochs ending at the test accuracy)."""
     folder = root / run_id
     (folder / "eval").mkdir(parents=True)
     io.atomic_write_json(folder / "status.json", {"state": state, "epoch": 2, "epochs": 2})
-    for epoch, acc in ((1, 0.5), (2, float(correct.mean()))):
+    for epoch, acc in enumerate(curve or (0.5, float(correct.mean())), start=1):
         io.append_jsonl(folder / "metrics.jsonl", {"epoch": epoch, "val_acc": acc, "seconds": 30.0})
     labels = np.arange(FACES) % 7
     preds = np.where(correct, labels, (labels + 1) % 7)
@@ -82,3 +84,19 @@ def test_fewer_seeds_than_planned_is_provisional_and_an_unfinished_run_is_not_co
     assert verdict.startswith("**not reproduced**") and "provisional: 1 of 3 and 1 of 3 seeds" in verdict
     assert "McNemar" in rows[0][6] or "mcnemar" in rows[0][6].lower()
     assert json.loads((runs_root / "e2-ldl--ldl--s1" / "status.json").read_text())["state"] == "cancelled"
+
+
+def test_an_arm_still_rising_at_the_end_marks_its_verdicts_and_a_flat_one_does_not(runs_root: Path):
+    """The convergence rule (under 1 point over the last 5 epochs, seed-mean curve) stated before e4b ran."""
+    rng = np.random.default_rng(2)
+    flat = (0.5, 0.7, 0.80, 0.805, 0.80, 0.81, 0.805, 0.808)  # +0.8 points over its last 5 epochs
+    rising = (0.5, 0.6, 0.65, 0.70, 0.72, 0.75, 0.77, 0.78)  # +13 points
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base, curve=flat)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5), curve=rising)
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)
+    assert all(row[-1] == "**reproduced** (not converged: B +13.0 points over the last 5 epochs)" for row in rows)
+    assert "| ce | 3 |" in text and "+0.8 |" in text and "+13.0 (still rising)" in text
+    arms = report.arms_of(plan.EXPERIMENTS["e2"], runs_root)
+    assert arms[("", "ce")].converged() is True and arms[("", "ldl")].converged() is False
