@@ -361,6 +361,59 @@ def arm_metrics(arms: Sequence[Arm], evals: Mapping[str, Mapping[str, Mapping[st
     return frame.sort_values(["_a", "_s"], kind="stable").drop(columns=["_a", "_s"]).reset_index(drop=True)
 
 
+CONVERGENCE_EPOCHS = 5
+CONVERGENCE_GAIN = 0.01
+"""An arm has converged when its validation accuracy, averaged over its seeds, gained under 1 point over its last
+five epochs (the rule docs/EXPERIMENTS.md states; at 800 validation faces one point is eight faces)."""
+
+
+def curve_gain(curves: Sequence[Sequence[Mapping[str, Any]]], key: str = "val_acc",
+               epochs: int = CONVERGENCE_EPOCHS) -> float | None:
+    """What the runs' mean curve of ``key`` gained over its last ``epochs`` epochs.
+
+    Args:
+        curves: each run's ``metrics.jsonl`` rows (``io.read_metrics``); rows without ``key`` are skipped, and the
+            runs are cut to the shortest so the mean is over the same epochs.
+        key: the metric (a fraction).
+        epochs: the window.
+
+    Returns:
+        The gain (a fraction; negative when the curve fell), or None when a run has ``epochs`` or fewer values.
+    """
+    series = [[row[key] for row in rows if row.get(key) is not None] for rows in curves]
+    n = min((len(s) for s in series), default=0)
+    if n <= epochs:
+        return None
+    mean = np.mean([s[:n] for s in series], axis=0)
+    return float(mean[-1] - mean[-1 - epochs])
+
+
+def arm_convergence(arms: Sequence[Arm], metrics: Mapping[str, Sequence[Mapping[str, Any]]],
+                    epochs: int = CONVERGENCE_EPOCHS, gain: float = CONVERGENCE_GAIN) -> pd.DataFrame:
+    """Whether each arm's validation curve had stopped rising (:func:`curve_gain` against ``gain``).
+
+    Args:
+        arms: from :func:`group_arms`.
+        metrics: ``{run id: io.read_metrics(run_dir)}`` for the arms' runs.
+
+    Returns:
+        One row per arm: ``arm``, ``seeds``, ``epochs`` (of its shortest curve), ``gain`` (fraction or None),
+        ``converged`` (bool, or None when a curve is too short to tell) and ``text`` (``"+2.1 points: still
+        rising"``).
+    """
+    rows = []
+    for arm in arms:
+        curves = [metrics.get(run_id) or [] for run_id in arm.run_ids]
+        lengths = [len([r for r in c if r.get("val_acc") is not None]) for c in curves]
+        value = curve_gain(curves, epochs=epochs)
+        converged = None if value is None else bool(value < gain)
+        text = ("–" if value is None else
+                f"{100 * value:+.1f} points: " + ("converged" if converged else "still rising"))
+        rows.append({"arm": arm.label, "seeds": arm.n, "epochs": min(lengths, default=0), "gain": value,
+                     "converged": converged, "text": text})
+    return pd.DataFrame(rows, columns=["arm", "seeds", "epochs", "gain", "converged", "text"])
+
+
 def arm_table(summary: pd.DataFrame) -> pd.DataFrame:
     """An :func:`arm_metrics` summary as a paper's table: one row per arm, ``seeds`` (runs), then one text column
     per subset, ``mean ± half-width`` (``"–"`` where an arm lacks the subset)."""

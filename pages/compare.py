@@ -256,6 +256,16 @@ metrics = {label: ui.load_metrics(r["path"]) for label, r in zip(labels, chosen,
 if any(metrics.values()):
     st.plotly_chart(charts.overlaid_curves({k: v for k, v in metrics.items() if v}, colors), width="stretch",
                     key="compare.curves")
+    by_run = {r["run_id"]: metrics[label] for label, r in zip(labels, chosen, strict=True)}
+    convergence = compare.arm_convergence(arms, by_run)
+    st.dataframe(convergence[["arm", "seeds", "epochs", "text"]].rename(
+        columns={"text": f"validation gain, last {compare.CONVERGENCE_EPOCHS} epochs"}), hide_index=True,
+        width="stretch")
+    rising = convergence.loc[convergence["converged"].eq(False), "arm"].tolist()
+    st.caption(f"Validation accuracy averaged over each arm's seeds: an arm has converged when it gained under "
+               f"{100 * compare.CONVERGENCE_GAIN:.0f} point over its last {compare.CONVERGENCE_EPOCHS} epochs. "
+               + (f"Still rising: {', '.join(rising)}; a longer schedule may change the comparison above."
+                  if rising else "Every arm with enough epochs has converged."))
 else:
     st.info("None of these runs has a metrics.jsonl with finished epochs.")
 

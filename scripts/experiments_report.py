@@ -24,14 +24,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import experiments as plan  # noqa: E402  (scripts/experiments.py: the runs and claims)
 
-from fer_core import io, stats  # noqa: E402
+from fer_core import compare, io, stats  # noqa: E402
 
 FIGURES = ROOT / "docs" / "experiments"
-CONVERGENCE_EPOCHS = 5
-CONVERGENCE_GAIN = 0.01
-"""The convergence rule stated in docs/experiments_findings.md (item 5) before e4b ran: an arm has converged when
-its validation curve (mean over seeds) gained under 1 point over its last five epochs. The report applies it to
-every arm and marks the verdicts that rest on an arm that has not."""
+CONVERGENCE_EPOCHS, CONVERGENCE_GAIN = compare.CONVERGENCE_EPOCHS, compare.CONVERGENCE_GAIN
+"""The convergence rule stated in docs/experiments_findings.md (item 5) before e4b ran (``fer_core.compare``): an arm
+has converged when its validation curve (mean over seeds) gained under 1 point over its last five epochs. The report
+applies it to every arm and marks the verdicts that rest on an arm that has not."""
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -70,16 +69,9 @@ class Arm:
     def predictions(self, subset: str) -> dict:
         return {d.name: io.read_predictions(d, "test", subset) for d in self.done}
 
-    def val_curve(self) -> list[float]:
-        """Validation accuracy per epoch, mean over the finished seeds (cut to the shortest run)."""
-        series = [[m["val_acc"] for m in rows if m.get("val_acc") is not None] for rows in self.metrics.values()]
-        n = min((len(s) for s in series), default=0)
-        return [sum(s[i] for s in series) / len(series) for i in range(n)]
-
     def last_gain(self) -> float | None:
         """What the seed-mean validation curve gained over its last ``CONVERGENCE_EPOCHS`` epochs (a fraction)."""
-        curve = self.val_curve()
-        return curve[-1] - curve[-1 - CONVERGENCE_EPOCHS] if len(curve) > CONVERGENCE_EPOCHS else None
+        return compare.curve_gain(list(self.metrics.values()))
 
     def converged(self) -> bool | None:
         gain = self.last_gain()

@@ -8,6 +8,7 @@ or with their per-face predictions rewritten (arms of several seeds, compared by
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -291,6 +292,23 @@ def test_group_arms_puts_runs_that_differ_only_by_seed_together():
     assert "| lr=0.1 | 3 | 60.0 ± 24.8% | 65.0 ± 63.5% |" in compare.text_markdown(table)
 
 
+def test_an_arm_converges_when_its_seed_mean_validation_curve_gains_under_a_point_over_five_epochs():
+    def rows(values):
+        return [{"epoch": i + 1, "val_acc": v} for i, v in enumerate(values)] + [{"epoch": 99, "train_loss": 1.0}]
+
+    flat = rows([0.5, 0.80, 0.81, 0.80, 0.805, 0.809, 0.8095])  # +0.95 points over the last five epochs
+    rising = rows([0.5, 0.6, 0.7, 0.8, 0.82, 0.84, 0.86])
+    assert compare.curve_gain([flat]) == pytest.approx(0.0095)
+    assert compare.curve_gain([flat, rising[:-2]])  # cut to the shorter: six epochs == pytest.approx((0.809 + 0.84) / 2 - (0.5 + 0.5) / 2)
+    assert compare.curve_gain([rows([0.5, 0.6, 0.7, 0.8, 0.9])]) is None  # five values: no five-epoch gain yet
+    arms = [compare.Arm("flat", ("f0", "f1"), ("/f0", "/f1"), (0, 1)), compare.Arm("rising", ("r0",), ("/r0",), (0,)),
+            compare.Arm("short", ("s0",), ("/s0",), (0,))]
+    found = compare.arm_convergence(arms, {"f0": flat, "f1": flat, "r0": rising, "s0": rows([0.5, 0.6])})
+    assert found[["arm", "seeds", "epochs", "converged"]].values.tolist() == [
+        ["flat", 2, 7, True], ["rising", 1, 7, False], ["short", 1, 2, None]]
+    assert found["text"].tolist() == ["+0.9 points: converged", "+26.0 points: still rising", "–"]
+
+
 def test_arm_comparisons_test_each_subset_and_refuse_other_faces():
     labels = np.arange(60) % 7
 
@@ -340,6 +358,10 @@ def test_compare_page_groups_seeds_into_arms_and_marks_only_supported_difference
         if variant == "b":
             right[np.flatnonzero(~occlusion)[0]] = True  # one face more than arm a
         set_predictions(run, "occlusion", right)
+        curve = [0.5, 0.7, 0.8, 0.8, 0.8, 0.805, 0.81, 0.805] if variant == "a" else [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "train_loss": 1.0, "val_acc": v + 0.002 * seed}) + "\n"
+            for e, v in enumerate(curve, start=1)))
     at = app(COMPARE_PAGE, group="arms")
     assert not at.error and not at.warning, [w.value for w in at.warning]
 
@@ -361,6 +383,12 @@ def test_compare_page_groups_seeds_into_arms_and_marks_only_supported_difference
     assert rows.loc["all", "supported"] and rows.loc["all", "verdict on B > A"] == stats.REPRODUCED
     assert not rows.loc["occlusion", "supported"] and rows.loc["occlusion", "verdict on B > A"] == stats.INCONCLUSIVE
     assert any(f"**{marked}**" in c.value and "n.s." in c.value for c in at.code)  # Markdown: only the marked bold
+
+    convergence = at.dataframe[7].value.set_index("arm")
+    assert convergence.loc["a", "epochs"] == 8 and convergence.loc["b", "epochs"] == 7
+    assert convergence.loc["a", "validation gain, last 5 epochs"] == "+0.5 points: converged"
+    assert convergence.loc["b", "validation gain, last 5 epochs"] == "+50.0 points: still rising"
+    assert any("Still rising: b;" in c.value for c in at.caption)
 
     bars, paired = charts_on(at)[:2]
     assert [(t["type"], t["name"]) for t in bars["data"]] == [("bar", "a"), ("bar", "b")]
