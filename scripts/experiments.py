@@ -3,6 +3,7 @@
     python scripts/experiments.py plan [EXPERIMENT ...]            # every run, its id and its state
     python scripts/experiments.py run [EXPERIMENT ...] [--parallel 2]
     python scripts/experiments.py run --size paper [EXPERIMENT ...]   # the papers' sizes, on a GPU
+    python scripts/experiments.py run --size cpu-long [EXPERIMENT ...]  # the CPU size at twice the epochs
     python scripts/experiments_report.py --out docs/EXPERIMENTS.md  # then the report, from the run folders
 
 Every run has a fixed id (``<group>--<condition>--<arm>--s<seed>``) in ``$FER_RUNS_DIR`` (default ``./runs``), so
@@ -11,8 +12,11 @@ resumed from their last checkpoint (``train --resume``), failed ones reported (`
 again). The arms of an experiment differ only in the overrides listed for them; everything else (data, backbone,
 pretrained start, dropout, augmentation, optimiser, schedule, epochs, seeds) is the experiment's ``base``.
 Pretraining runs (``Size.pretraining``) come first; an experiment's runs start from their weights
-(``model.init_from``). ``--size`` picks how big everything is (:data:`CPU` or :data:`PAPER`): the experiments,
-arms and claims are the same at both sizes.
+(``model.init_from``). A planned run whose resolved config equals an earlier one's but for name, group and tags
+(e1's clean baseline and e2's cross-entropy arm are e0's pretrained arm) is not trained again: once that run is
+done its folder is copied under the later id, with its own labels and a line in its log saying so. ``--size`` picks
+how big everything is (:data:`CPU`, :data:`CPU_LONG` at twice the epochs, or :data:`PAPER`): the experiments, arms
+and claims are the same at every size.
 """
 
 from __future__ import annotations
