@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=list(SIZES), default="cpu",
                         help="cpu: this 2-core CPU, a few hours in all (default); paper: the papers' sizes on a GPU "
                              "(ResNet-18 at 224, RAF-DB's split sizes, 70 epochs; run ids start with paper-)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come before or after the experiments
     root = runs_dir()
     size = SIZES[args.size]
     chosen = selected(args.experiments, size)

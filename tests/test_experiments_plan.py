@@ -125,6 +125,9 @@ def test_the_cpu_plan_starts_only_the_pretraining_its_experiments_need(tmp_path,
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["missing", "paper--pretrain--identity--patt_lite"]
     assert out[1].split() == ["missing", "paper-e5-patt-lite--pooled--s0"]
+    assert plan.main(["plan", "--size", "cpu-long", "e5", "e2"]) == 0  # options before the experiments too
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split() == ["missing", "long-e5-patt-lite--pooled--s0"] and out[-1].endswith("0 of them copies")
 
 
 def test_runs_that_train_the_same_config_are_trained_once_and_copied_with_their_own_labels(tmp_path):
