@@ -299,7 +299,8 @@ def test_an_arm_converges_when_its_seed_mean_validation_curve_gains_under_a_poin
     flat = rows([0.5, 0.80, 0.81, 0.80, 0.805, 0.809, 0.8095])  # +0.95 points over the last five epochs
     rising = rows([0.5, 0.6, 0.7, 0.8, 0.82, 0.84, 0.86])
     assert compare.curve_gain([flat]) == pytest.approx(0.0095)
-    assert compare.curve_gain([flat, rising[:-2]])  # cut to the shorter: six epochs == pytest.approx((0.809 + 0.84) / 2 - (0.5 + 0.5) / 2)
+    # cut to the shorter curve: six epochs
+    assert compare.curve_gain([flat, rising[:-2]]) == pytest.approx((0.809 + 0.84) / 2 - (0.5 + 0.5) / 2)
     assert compare.curve_gain([rows([0.5, 0.6, 0.7, 0.8, 0.9])]) is None  # five values: no five-epoch gain yet
     arms = [compare.Arm("flat", ("f0", "f1"), ("/f0", "/f1"), (0, 1)), compare.Arm("rising", ("r0",), ("/r0",), (0,)),
             compare.Arm("short", ("s0",), ("/s0",), (0,))]
