@@ -100,3 +100,25 @@ def test_an_arm_still_rising_at_the_end_marks_its_verdicts_and_a_flat_one_does_n
     assert "| ce | 3 |" in text and "+0.8 |" in text and "+13.0 (still rising)" in text
     arms = report.arms_of(plan.EXPERIMENTS["e2"], runs_root)
     assert arms[("", "ce")].converged() is True and arms[("", "ldl")].converged() is False
+
+
+def test_the_verdict_table_puts_the_long_schedule_beside_each_claim(runs_root: Path, tmp_path: Path):
+    """The 40-epoch rerun (--size cpu-long) gets its own columns in the same rows, claim by claim."""
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    same = rng.random(FACES) < 0.7
+    _fake_run(runs_root, "long-e2-ldl--ce--s0", same)
+    _fake_run(runs_root, "long-e2-ldl--ldl--s0", same)
+    out = tmp_path / "report.md"
+    assert report.main(["--out", str(out)]) == 0
+    text = out.read_text().split("## Verdicts")[1]
+    assert "| experiment | claim | subset | B - A [95% CI] | verdict | cpu-long: B - A | cpu-long: verdict |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| e2-ldl |")]
+    assert len(rows) == 2 and all("| **reproduced** |" in r for r in rows)
+    assert all("**not reproduced** (provisional: 1 of 3 and 1 of 3 seeds)" in r for r in rows)
+    assert "| e0-pretraining |" in text and text.count("not run yet") >= 2  # claims whose runs do not exist
+    assert report.main(["--out", str(out), "--beside", "none"]) == 0
+    assert "cpu-long: verdict" not in out.read_text()
