@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import write_report  # noqa: E402  (bench/report.py: the results file)
+from report import median_seconds, write_report  # noqa: E402  (bench/report.py: timing, the results file)
 
 from fer_core.explain import explain, list_methods  # noqa: E402
 from fer_core.models import create_model  # noqa: E402
@@ -50,13 +48,12 @@ def face() -> np.ndarray:
 
 
 def timed(model, image, method, repeats: int, **options) -> tuple[float, np.ndarray]:
-    explain(model, image, method, **options)  # warm-up
-    times, last = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        last = explain(model, image, method, **options)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), last.map
+    last = {}
+
+    def once() -> None:
+        last["map"] = explain(model, image, method, **options).map
+
+    return median_seconds(once, repeats, warmup=1), last["map"]
 
 
 def forward_backward(model, image, repeats: int) -> float:
@@ -69,14 +66,9 @@ def forward_backward(model, image, repeats: int) -> float:
         model.zero_grad(set_to_none=True)
         model(x).max().backward()
 
-    once()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
+    seconds = median_seconds(once, repeats, warmup=1)
     model.zero_grad(set_to_none=True)
-    return statistics.median(times)
+    return seconds
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
