@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class Size:
             learning rate chosen on the SGD arm alone; epochs until both arms converge).
         scale: how many times the config's schedule every experiment trains (``train.epochs`` and PAtt-Lite's
             frozen stage; SCN's first relabelling is ``relabel_epoch``, set per size).
+        planned: the experiments this size runs, in the order ``run`` takes them when none is named (empty: all).
     """
 
     name: str
@@ -127,6 +129,11 @@ class Size:
     overrides: tuple[str, ...] = ()
     sam_rerun: tuple[str, ...] = ()
     scale: int = 1
+    planned: tuple[str, ...] = ()
+
+    def plans(self, experiment: str) -> bool:
+        """Whether ``experiment`` is one this size runs."""
+        return not self.planned or experiment in self.planned
 
 
 CPU = Size(
@@ -155,11 +162,12 @@ experiment."""
 
 CPU_LONG = dataclasses.replace(
     CPU, name="cpu-long", prefix="long-", scale=2, relabel_epoch=6,
-    sam_rerun=("train.optimizer.lr=0.1", "train.epochs=80"))
+    sam_rerun=("train.optimizer.lr=0.1", "train.epochs=80"), planned=("e0", "e2", "e3", "e5", "e1c", "e1", "e1b"))
 """The CPU size at twice the epochs (40; PAtt-Lite's frozen stage 20; SCN relabelling from the 7th epoch, the same
 share; e4b 80), from the same pretraining runs: the convergence rule of docs/experiments_findings.md (item 5), under
 1 point of validation gain over the last five epochs, applied to every experiment after the 20-epoch runs failed
-it (item 10). Run ids start with ``long-``."""
+it (item 10). Run ids start with ``long-``. It plans every experiment but e4 (e4b is e4's converged rerun) and
+the learning-rate choice e4b-lr, in the order stated before it ran: the claims within a few points first."""
 
 SIZES = {s.name: s for s in (CPU, PAPER, CPU_LONG)}
 
@@ -387,13 +395,14 @@ def selected(names: list[str], size: Size = CPU) -> list[Experiment]:
     unknown = [n for n in names if n not in experiments]
     if unknown:
         raise SystemExit(f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(experiments)}")
-    return [experiments[n] for n in names] if names else list(experiments.values())
+    return [experiments[n] for n in names or [n for n in size.planned or experiments]]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["plan", "run"])
-    parser.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(EXPERIMENTS)})")
+    parser.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(EXPERIMENTS)}); with --size "
+                        f"cpu-long, the ones it plans ({', '.join(CPU_LONG.planned)})")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (each gets cores / parallel threads)")
     parser.add_argument("--retry-failed", action="store_true", help="start failed runs again")
     parser.add_argument("--size", choices=list(SIZES), default="cpu",
@@ -420,15 +429,29 @@ def main(argv: list[str] | None = None) -> int:
     for run in needed:  # the chosen experiments start from these
         state = execute(run, root, cores, args.retry_failed)
         print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state}", flush=True)
+    pending, lock = list(copies), threading.Lock()
+
+    def copy_ready(final: bool = False) -> None:
+        """Copy each run whose source is done (as soon as it is, so its claims can be read while others train)."""
+        with lock:
+            for run, source in list(pending):
+                state = state_of(run, root)
+                if state == "missing" and state_of(source, root) == "done":
+                    state = reuse(source, run, root)
+                elif state == "missing" and not final:
+                    continue
+                pending.remove((run, source))
+                print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state} (a copy of {source.run_id})", flush=True)
+
+    def train(run: Run) -> None:
+        state = execute(run, root, threads, args.retry_failed)
+        print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state}", flush=True)
+        copy_ready()
+
+    copy_ready()
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        for run, state in zip(todo, pool.map(lambda r: execute(r, root, threads, args.retry_failed), todo),
-                              strict=True):
-            print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state}", flush=True)
-    for run, source in copies:
-        state = state_of(run, root)
-        if state == "missing" and state_of(source, root) == "done":
-            state = reuse(source, run, root)
-        print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state} (a copy of {source.run_id})", flush=True)
+        list(pool.map(train, todo))
+    copy_ready(final=True)
     states = [state_of(r, root) for r in plan]
     print(f"{states.count('done')} of {len(plan)} runs done in {root}")
     return 0 if all(s == "done" for s in states) else 1

@@ -14,6 +14,7 @@ are named, never filled in. The hand-written reading of the results (``--finding
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from collections.abc import Sequence
@@ -115,7 +116,10 @@ def protocol(exp: plan.Experiment) -> str:
     return "\n".join(lines) + "\n"
 
 
-def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: Sequence[str]) -> str:
+def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: Sequence[str],
+              note: bool = True) -> str:
+    """Each arm's test accuracy per subset over its seeds, its late validation gain and its training time; ``note``:
+    the explanation of the columns under the table."""
     rows = []
     for (cond, name), arm in arms.items():
         minutes = arm.train_minutes()
@@ -124,6 +128,8 @@ def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: S
                      "-" if minutes is None else f"{minutes:.1f}"])
     head = [*(["condition"] if list(exp.conditions) != [""] else []), "arm", "seeds", *subsets,
             f"val gain, last {CONVERGENCE_EPOCHS} epochs", "train min/run"]
+    if not note:
+        return table(head, rows)
     return table(head, rows) + ("\nTest accuracy in %, mean over seeds ± half-width of its 95% confidence interval "
                                 f"(Student t); val gain: what the seed-mean validation accuracy gained over the last "
                                 f"{CONVERGENCE_EPOCHS} epochs, in points (converged when under "
@@ -166,8 +172,10 @@ def claim_rows(claim: plan.Claim, arms: dict[tuple[str, str], Arm]) -> list[list
 CLAIM_HEADER = ["claim", "subset", "A", "B", "B - A [95% CI]", "p", "paired test", "verdict"]
 
 
-def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
-    """Validation accuracy per epoch, mean over seeds with its range, one panel per condition; the PNG's link."""
+def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm],
+           beside: tuple[str, dict[tuple[str, str], Arm]] | None = None) -> str:
+    """Validation accuracy per epoch, mean over seeds with its range, one panel per condition; the PNG's link.
+    ``beside`` (a schedule's short name and its arms) draws that schedule's arms dashed in the same colours."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,12 +183,14 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
     import numpy as np
 
     conditions = list(exp.conditions)
-    if not any(arm.done for arm in arms.values()):
+    schedules = [("", arms, "-"), *([(beside[0], beside[1], "--")] if beside else [])]
+    if not any(arm.done for _, group, _ in schedules for arm in group.values()):
         return ""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.2), squeeze=False)
     for ax, cond in zip(axes[0], conditions, strict=True):
-        for name in exp.arms:
-            arm = arms.get((cond, name))
+        for (label, group, style), (i, name) in itertools.product(schedules, enumerate(exp.arms)):
+            arm = group.get((cond, name))
             if not arm or not arm.done:
                 continue
             series = [[m.get("val_acc") for m in rows if m.get("val_acc") is not None] for rows in arm.metrics.values()]
@@ -189,8 +199,11 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
                 continue
             values = 100 * np.array([s[:n] for s in series])
             epochs = np.arange(1, n + 1)
-            line, = ax.plot(epochs, values.mean(0), label=f"{name} ({len(series)})")
-            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+            colour = colours[i % len(colours)]
+            ax.plot(epochs, values.mean(0), style, color=colour,
+                    label=f"{name}{', ' + label if label else ''} ({len(series)})")
+            ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.2 if style == "-" else 0.1,
+                            linewidth=0)
         ax.set_title(cond or exp.group, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -201,8 +214,9 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm]) -> str:
     path = FIGURES / f"{exp.group}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    dashed = f" Dashed: {beside[0]}." if beside and any(a.done for a in beside[1].values()) else ""
     return (f"\n![Validation accuracy per epoch, {exp.group}](experiments/{path.name})\n\n*Validation accuracy per "
-            "epoch: mean over seeds (line) and their range (band); the number of seeds in brackets.*\n")
+            f"epoch: mean over seeds (line) and their range (band); the number of seeds in brackets.{dashed}*\n")
 
 
 def scn_label_drift(run_dir: Path) -> tuple[float, float, str, float, float] | None:
@@ -318,16 +332,25 @@ def pretraining_section(root: Path, size: plan.Size = plan.CPU) -> str:
             + table(["run", "model", "data", "epochs", "identity test acc", "train min", "command"], rows))
 
 
-def experiment_section(number: int, exp: plan.Experiment, root: Path,
-                       size: plan.Size = plan.CPU) -> tuple[str, list[list[str]]]:
+def experiment_section(number: int, exp: plan.Experiment, root: Path, size: plan.Size = plan.CPU,
+                       beside: tuple[plan.Size, plan.Experiment] | None = None) -> tuple[str, list[list[str]]]:
+    """One experiment's section and its claim rows. ``beside`` (another size and its version of this experiment):
+    that schedule's arm table under this one's, and its curves dashed in the same figure."""
     arms = arms_of(exp, root)
     claims = plan.CLAIMS.get(exp.name, [])
     subsets = list(dict.fromkeys(["all", *[s for c in claims for s in c.subsets]]))
     rows = [row for claim in claims for row in claim_rows(claim, arms)]
+    other = None
+    if beside is not None:
+        other_size, other_exp = beside
+        other = (other_size.name, arms_of(other_exp, root))
+        other_table = (f"\nThe same arms at {SIZE_SHORT[other_size.name]} (`python scripts/experiments.py run "
+                       f"{exp.name}{size_flag(other_size)}`). {status(other[1])}\n\n"
+                       + arm_table(other_exp, other[1], subsets, note=False))
     out = [f"## {number}. {exp.group}\n", f"**Claim.** {exp.claim}\n",
            f"Command: `python scripts/experiments.py run {exp.name}{size_flag(size)}`. {status(arms)}\n", protocol(exp),
-           arm_table(exp, arms, subsets), "\nEach claim: B against A on the same test faces.\n",
-           table(CLAIM_HEADER, rows), curves(exp, arms)]
+           arm_table(exp, arms, subsets), other_table if other else "",
+           "\nEach claim: B against A on the same test faces.\n", table(CLAIM_HEADER, rows), curves(exp, arms, other)]
     if exp.name in ("e1", "e1b", "e1c"):  # SCN: the mechanism behind the verdicts
         out.append(scn_evidence(arms))
     return "\n".join(o for o in out if o), rows
@@ -386,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
              "test supports A > B; **inconclusive** otherwise. " + SIZE_NOTE[size.name] + "\n",
              pretraining_section(root, size)]
     verdicts: list[list[str]] = []
+    others = None if beside is None else plan.build(beside)
     for number, exp in enumerate(experiments.values(), start=1):
-        text, rows = experiment_section(number, exp, root, size)
+        text, rows = experiment_section(number, exp, root, size, (beside, others[exp.name]) if (
+            others is not None and beside.plans(exp.name)) else None)
         if exp.name == "e1b":
             extra = e1b_claims(root, experiments)
             text += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
@@ -397,9 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         verdicts += [[exp.group, *row[:2], row[4], row[7]] for row in rows]
     header = ["experiment", "claim", "subset", "B - A [95% CI]", "verdict"]
     intro = ""
-    if beside is not None:
-        others = plan.build(beside)
-        rows = [row for exp in others.values() for row in claims_of(exp, others, root)]
+    if others is not None:
+        rows = [row if beside.plans(exp.name) else [*row[:4], "-", *row[5:7], f"not in the {beside.name} plan"]
+                for exp in others.values() for row in claims_of(exp, others, root)]
         if len(rows) != len(verdicts):
             raise SystemExit(f"--beside {beside.name}: {len(rows)} claim rows against {len(verdicts)}")
         verdicts = [[*v, row[4], row[7]] for v, row in zip(verdicts, rows, strict=True)]

@@ -153,3 +153,38 @@ def test_runs_that_train_the_same_config_are_trained_once_and_copied_with_their_
     assert f"is a copy of {source.run_id}" in (tmp_path / run.run_id / "log.txt").read_text()
     assert load_config(folder / "config.yaml").group == "e0-pretraining"  # the source is left as it was
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_long_size_runs_the_experiments_it_plans_in_the_stated_order(tmp_path, monkeypatch, capsys):
+    """`run --size cpu-long` with no experiment named takes the rerun stated in findings item 10: every experiment but
+    e4 (e4b is its converged rerun) and the learning-rate choice e4b-lr, the claims within a few points first."""
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    assert [e.name for e in plan.selected([], plan.CPU_LONG)] == ["e0", "e2", "e3", "e5", "e1c", "e1", "e1b"]
+    assert [e.name for e in plan.selected([], plan.CPU)] == list(plan.EXPERIMENTS)
+    assert plan.CPU_LONG.plans("e1b") and not plan.CPU_LONG.plans("e4") and plan.CPU.plans("e4")
+    assert plan.main(["plan", "--size", "cpu-long"]) == 0
+    ids = [line.split()[1] for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert ids[3] == "long-e0-pretraining--scratch--s0" and not any("e4" in i for i in ids)
+
+
+def test_a_copy_is_made_as_soon_as_its_source_is_done_not_after_every_run(tmp_path, monkeypatch):
+    """e2's cross-entropy arm is e0's pretrained arm: its claims can be read while later runs still train. The
+    training subprocess is replaced by one that writes what a finished run leaves (config and done status), so that
+    the test sees the order in which the runner trains and copies."""
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    seen: list[tuple[str, list[str]]] = []
+
+    def finish(run, root, threads, retry_failed):
+        seen.append((run.run_id, sorted(p.name for p in root.iterdir() if p.name.startswith("e2-ldl--ce"))))
+        folder = root / run.run_id
+        folder.mkdir()
+        (folder / "config.yaml").write_text(load_config(run.config, list(run.overrides)).to_yaml())
+        io.write_status(folder, state="done", epoch=1, epochs=1)
+        return "done"
+
+    monkeypatch.setattr(plan, "execute", finish)
+    assert plan.main(["run", "e0", "e2"]) == 0
+    copies_before = dict(seen)
+    assert copies_before["e2-ldl--ldl--s0"] == [f"e2-ldl--ce--s{s}" for s in range(3)]
+    assert copies_before["e0-pretraining--pretrained--s1"] == ["e2-ldl--ce--s0"]
+    assert all(plan.state_of(r, tmp_path) == "done" for r in plan.EXPERIMENTS["e2"].runs())

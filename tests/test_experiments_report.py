@@ -120,5 +120,31 @@ def test_the_verdict_table_puts_the_long_schedule_beside_each_claim(runs_root: P
     assert len(rows) == 2 and all("| **reproduced** |" in r for r in rows)
     assert all("**not reproduced** (provisional: 1 of 3 and 1 of 3 seeds)" in r for r in rows)
     assert "| e0-pretraining |" in text and text.count("not run yet") >= 2  # claims whose runs do not exist
+    e4 = [line for line in text.splitlines() if line.startswith("| e4-sam |")]  # not rerun: e4b is its rerun
+    assert e4 and all(line.endswith("| not in the cpu-long plan |") for line in e4)
+    sections = out.read_text().split("## Verdicts")[0]
+    e4_section = sections.split("e4-sam\n")[1].split("\n## ")[0]
+    assert "twice the epochs" not in e4_section and "twice the epochs" in sections.split("e2-ldl\n")[1]
     assert report.main(["--out", str(out), "--beside", "none"]) == 0
     assert "cpu-long: verdict" not in out.read_text()
+
+
+def test_each_section_shows_the_long_schedule_arms_and_draws_their_curves_dashed(runs_root: Path):
+    """With --beside, an experiment's section carries the other schedule's arm table under its own, and one figure
+    holds both schedules' curves (the long one dashed), so the two can be read side by side."""
+    rng = np.random.default_rng(4)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _fake_run(runs_root, "long-e2-ldl--ce--s0", rng.random(FACES) < 0.7, curve=(0.5, 0.6, 0.7, 0.72))
+    beside = (plan.CPU_LONG, plan.build(plan.CPU_LONG)["e2"])
+    text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root, plan.CPU, beside)
+    long_part = text.split("The same arms at the CPU size at twice the epochs")[1].split("Each claim")[0]
+    assert "`python scripts/experiments.py run e2 --size cpu-long`" in long_part
+    assert "1 of 6 runs finished" in long_part and "`long-e2-ldl--ldl--s0`" in long_part
+    assert "| ce | 1 |" in long_part and "| ldl | 0 |" in long_part
+    assert "Dashed: cpu-long." in text
+    assert [row[-1] for row in rows] == ["**reproduced**"] * 2  # the section's own claims read its own runs only
+    alone = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)[0]
+    assert "twice the epochs" not in alone and "Dashed" not in alone
