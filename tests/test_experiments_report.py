@@ -148,3 +148,12 @@ def test_each_section_shows_the_long_schedule_arms_and_draws_their_curves_dashed
     assert [row[-1] for row in rows] == ["**reproduced**"] * 2  # the section's own claims read its own runs only
     alone = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)[0]
     assert "twice the epochs" not in alone and "Dashed" not in alone
+
+
+def test_the_long_report_has_only_the_experiments_its_size_plans(runs_root: Path, tmp_path: Path):
+    out = tmp_path / "long.md"
+    assert report.main(["--size", "cpu-long", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## 1. long-e0-pretraining" in text and "long-e1b-scn-parts" in text
+    assert "long-e4-sam" not in text and "long-e4b" not in text  # e4b is e4's rerun; e4b-lr chose its rate
+    assert "`python scripts/experiments_report.py --size cpu-long --out docs/EXPERIMENTS_long.md`" in text
