@@ -208,8 +208,11 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm],
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy (%)")
-    drawn = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]  # a panel whose runs exist
-    drawn[-1].legend(fontsize=8, loc="lower right")
+    entries: dict[str, object] = {}  # every panel's curves in one legend (a schedule may have run in one panel only)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    axes[0][-1].legend(list(entries.values()), list(entries), fontsize=8, loc="lower right")
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{exp.group}.png"
