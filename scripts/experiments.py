@@ -395,7 +395,7 @@ def selected(names: list[str], size: Size = CPU) -> list[Experiment]:
     unknown = [n for n in names if n not in experiments]
     if unknown:
         raise SystemExit(f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(experiments)}")
-    return [experiments[n] for n in names or [n for n in size.planned or experiments]]
+    return [experiments[n] for n in names or size.planned or experiments]
 
 
 def main(argv: list[str] | None = None) -> int:
