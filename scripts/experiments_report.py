@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,8 +80,10 @@ class Arm:
         return None if gain is None else gain < CONVERGENCE_GAIN
 
     def train_minutes(self) -> float | None:
+        """The wall time of a run's epochs, the median over the arm's runs: one run paused or sharing the CPU with
+        something else for a while does not set the arm's cost."""
         seconds = [sum(m.get("seconds", 0.0) for m in rows) for rows in self.metrics.values()]
-        return sum(seconds) / len(seconds) / 60 if seconds else None
+        return statistics.median(seconds) / 60 if seconds else None
 
 
 def arms_of(exp: plan.Experiment, root: Path) -> dict[tuple[str, str], Arm]:
@@ -133,8 +136,8 @@ def arm_table(exp: plan.Experiment, arms: dict[tuple[str, str], Arm], subsets: S
     return table(head, rows) + ("\nTest accuracy in %, mean over seeds ± half-width of its 95% confidence interval "
                                 f"(Student t); val gain: what the seed-mean validation accuracy gained over the last "
                                 f"{CONVERGENCE_EPOCHS} epochs, in points (converged when under "
-                                f"{100 * CONVERGENCE_GAIN:.0f}); train min/run: wall time of the epochs on the run's "
-                                "device.\n")
+                                f"{100 * CONVERGENCE_GAIN:.0f}); train min/run: wall time of a run's epochs on its "
+                                "device, the median over the arm's runs.\n")
 
 
 def gain_text(arm: Arm) -> str:

@@ -157,3 +157,19 @@ def test_the_long_report_has_only_the_experiments_its_size_plans(runs_root: Path
     assert "## 1. long-e0-pretraining" in text and "long-e1b-scn-parts" in text
     assert "long-e4-sam" not in text and "long-e4b" not in text  # e4b is e4's rerun; e4b-lr chose its rate
     assert "`python scripts/experiments_report.py --size cpu-long --out docs/EXPERIMENTS_long.md`" in text
+
+
+def test_an_arms_training_time_is_the_median_run_so_one_paused_run_does_not_set_it(runs_root: Path):
+    exp = plan.EXPERIMENTS["e2"]
+    correct = np.ones(FACES, bool)
+    for seed in range(3):
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", correct)
+    # seed 0 was paused for 35 minutes inside its second epoch
+    rows = io.read_metrics(runs_root / "e2-ldl--ldl--s0")
+    rows[1]["seconds"] = 30.0 + 35 * 60
+    (runs_root / "e2-ldl--ldl--s0" / "metrics.jsonl").unlink()
+    for row in rows:
+        io.append_jsonl(runs_root / "e2-ldl--ldl--s0" / "metrics.jsonl", row)
+    arm = report.arms_of(exp, runs_root)[("", "ldl")]
+    assert len(arm.done) == 3
+    assert arm.train_minutes() == pytest.approx(1.0)  # two epochs of 30 s, as the two unpaused seeds took
