@@ -210,6 +210,10 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm],
         ax.set_title(cond or exp.group, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if not ax.lines:  # a condition none of whose runs has finished: say so rather than draw empty 0-1 axes
+            ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks([])
+            ax.set_yticks([])
     axes[0][0].set_ylabel("validation accuracy (%)")
     entries: dict[str, object] = {}  # every panel's curves in one legend (a schedule may have run in one panel only)
     for ax in axes[0]:
