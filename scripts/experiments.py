@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -299,11 +300,72 @@ def runs_dir() -> Path:
     return Path(os.environ.get("FER_RUNS_DIR") or ROOT / "runs").expanduser().resolve()
 
 
-def state_of(run: Run, root: Path) -> str:
-    """``missing``, or the run's state as ``fer_core.io.run_state`` reads it."""
+def records_dir() -> Path:
+    """Where finished runs are recorded in the repository (``$FER_RECORDS_DIR``, default ``results/``): a run folder
+    is lost with the machine that trained it, its record is committed."""
+    return Path(os.environ.get("FER_RECORDS_DIR") or ROOT / "results").expanduser().resolve()
+
+
+RECORDED = ("config.yaml", "status.json", "metrics.jsonl", "log.txt", "calibration.json")
+"""The files a record keeps of a finished run folder as they are. With them: the evaluations (``eval/*.json``) and
+their per-face predictions without the class probabilities (index, label, prediction, correct, confidence: what the
+paired tests read), and the last of SCN's per-epoch tables (``scn/epoch_NNN.csv``, read for the label drift). Not
+the weights, TensorBoard events, the other SCN tables or the per-factor tables: a record is what the reports read,
+small enough to commit (about 0.3 MB a run)."""
+
+
+def record(run_id: str, root: Path, records: Path | None = None) -> Path | None:
+    """Copy what the reports read of the finished run ``root/run_id`` (``RECORDED``) to ``records/run_id``, built
+    under a hidden name and renamed into place; returns the record, or None when the run is not done. An existing
+    record is replaced (a rerun of the same id is the newer result)."""
     from fer_core import io
 
-    folder = root / run.run_id
+    src = root / run_id
+    if not src.is_dir() or io.run_state(src) != "done":
+        return None
+    records = records or records_dir()
+    dst, tmp = records / run_id, records / f".{run_id}.record.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in RECORDED:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    if (src / "eval").is_dir():
+        import pandas as pd
+
+        (tmp / "eval").mkdir()
+        for path in sorted((src / "eval").glob("*.json")):
+            shutil.copy2(path, tmp / "eval" / path.name)
+        for path in sorted((src / "eval").glob("*_predictions.csv")):
+            table = pd.read_csv(path)
+            table.drop(columns=[c for c in table.columns if c.startswith("prob_")]).to_csv(
+                tmp / "eval" / path.name, index=False)
+    scn = sorted((src / "scn").glob("epoch_*.csv"))
+    if scn:
+        (tmp / "scn").mkdir()
+        shutil.copy2(scn[-1], tmp / "scn" / scn[-1].name)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.rename(tmp, dst)
+    return dst
+
+
+def folder_of(run_id: str, root: Path) -> Path:
+    """The run's folder: ``root/run_id`` when it is there, else its record (``records_dir()``) when there is one,
+    else ``root/run_id`` (missing)."""
+    folder = root / run_id
+    if folder.is_dir():
+        return folder
+    recorded = records_dir() / run_id
+    return recorded if recorded.is_dir() else folder
+
+
+def state_of(run: Run, root: Path, records: bool = True) -> str:
+    """``missing``, or the run's state as ``fer_core.io.run_state`` reads it; with ``records``, from its record when
+    only that is here (``done``). A pretraining run is read without: the runs that start from it need its weights,
+    which a record does not keep."""
+    from fer_core import io
+
+    folder = folder_of(run.run_id, root) if records else root / run.run_id
     if not folder.is_dir():
         return "missing"
     return io.run_state(folder)
@@ -323,9 +385,10 @@ def command(run: Run, root: Path) -> list[str]:
     return args
 
 
-def execute(run: Run, root: Path, threads: int, retry_failed: bool) -> str:
-    """Bring one run to ``done`` if it can be; returns its final state."""
-    state = state_of(run, root)
+def execute(run: Run, root: Path, threads: int, retry_failed: bool, records: bool = True) -> str:
+    """Bring one run to ``done`` if it can be, and record it (:func:`record`); returns its final state. ``records``:
+    a recorded run counts as done (not for a pretraining run, whose weights are needed)."""
+    state = state_of(run, root, records)
     if state == "done":
         return state
     if state == "failed" and not retry_failed:
@@ -342,7 +405,8 @@ def execute(run: Run, root: Path, threads: int, retry_failed: bool) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         subprocess.run(command(run, root), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    return state_of(run, root)
+    record(run.run_id, root)
+    return state_of(run, root, records)
 
 
 _LABELS = ("group=", "name=", "tags=")
@@ -364,7 +428,7 @@ def reuse(source: Run, run: Run, root: Path) -> str:
     from fer_core import io
     from fer_core.config import load_config
 
-    src, dst = root / source.run_id, root / run.run_id
+    src, dst = folder_of(source.run_id, root), root / run.run_id
     tmp = root / f".{run.run_id}.reuse.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
@@ -374,6 +438,7 @@ def reuse(source: Run, run: Run, root: Path) -> str:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO scripts/experiments.py: {run.run_id} is a copy of "
                   f"{source.run_id} (the same config but for name, group and tags), not trained again\n")
     os.rename(tmp, dst)
+    record(run.run_id, root)
     return state_of(run, root)
 
 
@@ -398,13 +463,23 @@ def selected(names: list[str], size: Size = CPU) -> list[Experiment]:
     return [experiments[n] for n in names or size.planned or experiments]
 
 
+def only(runs: list[Run], globs: list[str]) -> list[Run]:
+    """The runs whose id matches one of ``globs`` (``fnmatch``), in plan order."""
+    return [r for r in runs if any(fnmatch.fnmatchcase(r.run_id, g) for g in globs)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["plan", "run"])
+    parser.add_argument("action", choices=["plan", "run", "record"],
+                        help="plan: every run and its state; run: train what is not done; record: copy every finished "
+                             "run into the records (results/, committed; `run` does it after each run)")
     parser.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(EXPERIMENTS)}); with --size "
                         f"cpu-long, the ones it plans ({', '.join(CPU_LONG.planned)})")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (each gets cores / parallel threads)")
     parser.add_argument("--retry-failed", action="store_true", help="start failed runs again")
+    parser.add_argument("--only", action="append", default=[], metavar="GLOB",
+                        help="only the runs of the chosen experiments whose id matches GLOB (shell-style, e.g. "
+                             "'*--uniform30--*'); repeat for more; the pretraining they start from comes too")
     parser.add_argument("--size", choices=list(SIZES), default="cpu",
                         help="cpu: this 2-core CPU, a few hours in all (default); paper: the papers' sizes on a GPU "
                              "(ResNet-18 at 224, RAF-DB's split sizes, 70 epochs; run ids start with paper-)")
@@ -413,11 +488,23 @@ def main(argv: list[str] | None = None) -> int:
     size = SIZES[args.size]
     chosen = selected(args.experiments, size)
     todo, copies = unique([r for e in chosen for r in e.runs()])
+    if args.only:
+        todo, copies = only(todo, args.only), [(r, s) for r, s in copies if only([r], args.only)]
+        if not todo and not copies:
+            raise SystemExit(f"--only {' '.join(args.only)} matches no run of {', '.join(e.name for e in chosen)}; "
+                             "`plan` lists the run ids")
     needed = [p for p in size.pretraining if any(f"model.init_from={p.run_id}" in r.overrides for r in todo)]
     plan = [*needed, *todo, *(run for run, _ in copies)]
+    if args.action == "record":
+        made = [r.run_id for r in plan if record(r.run_id, root)]
+        print(f"{len(made)} of {len(plan)} runs recorded in {records_dir()}" + "".join(f"\n  {m}" for m in made))
+        return 0
     if args.action == "plan":
-        for run in [*needed, *todo]:
-            print(f"{state_of(run, root):12} {run.run_id}")
+        for run in needed:
+            print(f"{state_of(run, root, records=False):12} {run.run_id}")
+        for run in todo:
+            recorded = "" if (root / run.run_id).is_dir() or state_of(run, root) == "missing" else " (its record)"
+            print(f"{state_of(run, root):12} {run.run_id}{recorded}")
         for run, source in copies:
             print(f"{state_of(run, root):12} {run.run_id} (the config of {source.run_id}: copied from it, "
                   "not trained)")
@@ -426,8 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // max(1, args.parallel))
     t0 = time.monotonic()
-    for run in needed:  # the chosen experiments start from these
-        state = execute(run, root, cores, args.retry_failed)
+    for run in needed:  # the chosen experiments start from these (their weights: a record is not enough)
+        state = execute(run, root, cores, args.retry_failed, records=False)
         print(f"[{time.monotonic() - t0:7.0f}s] {run.run_id}: {state}", flush=True)
     pending, lock = list(copies), threading.Lock()
 

@@ -60,7 +60,7 @@ class Arm:
 
     def __init__(self, runs: list[plan.Run], root: Path):
         self.planned = runs
-        self.dirs = [root / r.run_id for r in runs]
+        self.dirs = [plan.folder_of(r.run_id, root) for r in runs]
         self.done = [d for d in self.dirs if d.is_dir() and io.run_state(d) == "done"]
         self.evals = {d.name: io.read_eval(d) for d in self.done}
         self.metrics = {d.name: io.read_metrics(d) for d in self.done}
@@ -330,7 +330,7 @@ def pretraining_section(root: Path, size: plan.Size = plan.CPU) -> str:
 
     rows = []
     for run in size.pretraining:
-        folder = root / run.run_id
+        folder = plan.folder_of(run.run_id, root)
         cfg = load_config(run.config, list(run.overrides))
         done = folder.is_dir() and io.run_state(folder) == "done"
         ev = io.read_eval(folder).get("test/all", {}) if done else {}
@@ -350,9 +350,11 @@ def pretraining_section(root: Path, size: plan.Size = plan.CPU) -> str:
 
 
 def experiment_section(number: int, exp: plan.Experiment, root: Path, size: plan.Size = plan.CPU,
-                       beside: tuple[plan.Size, plan.Experiment] | None = None) -> tuple[str, list[list[str]]]:
+                       beside: tuple[plan.Size, plan.Experiment] | None = None,
+                       draw: bool = True) -> tuple[str, list[list[str]]]:
     """One experiment's section and its claim rows. ``beside`` (another size and its version of this experiment):
-    that schedule's arm table under this one's, and its curves dashed in the same figure."""
+    that schedule's arm table under this one's, and its curves dashed in the same figure (``draw``: write the
+    figure; without, the section links the figure that is there)."""
     arms = arms_of(exp, root)
     claims = plan.CLAIMS.get(exp.name, [])
     subsets = list(dict.fromkeys(["all", *[s for c in claims for s in c.subsets]]))
@@ -367,7 +369,8 @@ def experiment_section(number: int, exp: plan.Experiment, root: Path, size: plan
     out = [f"## {number}. {exp.group}\n", f"**Claim.** {exp.claim}\n",
            f"Command: `python scripts/experiments.py run {exp.name}{size_flag(size)}`. {status(arms)}\n", protocol(exp),
            arm_table(exp, arms, subsets), other_table if other else "",
-           "\nEach claim: B against A on the same test faces.\n", table(CLAIM_HEADER, rows), curves(exp, arms, other)]
+           "\nEach claim: B against A on the same test faces.\n", table(CLAIM_HEADER, rows),
+           curves(exp, arms, other) if draw else ""]
     if exp.name in ("e1", "e1b", "e1c"):  # SCN: the mechanism behind the verdicts
         out.append(scn_evidence(arms))
     return "\n".join(o for o in out if o), rows
@@ -397,6 +400,70 @@ def claims_of(exp: plan.Experiment, experiments: dict[str, plan.Experiment], roo
     return [row for claim in plan.CLAIMS.get(exp.name, []) for row in claim_rows(claim, arms)]
 
 
+def any_done(exp: plan.Experiment, root: Path) -> bool:
+    """Whether a run of ``exp`` is done here (its folder or its record)."""
+    return any(arm.done for arm in arms_of(exp, root).values())
+
+
+BESIDE_START = "\nThe same arms at "
+
+
+def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experiment], root: Path, size: plan.Size,
+           beside: plan.Size | None, others: dict[str, plan.Experiment] | None, findings: str | None) -> str:
+    """``text`` (a report this script wrote) with only the experiments ``names`` rewritten from their runs: an
+    experiment's section when a run of it at ``size`` is here (folder or record), else only the block of its
+    ``beside`` arms in it when one of theirs is; in the verdict table, its rows' cells of each size whose runs are
+    here; the findings when given. Everything else is kept as it was: the sections and verdicts of experiments whose
+    runs this machine no longer has (see ``results/`` for the records that prevent that) stay as they were reported.
+    """
+    head, _, verdict_part = text.partition("\n## Verdicts\n")
+    if not verdict_part:
+        raise SystemExit("--only: the report to update has no '## Verdicts' section; write it whole first")
+    chunks = head.split("\n## ")
+    lines = verdict_part.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    table_at = list(itertools.takewhile(lambda i: lines[i].startswith("|"), range(first, len(lines))))
+    for name in names:
+        exp = experiments[name]
+        at = [i for i, c in enumerate(chunks) if c.split("\n", 1)[0].endswith(f". {exp.group}")]
+        if len(at) != 1:
+            raise SystemExit(f"--only {name}: the report has no section for {exp.group}; write it whole first")
+        number = int(chunks[at[0]].split(".", 1)[0])
+        other = (beside, others[name]) if others is not None and beside.plans(name) else None
+        main_here = any_done(exp, root)
+        other_here = other is not None and any_done(other[1], root)
+        section, rows = experiment_section(number, exp, root, size, other, draw=main_here)
+        if name == "e1b":
+            rows = e1b_claims(root, experiments)
+            section += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
+                CLAIM_HEADER, rows)
+        if main_here:
+            chunks[at[0]] = section.removeprefix("## ").rstrip("\n") + "\n"
+        elif other_here:  # the block of the other size's arms: from its first line to the end of its table
+            new_block = section[section.index(BESIDE_START):].split("\n\n", 2)
+            old = chunks[at[0]]
+            start = old.index(BESIDE_START)
+            old_block = old[start:].split("\n\n", 2)
+            chunks[at[0]] = old[:start] + "\n\n".join([*new_block[:2], *old_block[2:]])
+        other_rows = claims_of(other[1], others, root) if other_here else None
+        mine = [i for i in table_at if lines[i].startswith(f"| {exp.group} |")]
+        if len(mine) != len(rows):
+            raise SystemExit(f"--only {name}: {len(mine)} verdict rows in the report against {len(rows)} claims")
+        for k, i in enumerate(mine):
+            cells = lines[i].strip("|").split(" | ")
+            cells = [c.strip() for c in cells]
+            if main_here:
+                cells[3:5] = [rows[k][4], rows[k][7]]
+            if other_rows is not None and len(cells) > 5:
+                cells[5:7] = [other_rows[k][4], other_rows[k][7]]
+            lines[i] = "| " + " | ".join(cells) + " |"
+    verdicts = lines[:table_at[-1] + 1] if table_at else lines
+    tail = "\n".join(lines[table_at[-1] + 1:]) if table_at else ""
+    if findings is not None:
+        tail = "\n" + findings
+    return "\n## ".join(chunks) + "\n## Verdicts\n" + "\n".join(verdicts) + ("\n" + tail if tail else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write here (default: print)")
@@ -406,12 +473,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beside", choices=[*plan.SIZES, "none"], default=None,
                         help="put this size's verdicts beside each claim's in the verdict table (default: cpu-long "
                              "for the cpu size, none otherwise)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="EXPERIMENT",
+                        help="rewrite only these experiments in the existing --out report (their sections and "
+                             "verdicts, each part from the size whose runs or records are here) and keep the rest as "
+                             "it is: for a machine that no longer has the other experiments' runs")
     args = parser.parse_args(argv)
     root = plan.runs_dir()
     size = plan.SIZES[args.size]
     experiments = {name: exp for name, exp in plan.build(size).items() if size.plans(name)}
     beside_name = args.beside or ("cpu-long" if size is plan.CPU else "none")
     beside = None if beside_name in ("none", size.name) else plan.SIZES[beside_name]
+    if args.only is not None:
+        unknown = [n for n in args.only if n not in experiments]
+        if unknown or not args.out or not args.out.exists():
+            raise SystemExit(f"--only needs an existing --out report and experiments of the {size.name} plan "
+                             f"({', '.join(experiments)})" + (f"; not: {', '.join(unknown)}" if unknown else ""))
+        others = None if beside is None else {name: plan.build(beside)[name] for name in experiments}
+        findings = args.findings.read_text() if args.findings and args.findings.exists() else None
+        args.out.write_text(update(args.out.read_text(), args.only, experiments, root, size, beside, others,
+                                   findings))
+        print(args.out)
+        return 0
     parts = ["# The papers' effects on SynthFACS, under a fair protocol\n",
              f"Generated by `python scripts/experiments_report.py {GENERATED_BY[size.name]}` from the run folders "
              "that `python scripts/experiments.py run"

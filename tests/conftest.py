@@ -22,6 +22,10 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
 # the folder is removed when the session ends (pytest_sessionfinish), after every test and its children.
 CACHE_DIR = tempfile.mkdtemp(prefix="fer_test_cache_")
 os.environ["FER_CACHE_DIR"] = CACHE_DIR
+# The experiment reports read a run from its record when its folder is not there (scripts/experiments.py,
+# ``results/``): tests see an empty records folder of their own, never the repository's records.
+RECORDS_DIR = tempfile.mkdtemp(prefix="fer_test_records_")
+os.environ["FER_RECORDS_DIR"] = RECORDS_DIR
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
@@ -29,6 +33,7 @@ SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove this session's SynthFACS cache folder, so test runs leave no ``fer_test_cache_*`` behind."""
     shutil.rmtree(CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(RECORDS_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ experiment two arms differ only in what their own overrides set (the rest of the
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def test_a_copy_is_made_as_soon_as_its_source_is_done_not_after_every_run(tmp_pa
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
     seen: list[tuple[str, list[str]]] = []
 
-    def finish(run, root, threads, retry_failed):
+    def finish(run, root, threads, retry_failed, records=True):
         seen.append((run.run_id, sorted(p.name for p in root.iterdir() if p.name.startswith("e2-ldl--ce"))))
         folder = root / run.run_id
         folder.mkdir()
@@ -188,3 +189,76 @@ def test_a_copy_is_made_as_soon_as_its_source_is_done_not_after_every_run(tmp_pa
     assert copies_before["e2-ldl--ldl--s0"] == [f"e2-ldl--ce--s{s}" for s in range(3)]
     assert copies_before["e0-pretraining--pretrained--s1"] == ["e2-ldl--ce--s0"]
     assert all(plan.state_of(r, tmp_path) == "done" for r in plan.EXPERIMENTS["e2"].runs())
+
+
+def _finished(folder: Path, epochs: int = 3, scn: bool = False) -> None:
+    """What a finished run leaves: config, status, metrics, log, evaluations, weights, events (and SCN's tables)."""
+    (folder / "eval").mkdir(parents=True)
+    (folder / "checkpoints").mkdir()
+    (folder / "tensorboard").mkdir()
+    (folder / "config.yaml").write_text("name: x\n")
+    io.write_status(folder, state="done", epoch=epochs, epochs=epochs)
+    for epoch in range(1, epochs + 1):
+        io.append_jsonl(folder / "metrics.jsonl", {"epoch": epoch, "val_acc": 0.5})
+    (folder / "log.txt").write_text("trained\n")
+    (folder / "eval" / "test_all.json").write_text('{"split": "test", "subset": "all", "accuracy": 0.5}')
+    (folder / "eval" / "test_all_predictions.csv").write_text("index,label,pred,correct,prob_a,prob_b\n"
+                                                              "0,1,1,True,0.25,0.75\n")
+    (folder / "eval" / "factors").mkdir()
+    (folder / "eval" / "factors" / "test_values.csv").write_text("index,yaw\n0,12.5\n")
+    (folder / "checkpoints" / "best.safetensors").write_bytes(b"0" * 1000)
+    (folder / "tensorboard" / "events.out").write_bytes(b"0" * 100)
+    if scn:
+        (folder / "scn").mkdir()
+        for epoch in range(1, epochs + 1):
+            (folder / "scn" / f"epoch_{epoch:03d}.csv").write_text(f"index,weight\n0,0.{epoch}\n")
+
+
+def test_a_finished_run_is_recorded_without_its_weights_and_read_from_its_record(tmp_path, monkeypatch, capsys):
+    """A run folder is lost with its machine; its record (results/, committed) keeps what the reports read, and the
+    runner counts a recorded run as done, but for a pretraining run, whose weights the runs after it load."""
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    monkeypatch.setenv("FER_RUNS_DIR", str(runs))
+    monkeypatch.setenv("FER_RECORDS_DIR", str(records))
+    scn_run = plan.build(plan.CPU_LONG)["e1"].runs()[4]  # long-e1-scn-noise--clean--scn--s1
+    _finished(runs / scn_run.run_id, scn=True)
+    unfinished = runs / "long-e1-scn-noise--clean--scn--s2"
+    unfinished.mkdir(parents=True)
+    io.write_status(unfinished, state="cancelled", epoch=1, epochs=3)
+    assert plan.record(unfinished.name, runs) is None and not (records / unfinished.name).exists()
+    kept = plan.record(scn_run.run_id, runs)
+    assert kept == records / scn_run.run_id
+    names = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
+    assert names == ["config.yaml", "eval/test_all.json", "eval/test_all_predictions.csv", "log.txt",
+                     "metrics.jsonl", "scn/epoch_003.csv", "status.json"]
+    assert (kept / "eval" / "test_all_predictions.csv").read_text().splitlines() == ["index,label,pred,correct",
+                                                                                     "0,1,1,True"]
+    shutil.rmtree(runs / scn_run.run_id)  # the machine is replaced
+    assert plan.state_of(scn_run, runs) == "done" and plan.folder_of(scn_run.run_id, runs) == kept
+    assert io.read_metrics(plan.folder_of(scn_run.run_id, runs))[-1]["epoch"] == 3
+    assert plan.main(["plan", "e1", "--size", "cpu-long", "--only", "*--clean--scn--*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["missing", "pretrain--identity--small_cnn"]
+    assert out[2] == f"done         {scn_run.run_id} (its record)" and len(out) == 5
+    pretraining = plan.CPU.pretraining[0]
+    _finished(runs / pretraining.run_id)
+    plan.record(pretraining.run_id, runs)
+    shutil.rmtree(runs / pretraining.run_id)
+    assert plan.state_of(pretraining, runs) == "done" and plan.state_of(pretraining, runs, records=False) == "missing"
+
+
+def test_only_picks_runs_by_id_and_the_record_action_records_every_finished_one(tmp_path, monkeypatch, capsys):
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    monkeypatch.setenv("FER_RUNS_DIR", str(runs))
+    monkeypatch.setenv("FER_RECORDS_DIR", str(records))
+    assert plan.main(["plan", "e1", "e1b", "--only", "*--uniform30--scn--*", "--only", "e1b-*--scn_code--s0"]) == 0
+    ids = [line.split()[1] for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert ids == ["pretrain--identity--small_cnn", *[f"e1-scn-noise--uniform30--scn--s{s}" for s in range(3)],
+                   "e1b-scn-parts--scn_code--s0"]
+    with pytest.raises(SystemExit, match="matches no run"):
+        plan.main(["plan", "e2", "--only", "*--uniform30--*"])
+    for run_id in ("e2-ldl--ldl--s0", "e2-ldl--ldl--s2"):
+        _finished(runs / run_id)
+    assert plan.main(["record", "e2"]) == 0
+    assert "2 of 7 runs recorded" in capsys.readouterr().out
+    assert sorted(p.name for p in records.iterdir()) == ["e2-ldl--ldl--s0", "e2-ldl--ldl--s2"]

@@ -5,6 +5,7 @@ never filled in, a claim with fewer seeds than planned is marked provisional, an
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def _fake_run(root: Path, run_id: str, correct: np.ndarray, state: str = "done",
     preds = np.where(correct, labels, (labels + 1) % 7)
     table = pd.DataFrame({"index": np.arange(FACES), "label": labels, "pred": preds, "correct": correct,
                           "confidence": 0.5})
-    for subset in ("all", "ambiguous"):
+    for subset in ("all", "ambiguous", "occlusion", "pose30", "pose45"):
         metrics_path, predictions_path = io.eval_paths(folder, "test", subset)
         table.to_csv(predictions_path, index=False)
         io.atomic_write_json(metrics_path, {"split": "test", "subset": subset, "accuracy": float(correct.mean())})
@@ -173,3 +174,73 @@ def test_an_arms_training_time_is_the_median_run_so_one_paused_run_does_not_set_
     arm = report.arms_of(exp, runs_root)[("", "ldl")]
     assert len(arm.done) == 3
     assert arm.train_minutes() == pytest.approx(1.0)  # two epochs of 30 s, as the two unpaused seeds took
+
+
+def test_a_report_updated_for_one_experiment_keeps_every_other_part_as_it_was(runs_root: Path, tmp_path: Path,
+                                                                             monkeypatch):
+    """``--only e2`` on a machine that lost e0's runs: e2's section and verdicts are rewritten from its runs, e0's
+    section, its figure and its verdict rows stay as the earlier report had them, byte for byte."""
+    rng = np.random.default_rng(5)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e0-pretraining--scratch--s{seed}", base)
+        _fake_run(runs_root, f"e0-pretraining--pretrained--s{seed}", base | (rng.random(FACES) < 0.5))
+    out = tmp_path / "report.md"
+    assert report.main(["--out", str(out)]) == 0
+    before = out.read_text()
+    figure = report.FIGURES / "e0-pretraining.png"
+    drawn = figure.read_bytes()
+    for folder in runs_root.glob("e0-pretraining--*"):  # the machine is replaced: e0's runs are gone
+        shutil.rmtree(folder)
+    for seed in range(3):  # e2 runs now (its ce arm is e0's pretrained arm, copied)
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    assert report.main(["--out", str(out), "--only", "e2"]) == 0
+    after = out.read_text()
+    e0 = before.split("\n## 1. e0-pretraining")[1].split("\n## 2. ")[0]
+    assert e0 == after.split("\n## 1. e0-pretraining")[1].split("\n## 2. ")[0]
+    assert figure.read_bytes() == drawn
+    e2_before = before.split("e2-ldl\n")[1].split("\n## ")[0]
+    e2_after = after.split("e2-ldl\n")[1].split("\n## ")[0]
+    assert "0 of 6 runs finished" in e2_before and "All 6 runs finished." in e2_after
+    rows = [line for line in after.split("## Verdicts")[1].splitlines() if line.startswith("| e")]
+    assert [r for r in rows if r.startswith("| e0-")] == [
+        r for r in before.split("## Verdicts")[1].splitlines() if r.startswith("| e0-")]
+    assert all("| **reproduced** |" in r for r in rows if r.startswith("| e2-ldl |"))
+    # everything outside e2's section and rows is as it was
+    strip = [line for line in after.splitlines() if "e2-ldl" not in line]
+    assert len(after.splitlines()) > len(before.splitlines()) - 5
+    assert [line for line in before.splitlines() if "e0-" in line] == [line for line in strip if "e0-" in line]
+    with pytest.raises(SystemExit, match="existing --out"):
+        report.main(["--out", str(tmp_path / "absent.md"), "--only", "e2"])
+
+
+def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns(runs_root: Path, tmp_path: Path):
+    """The 20-epoch runs are gone, the 40-epoch ones are here: the section keeps its own arms and figure, its block of
+    40-epoch arms and the 40-epoch verdict columns are rewritten."""
+    rng = np.random.default_rng(6)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    out = tmp_path / "report.md"
+    assert report.main(["--out", str(out)]) == 0
+    before = out.read_text()
+    figure = (report.FIGURES / "e2-ldl.png").read_bytes()
+    for folder in runs_root.glob("e2-ldl--*"):
+        shutil.rmtree(folder)
+    for seed in range(3):
+        same = rng.random(FACES) < 0.7
+        _fake_run(runs_root, f"long-e2-ldl--ce--s{seed}", same)
+        _fake_run(runs_root, f"long-e2-ldl--ldl--s{seed}", same & (rng.random(FACES) < 0.5))
+    assert report.main(["--out", str(out), "--only", "e2"]) == 0
+    after = out.read_text()
+    own = before.split("e2-ldl\n")[1].split(report.BESIDE_START)[0]
+    assert own == after.split("e2-ldl\n")[1].split(report.BESIDE_START)[0]  # its own arms, as they were
+    block = after.split("e2-ldl\n")[1].split(report.BESIDE_START)[1].split("\nEach claim")[0]
+    assert "All 6 runs finished." in block and "| ldl | 3 |" in block
+    assert "Each claim: B against A" in after.split("e2-ldl\n")[1]
+    assert (report.FIGURES / "e2-ldl.png").read_bytes() == figure
+    rows = [line for line in after.split("## Verdicts")[1].splitlines() if line.startswith("| e2-ldl |")]
+    assert len(rows) == 2 and all("| **reproduced** |" in r and r.endswith("| **not reproduced** |") for r in rows)
