@@ -413,8 +413,9 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
     """``text`` (a report this script wrote) with only the experiments ``names`` rewritten from their runs: an
     experiment's section when a run of it at ``size`` is here (folder or record), else only the block of its
     ``beside`` arms in it when one of theirs is; in the verdict table, its rows' cells of each size whose runs are
-    here; the findings when given. Everything else is kept as it was: the sections and verdicts of experiments whose
-    runs this machine no longer has (see ``results/`` for the records that prevent that) stay as they were reported.
+    here (a claim whose arms are not both here keeps its verdict); the findings when given. Everything else is kept
+    as it was: the sections and verdicts of experiments whose runs this machine no longer has (``results/`` holds
+    the records that prevent that) stay as they were reported.
     """
     head, _, verdict_part = text.partition("\n## Verdicts\n")
     if not verdict_part:
@@ -452,9 +453,9 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
         for k, i in enumerate(mine):
             cells = lines[i].strip("|").split(" | ")
             cells = [c.strip() for c in cells]
-            if main_here:
+            if main_here and rows[k][7] != "not run yet":  # a verdict the runs here cannot give is kept
                 cells[3:5] = [rows[k][4], rows[k][7]]
-            if other_rows is not None and len(cells) > 5:
+            if other_rows is not None and len(cells) > 5 and other_rows[k][7] != "not run yet":
                 cells[5:7] = [other_rows[k][4], other_rows[k][7]]
             lines[i] = "| " + " | ".join(cells) + " |"
     verdicts = lines[:table_at[-1] + 1] if table_at else lines

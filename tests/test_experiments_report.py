@@ -212,6 +212,13 @@ def test_a_report_updated_for_one_experiment_keeps_every_other_part_as_it_was(ru
     strip = [line for line in after.splitlines() if "e2-ldl" not in line]
     assert len(after.splitlines()) > len(before.splitlines()) - 5
     assert [line for line in before.splitlines() if "e0-" in line] == [line for line in strip if "e0-" in line]
+    for folder in runs_root.glob("e2-ldl--ldl--*"):  # one arm lost too: the claim keeps the verdict it had
+        shutil.rmtree(folder)
+    assert report.main(["--out", str(out), "--only", "e2"]) == 0
+    again = out.read_text()
+    assert "3 of 6 runs finished" in again.split("e2-ldl\n")[1].split("\n## ")[0]
+    assert [r for r in again.splitlines() if r.startswith("| e2-ldl |")] == [
+        r for r in after.splitlines() if r.startswith("| e2-ldl |")]
     with pytest.raises(SystemExit, match="existing --out"):
         report.main(["--out", str(tmp_path / "absent.md"), "--only", "e2"])
 
