@@ -22,10 +22,6 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
 # the folder is removed when the session ends (pytest_sessionfinish), after every test and its children.
 CACHE_DIR = tempfile.mkdtemp(prefix="fer_test_cache_")
 os.environ["FER_CACHE_DIR"] = CACHE_DIR
-# The experiment reports read a run from its record when its folder is not there (scripts/experiments.py,
-# ``results/``): tests see an empty records folder of their own, never the repository's records.
-RECORDS_DIR = tempfile.mkdtemp(prefix="fer_test_records_")
-os.environ["FER_RECORDS_DIR"] = RECORDS_DIR
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
@@ -33,7 +29,16 @@ SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove this session's SynthFACS cache folder, so test runs leave no ``fer_test_cache_*`` behind."""
     shutil.rmtree(CACHE_DIR, ignore_errors=True)
-    shutil.rmtree(RECORDS_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def records_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The experiment runner records finished runs and the reports read a run from its record when its folder is
+    not there (scripts/experiments.py, ``results/``): each test gets an empty records folder of its own, never the
+    repository's records nor another test's."""
+    folder = tmp_path_factory.mktemp("records")
+    monkeypatch.setenv("FER_RECORDS_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
