@@ -216,7 +216,11 @@ def test_a_report_updated_for_one_experiment_keeps_every_other_part_as_it_was(ru
         shutil.rmtree(folder)
     assert report.main(["--out", str(out), "--only", "e2"]) == 0
     again = out.read_text()
-    assert "3 of 6 runs finished" in again.split("e2-ldl\n")[1].split("\n## ")[0]
+    section = again.split("e2-ldl\n")[1].split("\n## ")[0]
+    assert "3 of 6 runs finished" in section  # the status line counts the runs here
+    own = section.split(report.BESIDE_START)[0]
+    assert "| ldl | 3 |" in own and "| ldl | 0 |" not in own  # the lost arm's row as it was reported
+    assert "not run yet" not in section and section.count("**reproduced**") == 2
     assert [r for r in again.splitlines() if r.startswith("| e2-ldl |")] == [
         r for r in after.splitlines() if r.startswith("| e2-ldl |")]
     with pytest.raises(SystemExit, match="existing --out"):
@@ -251,3 +255,18 @@ def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns
     assert (report.FIGURES / "e2-ldl.png").read_bytes() == figure
     rows = [line for line in after.split("## Verdicts")[1].splitlines() if line.startswith("| e2-ldl |")]
     assert len(rows) == 2 and all("| **reproduced** |" in r and r.endswith("| **not reproduced** |") for r in rows)
+
+
+def test_an_update_on_the_runs_a_report_was_written_from_changes_nothing(runs_root: Path, tmp_path: Path):
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
+        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _fake_run(runs_root, "long-e2-ldl--ce--s0", rng.random(FACES) < 0.7)
+    for args in ([], ["--findings", str(ROOT / "docs" / "experiments_findings.md")], ["--size", "cpu-long"]):
+        out = tmp_path / "report.md"
+        assert report.main(["--out", str(out), *args]) == 0
+        whole = out.read_text()
+        assert report.main(["--out", str(out), *args, "--only", "e2", "e0"]) == 0
+        assert out.read_text() == whole, args
