@@ -537,7 +537,7 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
             old = chunks[at[0]]
             start = old.index(BESIDE_START)
             old_block = old[start:].split("\n\n", 2)
-            chunks[at[0]] = old[:start] + "\n\n".join([*new_block[:2], *old_block[2:]])
+            chunks[at[0]] = keep_rows(old, old[:start] + "\n\n".join([*new_block[:2], *old_block[2:]]))
         other_rows = claims_of(other[1], others, root) if other_here else None
         mine = [i for i in table_at if lines[i].startswith(f"| {exp.group} |")]
         if len(mine) != len(rows):

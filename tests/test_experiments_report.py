@@ -256,6 +256,13 @@ def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns
     rows = [line for line in after.split("## Verdicts")[1].splitlines() if line.startswith("| e2-ldl |")]
     assert len(rows) == 2 and all("| **reproduced** |" in r and r.endswith("| **not reproduced** |") for r in rows)
 
+    for folder in runs_root.glob("long-e2-ldl--ldl--*"):  # a 40-epoch arm lost: its row and verdicts as reported
+        shutil.rmtree(folder)
+    assert report.main(["--out", str(out), "--only", "e2"]) == 0
+    again = out.read_text()
+    block = again.split("e2-ldl\n")[1].split(report.BESIDE_START)[1].split("\nEach claim")[0]
+    assert "3 of 6 runs finished" in block and "| ldl | 3 |" in block and "| ldl | 0 |" not in block
+    assert [r for r in again.splitlines() if r.startswith("| e2-ldl |")] == rows
 
 def test_an_update_on_the_runs_a_report_was_written_from_changes_nothing(runs_root: Path, tmp_path: Path):
     rng = np.random.default_rng(7)
