@@ -211,7 +211,8 @@ def curves(exp: plan.Experiment, arms: dict[tuple[str, str], Arm],
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if not ax.lines:  # a condition none of whose runs has finished: say so rather than draw empty 0-1 axes
-            ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.text(0.5, 0.5, "no finished run here\n(see the tables)", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0][0].set_ylabel("validation accuracy (%)")
