@@ -503,8 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in needed:
             print(f"{state_of(run, root, records=False):12} {run.run_id}")
         for run in todo:
-            recorded = "" if (root / run.run_id).is_dir() or state_of(run, root) == "missing" else " (its record)"
-            print(f"{state_of(run, root):12} {run.run_id}{recorded}")
+            state = state_of(run, root)
+            recorded = " (its record)" if state != "missing" and not (root / run.run_id).is_dir() else ""
+            print(f"{state:12} {run.run_id}{recorded}")
         for run, source in copies:
             print(f"{state_of(run, root):12} {run.run_id} (the config of {source.run_id}: copied from it, "
                   "not trained)")

@@ -409,6 +409,19 @@ def e1b_claims(root: Path, experiments: dict[str, plan.Experiment]) -> list[list
     return [row for claim in claims for row in claim_rows(claim, pooled)]
 
 
+def full_section(number: int, exp: plan.Experiment, experiments: dict[str, plan.Experiment], root: Path,
+                 size: plan.Size, beside: tuple[plan.Size, plan.Experiment] | None,
+                 draw: bool = True) -> tuple[str, list[list[str]]]:
+    """:func:`experiment_section` as the report prints it: e1b's with its claims against e1's arms, which are then
+    its claim rows."""
+    text, rows = experiment_section(number, exp, root, size, beside, draw)
+    if exp.name == "e1b":
+        rows = e1b_claims(root, experiments)
+        text += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
+            CLAIM_HEADER, rows)
+    return text, rows
+
+
 def claims_of(exp: plan.Experiment, experiments: dict[str, plan.Experiment], root: Path) -> list[list[str]]:
     """The claim rows of one experiment (``CLAIM_HEADER``), without its section; e1b's against e1's arms."""
     if exp.name == "e1b":
@@ -445,15 +458,11 @@ BESIDE_START = "\nThe same arms at "
 def _tables(lines: list[str]) -> list[tuple[int, int]]:
     """``(start, end)`` of each markdown table in ``lines`` (header at start, rows up to end)."""
     out, i = [], 0
-    while i < len(lines):
-        if lines[i].startswith("|"):
-            j = i
-            while j < len(lines) and lines[j].startswith("|"):
-                j += 1
-            out.append((i, j))
-            i = j
-        else:
-            i += 1
+    for is_table, group in itertools.groupby(lines, key=lambda line: line.startswith("|")):
+        n = len(list(group))
+        if is_table:
+            out.append((i, i + n))
+        i += n
     return out
 
 
@@ -515,8 +524,7 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
         raise SystemExit("--only: the report to update has no '## Verdicts' section; write it whole first")
     chunks = head.split("\n## ")
     lines = verdict_part.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
-    table_at = list(itertools.takewhile(lambda i: lines[i].startswith("|"), range(first, len(lines))))
+    table_at = list(range(*_tables(lines)[0])) if _tables(lines) else []  # the verdict table; findings follow
     for name in names:
         exp = experiments[name]
         at = [i for i, c in enumerate(chunks) if c.split("\n", 1)[0].endswith(f". {exp.group}")]
@@ -526,11 +534,7 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
         other = (beside, others[name]) if others is not None and beside.plans(name) else None
         main_here = any_done(exp, root)
         other_here = other is not None and any_done(other[1], root)
-        section, rows = experiment_section(number, exp, root, size, other, draw=main_here)
-        if name == "e1b":
-            rows = e1b_claims(root, experiments)
-            section += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
-                CLAIM_HEADER, rows)
+        section, rows = full_section(number, exp, experiments, root, size, other, draw=main_here)
         if main_here:  # rows of runs no longer here keep what the report had
             chunks[at[0]] = keep_rows(chunks[at[0]], section.removeprefix("## ").rstrip("\n") + "\n")
         elif other_here:  # the block of the other size's arms: from its first line to the end of its table
@@ -544,8 +548,7 @@ def update(text: str, names: Sequence[str], experiments: dict[str, plan.Experime
         if len(mine) != len(rows):
             raise SystemExit(f"--only {name}: {len(mine)} verdict rows in the report against {len(rows)} claims")
         for k, i in enumerate(mine):
-            cells = lines[i].strip("|").split(" | ")
-            cells = [c.strip() for c in cells]
+            cells = _cells(lines[i])
             if main_here and rows[k][7] != "not run yet":  # a verdict the runs here cannot give is kept
                 cells[3:5] = [rows[k][4], rows[k][7]]
             if other_rows is not None and len(cells) > 5 and other_rows[k][7] != "not run yet":
@@ -594,13 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[list[str]] = []
     others = None if beside is None else {name: plan.build(beside)[name] for name in experiments}
     for number, exp in enumerate(experiments.values(), start=1):
-        text, rows = experiment_section(number, exp, root, size, (beside, others[exp.name]) if (
+        text, rows = full_section(number, exp, experiments, root, size, (beside, others[exp.name]) if (
             others is not None and beside.plans(exp.name)) else None)
-        if exp.name == "e1b":
-            extra = e1b_claims(root, experiments)
-            text += "\nAgainst experiment 1's arms under the same noise, on the same test faces:\n\n" + table(
-                CLAIM_HEADER, extra)
-            rows = extra
         parts.append(text)
         verdicts += [[exp.group, *row[:2], row[4], row[7]] for row in rows]
     header = ["experiment", "claim", "subset", "B - A [95% CI]", "verdict"]

@@ -43,6 +43,14 @@ def _fake_run(root: Path, run_id: str, correct: np.ndarray, state: str = "done",
         io.atomic_write_json(metrics_path, {"split": "test", "subset": subset, "accuracy": float(correct.mean())})
 
 
+def _clear_effect(root: Path, rng: np.random.Generator, a: str, b: str) -> None:
+    """Three seeds of two arms on the same faces, arm ``b`` right wherever ``a`` is and on about half the rest."""
+    for seed in range(3):
+        base = rng.random(FACES) < 0.6
+        _fake_run(root, f"{a}--s{seed}", base)
+        _fake_run(root, f"{b}--s{seed}", base | (rng.random(FACES) < 0.5))
+
+
 @pytest.fixture
 def runs_root(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
@@ -63,10 +71,7 @@ def test_nothing_run_names_every_missing_run_and_gives_no_verdict(runs_root: Pat
 
 def test_a_clear_effect_over_every_seed_is_reproduced_and_the_figure_is_drawn(runs_root: Path):
     rng = np.random.default_rng(0)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
-        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
     text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root)
     assert "All 6 runs finished." in text
     assert [row[-1] for row in rows] == ["**reproduced**"] * 2
@@ -106,10 +111,7 @@ def test_an_arm_still_rising_at_the_end_marks_its_verdicts_and_a_flat_one_does_n
 def test_the_verdict_table_puts_the_long_schedule_beside_each_claim(runs_root: Path, tmp_path: Path):
     """The 40-epoch rerun (--size cpu-long) gets its own columns in the same rows, claim by claim."""
     rng = np.random.default_rng(3)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
-        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
     same = rng.random(FACES) < 0.7
     _fake_run(runs_root, "long-e2-ldl--ce--s0", same)
     _fake_run(runs_root, "long-e2-ldl--ldl--s0", same)
@@ -134,10 +136,7 @@ def test_each_section_shows_the_long_schedule_arms_and_draws_their_curves_dashed
     """With --beside, an experiment's section carries the other schedule's arm table under its own, and one figure
     holds both schedules' curves (the long one dashed), so the two can be read side by side."""
     rng = np.random.default_rng(4)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
-        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
     _fake_run(runs_root, "long-e2-ldl--ce--s0", rng.random(FACES) < 0.7, curve=(0.5, 0.6, 0.7, 0.72))
     beside = (plan.CPU_LONG, plan.build(plan.CPU_LONG)["e2"])
     text, rows = report.experiment_section(3, plan.EXPERIMENTS["e2"], runs_root, plan.CPU, beside)
@@ -181,10 +180,7 @@ def test_a_report_updated_for_one_experiment_keeps_every_other_part_as_it_was(ru
     """``--only e2`` on a machine that lost e0's runs: e2's section and verdicts are rewritten from its runs, e0's
     section, its figure and its verdict rows stay as the earlier report had them, byte for byte."""
     rng = np.random.default_rng(5)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e0-pretraining--scratch--s{seed}", base)
-        _fake_run(runs_root, f"e0-pretraining--pretrained--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e0-pretraining--scratch", "e0-pretraining--pretrained")
     out = tmp_path / "report.md"
     assert report.main(["--out", str(out)]) == 0
     before = out.read_text()
@@ -231,10 +227,7 @@ def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns
     """The 20-epoch runs are gone, the 40-epoch ones are here: the section keeps its own arms and figure, its block of
     40-epoch arms and the 40-epoch verdict columns are rewritten."""
     rng = np.random.default_rng(6)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
-        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
     out = tmp_path / "report.md"
     assert report.main(["--out", str(out)]) == 0
     before = out.read_text()
@@ -266,10 +259,7 @@ def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns
 
 def test_an_update_on_the_runs_a_report_was_written_from_changes_nothing(runs_root: Path, tmp_path: Path):
     rng = np.random.default_rng(7)
-    for seed in range(3):
-        base = rng.random(FACES) < 0.6
-        _fake_run(runs_root, f"e2-ldl--ce--s{seed}", base)
-        _fake_run(runs_root, f"e2-ldl--ldl--s{seed}", base | (rng.random(FACES) < 0.5))
+    _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
     _fake_run(runs_root, "long-e2-ldl--ce--s0", rng.random(FACES) < 0.7)
     for args in ([], ["--findings", str(ROOT / "docs" / "experiments_findings.md")], ["--size", "cpu-long"]):
         out = tmp_path / "report.md"
