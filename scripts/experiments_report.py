@@ -319,9 +319,9 @@ LOST = {
            "(`--only e1 e1b`).",
     "cpu-long": "\n\nThe runs of e0, e2, e3, e5, e1c and e1 without noise were lost with the machine that trained "
                 "them, before runs were recorded (`results/`, README): those sections, the pretraining table and "
-                "the clean-condition verdict of e1 stand as they were written from those runs (2026-12-05). e1's "
-                "section is rewritten (`--only e1`) from the records of its noisy conditions, whose runs start from "
-                "the identity pretraining trained again on another machine from the same config (test accuracy "
+                "the clean-condition verdict of e1 stand as they were written from those runs (2026-12-05). The "
+                "sections of e1 and e1b are rewritten (`--only e1 e1b`) from the records of e1's noisy conditions "
+                "and of e1b, whose runs all start from the identity pretraining trained again on another machine from the same config (test accuracy "
                 "91.8% against the 92.2% of the pretraining table below); its table rows of the clean condition "
                 "are kept as they were reported, while its status line and figure show the runs here only.",
 }
