@@ -321,9 +321,10 @@ LOST = {
                 "them, before runs were recorded (`results/`, README): those sections, the pretraining table and "
                 "the clean-condition verdict of e1 stand as they were written from those runs (2026-12-05). The "
                 "sections of e1 and e1b are rewritten (`--only e1 e1b`) from the records of e1's noisy conditions "
-                "and of e1b, whose runs all start from the identity pretraining trained again on another machine from the same config (test accuracy "
-                "91.8% against the 92.2% of the pretraining table below); its table rows of the clean condition "
-                "are kept as they were reported, while its status line and figure show the runs here only.",
+                "and of e1b, whose runs all start from the identity pretraining trained again on another machine "
+                "from the same config (test accuracy 91.8% against the 92.2% of the pretraining table below); e1's "
+                "table rows of the clean condition are kept as they were reported, while its status line and "
+                "figure show the runs here only.",
 }
 """What each report holds that its runs can no longer show (both reports were updated with ``--only``)."""
 
