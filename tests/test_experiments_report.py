@@ -257,6 +257,7 @@ def test_an_update_with_only_the_long_runs_rewrites_only_their_block_and_columns
     assert "3 of 6 runs finished" in block and "| ldl | 3 |" in block and "| ldl | 0 |" not in block
     assert [r for r in again.splitlines() if r.startswith("| e2-ldl |")] == rows
 
+
 def test_an_update_on_the_runs_a_report_was_written_from_changes_nothing(runs_root: Path, tmp_path: Path):
     rng = np.random.default_rng(7)
     _clear_effect(runs_root, rng, "e2-ldl--ce", "e2-ldl--ldl")
